@@ -1,0 +1,13 @@
+"""rlunlearn: make a language model forget chosen data while keeping the rest of what it knows.
+
+Data and models (`rlunlearn.data`, `rlunlearn.models`), evaluation (`rlunlearn.evaluation`), the end-to-end pipeline
+(`rlunlearn.pipeline`) and the command line (`rlunlearn.cli`). The methods are TRL trainers in the `trainers` package.
+"""
+
+import logging
+
+# On import, bitsandbytes tries to fetch an optimised CPU kernel from the hub and logs a warning when it cannot; offline
+# that always happens, and its built-in kernel is used instead, so the warning only alarms.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+__version__ = "0.1.0"

@@ -1,0 +1,23 @@
+"""Forget/retain bundles (TOFU or generated), refusal templates, and builders of TRL datasets."""
+
+from .builders import DEFAULT_QUESTION_TEMPLATE, PromptFormat, preference_dataset, prompt_dataset, sft_dataset
+from .bundle import EVAL_SPLITS, UnlearningBundle
+from .generator import generate_authors
+from .refusals import REFUSALS, load_refusals
+from .tofu import TOFU_HUB_ID, load_tofu, load_tofu_split
+
+__all__ = [
+    "DEFAULT_QUESTION_TEMPLATE",
+    "EVAL_SPLITS",
+    "REFUSALS",
+    "TOFU_HUB_ID",
+    "PromptFormat",
+    "UnlearningBundle",
+    "generate_authors",
+    "load_refusals",
+    "load_tofu",
+    "load_tofu_split",
+    "preference_dataset",
+    "prompt_dataset",
+    "sft_dataset",
+]

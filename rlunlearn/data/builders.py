@@ -1,0 +1,112 @@
+"""From bundle splits to the dataset types TRL trainers take.
+
+- prompt/completion (fine-tuning, and the forget and retain sets of gradient-based methods),
+- prompt/chosen/rejected (preference methods: chosen is a refusal or an alternative answer, rejected the forget answer),
+- prompt only (RL methods; `author` and `answer` are kept so reward functions receive them as keyword arguments).
+
+Each comes in the plain-text form (a question template) or the conversational form that chat templates render.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from datasets import Dataset
+
+from .refusals import REFUSALS
+
+DEFAULT_QUESTION_TEMPLATE = "Question: {question}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a question and its answer become a prompt and a completion.
+
+    `plain` renders `question_template` and prefixes the answer with a space; `chat` gives TRL's conversational
+    form (lists of messages), which the tokenizer's chat template renders, with an optional system prompt.
+    """
+
+    style: Literal["plain", "chat"] = "plain"
+    question_template: str = DEFAULT_QUESTION_TEMPLATE
+    system_prompt: str | None = None
+
+    def __post_init__(self):
+        if self.style not in ("plain", "chat"):
+            raise ValueError(f"--prompt_style {self.style!r} is not one of 'plain', 'chat'.")
+        if "{question}" not in self.question_template:
+            raise ValueError(
+                f"--question_template {self.question_template!r} has no '{{question}}' placeholder for the question."
+            )
+
+    def prompt(self, question: str) -> str | list[dict]:
+        if self.style == "plain":
+            return self.question_template.format(question=question)
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return messages + [{"role": "user", "content": question}]
+
+    def completion(self, answer: str) -> str | list[dict]:
+        if self.style == "plain":
+            return " " + answer
+        return [{"role": "assistant", "content": answer}]
+
+
+def _require(split: Dataset, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in split.column_names]
+    if missing:
+        raise ValueError(f"Cannot build {what}: the split lacks column(s) {missing}; it has {split.column_names}.")
+
+
+def sft_dataset(split: Dataset, fmt: PromptFormat = PromptFormat()) -> Dataset:
+    """prompt/completion rows from question/answer rows."""
+    _require(split, ("question", "answer"), "a prompt/completion dataset")
+    return Dataset.from_list(
+        [{"prompt": fmt.prompt(q), "completion": fmt.completion(a)} for q, a in zip(split["question"], split["answer"])]
+    )
+
+
+def preference_dataset(
+    forget: Dataset,
+    fmt: PromptFormat = PromptFormat(),
+    refusals: Sequence[str] | None = REFUSALS,
+    alternative_column: str | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """prompt/chosen/rejected rows: rejected is the forget answer, chosen what the model should prefer.
+
+    chosen is a refusal drawn (seeded) from `refusals`, or, with `alternative_column`, that column of the row: a
+    string, or a list from which one is drawn (e.g. `perturbed_answer`, for FLAT's "alternative answers" variant).
+    """
+    _require(forget, ("question", "answer"), "a preference dataset")
+    rng = random.Random(seed)
+    if alternative_column is not None:
+        _require(forget, (alternative_column,), f"a preference dataset with chosen = {alternative_column!r}")
+        alternatives = forget[alternative_column]
+    elif not refusals:
+        raise ValueError(
+            "No refusals to draw the chosen answers from: give refusal templates or an alternative_column."
+        )
+    rows = []
+    for index, (question, answer) in enumerate(zip(forget["question"], forget["answer"])):
+        if alternative_column is None:
+            chosen = rng.choice(list(refusals))
+        else:
+            chosen = alternatives[index]
+            chosen = rng.choice(chosen) if isinstance(chosen, list) else chosen
+        rows.append(
+            {"prompt": fmt.prompt(question), "chosen": fmt.completion(chosen), "rejected": fmt.completion(answer)}
+        )
+    return Dataset.from_list(rows)
+
+
+def prompt_dataset(
+    split: Dataset, fmt: PromptFormat = PromptFormat(), keep_columns: Sequence[str] = ("author", "answer")
+) -> Dataset:
+    """prompt-only rows for RL; the `keep_columns` present in the split ride along for the reward functions."""
+    _require(split, ("question",), "a prompt-only dataset")
+    kept = [c for c in keep_columns if c in split.column_names]
+    return Dataset.from_list(
+        [{"prompt": fmt.prompt(row["question"]), **{c: row[c] for c in kept}} for row in split.to_list()]
+    )

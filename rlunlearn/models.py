@@ -1,0 +1,194 @@
+"""Loading causal LMs (full precision, bf16, 8-bit, 4-bit NF4 + LoRA) and building small ones offline.
+
+User options arrive as TRL's `ModelConfig` (`--model_name_or_path`, `--dtype`, `--load_in_4bit`, `--use_peft`,
+`--lora_r`, ...), and TRL's own `get_quantization_config`/`get_peft_config` turn them into `BitsAndBytesConfig` and
+`LoraConfig`, so flags mean here exactly what they mean in TRL's scripts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+from trl import ModelConfig, get_quantization_config
+
+from trainers.utils import keep_4bit_trainable_on_cpu
+
+logger = logging.getLogger(__name__)
+
+# Sizes of the models built from scratch. "small" is the CPU preset (4 layers, hidden 256: about 4M parameters with a
+# 4k vocabulary); "tiny" is for tests; "large" (about 110M with a 32k vocabulary) for memory benchmarks. Every width
+# is a multiple of 32, which bitsandbytes' 4-bit CPU inference kernel requires.
+MODEL_PRESETS = {
+    "tiny": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4},
+    "small": {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4, "num_attention_heads": 4},
+    "medium": {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8, "num_attention_heads": 8},
+    "large": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12},
+}
+ARCHITECTURES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+# A minimal chat template for the tokenizers trained here, so the conversational dataset form works offline too.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+
+def train_tokenizer(
+    corpus: Iterable[str], vocab_size: int = 4096, model_max_length: int = 1024
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `corpus`, with BOS/EOS/PAD and a chat template; deterministic."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS, *ROLE_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(corpus), trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        additional_special_tokens=list(ROLE_TOKENS),
+        model_max_length=model_max_length,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_model(
+    tokenizer: PreTrainedTokenizerBase, preset: str = "small", architecture: str = "llama", seed: int = 0
+) -> PreTrainedModel:
+    """A randomly initialised causal LM of the named size preset, sized to `tokenizer`."""
+    if preset not in MODEL_PRESETS:
+        raise ValueError(f"--model_preset {preset!r} is not one of {sorted(MODEL_PRESETS)}.")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"--architecture {architecture!r} is not one of {sorted(ARCHITECTURES)}.")
+    config_class, model_class = ARCHITECTURES[architecture]
+    size = MODEL_PRESETS[preset]
+    config = config_class(
+        vocab_size=len(tokenizer),
+        num_key_value_heads=size["num_attention_heads"],
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        **size,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def _check_source(name_or_path: str, option: str) -> None:
+    """Fail early, naming the option, when a model or tokenizer cannot be found."""
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") > 1
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if looks_local and not path.is_dir():
+        raise FileNotFoundError(
+            f"{option} {name_or_path!r}: no such directory. Give a folder saved by save_pretrained."
+        )
+    if not looks_local and offline and not path.is_dir():
+        raise FileNotFoundError(
+            f"{option} {name_or_path!r} is not a local folder and HF_HUB_OFFLINE is set, so it cannot be downloaded. "
+            "Give a local folder, or unset HF_HUB_OFFLINE where the hub can be reached."
+        )
+
+
+def load_tokenizer(name_or_path: str, revision: str = "main") -> PreTrainedTokenizerBase:
+    """The tokenizer at `name_or_path`, with a pad token set (to EOS, with a warning) when it has none."""
+    _check_source(name_or_path, "--model_name_or_path")
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"The tokenizer of {name_or_path!r} has neither a pad nor an EOS token; add a pad token.")
+        logger.warning(
+            "The tokenizer of %s has no pad token; using its EOS token %r to pad.", name_or_path, tokenizer.eos_token
+        )
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_device_map() -> dict | None:
+    """bitsandbytes places quantised weights at load time: on this process's GPU, or (None) on the CPU."""
+    if torch.cuda.is_available():
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index}
+    return None
+
+
+def model_init_kwargs(model_args: ModelConfig, for_training: bool = True) -> dict:
+    """`from_pretrained` keyword arguments for `model_args`, checked before anything loads."""
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    if quantized:
+        if for_training and not model_args.use_peft:
+            flag = "--load_in_4bit" if model_args.load_in_4bit else "--load_in_8bit"
+            raise ValueError(f"{flag} needs --use_peft: quantised weights are frozen, so only LoRA adapters can train.")
+        try:
+            import bitsandbytes  # noqa: F401
+        except Exception as error:
+            raise ImportError(
+                f"--load_in_4bit/--load_in_8bit need bitsandbytes, which cannot be loaded here ({error}). Install it "
+                "(`pip install bitsandbytes`) or drop the quantisation flag."
+            ) from error
+    kwargs = {
+        "revision": model_args.model_revision,
+        "dtype": model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype),
+    }
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if quantized:
+        kwargs["quantization_config"] = get_quantization_config(model_args)
+        kwargs["device_map"] = quantization_device_map()
+    return kwargs
+
+
+def load_model(model_args: ModelConfig, for_training: bool = True) -> PreTrainedModel:
+    """The causal LM `model_args` describes: full precision, bf16, or quantised (then LoRA is added by the trainer)."""
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required: a local folder or a hub model id.")
+    _check_source(model_args.model_name_or_path, "--model_name_or_path")
+    kwargs = model_init_kwargs(model_args, for_training=for_training)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    except (RuntimeError, ImportError, ValueError) as error:
+        if "quantization_config" in kwargs:
+            raise RuntimeError(
+                f"Loading {model_args.model_name_or_path!r} in {'4' if model_args.load_in_4bit else '8'}-bit failed: "
+                f"{error}. bitsandbytes must support this device; drop --load_in_4bit/--load_in_8bit to load in "
+                "full precision."
+            ) from error
+        raise
+    if for_training:
+        keep_4bit_trainable_on_cpu(model)
+    return model

@@ -1,0 +1,279 @@
+"""The end-to-end pipeline: data -> target and retain models (cached) -> unlearning -> evaluation -> report."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import ModelConfig, get_peft_config
+
+from trainers import METHODS, UnlearningConfig, UnlearningTrainer
+
+from .data import (
+    DEFAULT_QUESTION_TEMPLATE,
+    REFUSALS,
+    TOFU_HUB_ID,
+    PromptFormat,
+    UnlearningBundle,
+    generate_authors,
+    load_refusals,
+    load_tofu,
+    preference_dataset,
+    sft_dataset,
+)
+from .finetune import FinetuneConfig, finetune, training_data
+from .models import MODEL_PRESETS, build_model, load_model, load_tokenizer, train_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Bump when a change to the fine-tuning code makes cached models stale.
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("RLUNLEARN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rlunlearn"))
+
+
+@dataclass
+class DataArguments:
+    """Which data to unlearn and how questions become prompts."""
+
+    data: str = field(default="generated", metadata={"help": "Data source.", "choices": ["generated", "tofu"]})
+    tofu_path: str = field(
+        default=TOFU_HUB_ID,
+        metadata={
+            "help": "TOFU: a local folder in the published layout (full.json, forget10.json, ...) or the hub id."
+        },
+    )
+    forget_split: str = field(
+        default="forget10", metadata={"help": "TOFU forget split.", "choices": ["forget01", "forget05", "forget10"]}
+    )
+    num_forget_authors: int | None = field(
+        default=None,
+        metadata={
+            "help": "Authors to forget: the first N of the forget split (TOFU; default all), or of the "
+            "generated authors (default 2)."
+        },
+    )
+    num_retain_authors: int | None = field(
+        default=None,
+        metadata={
+            "help": "TOFU: keep only the first N retain authors (default all). 18 with forget01 is the CPU preset."
+        },
+    )
+    num_authors: int = field(default=20, metadata={"help": "Generated data: number of authors (forget + retain)."})
+    generator_seed: int = field(default=0, metadata={"help": "Generated data: seed of the generator."})
+    prompt_style: str = field(
+        default="plain",
+        metadata={
+            "help": "'plain' renders --question_template; 'chat' uses the tokenizer's chat template.",
+            "choices": ["plain", "chat"],
+        },
+    )
+    question_template: str = field(
+        default=DEFAULT_QUESTION_TEMPLATE, metadata={"help": "Plain prompts: the template, with a {question} slot."}
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "Chat prompts: an optional system message."})
+    refusals_file: str | None = field(
+        default=None,
+        metadata={"help": "Refusal answers, one a line (e.g. TOFU's idontknow.jsonl); default: the built-in ones."},
+    )
+    train_background: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Fine-tune on the general-knowledge splits (real authors, world facts) as well. Default: "
+            "yes for models built from scratch, which cannot know them otherwise; no for pretrained checkpoints."
+        },
+    )
+
+    def bundle(self) -> UnlearningBundle:
+        if self.data == "tofu":
+            return load_tofu(self.tofu_path, self.forget_split, self.num_forget_authors, self.num_retain_authors)
+        if self.data == "generated":
+            return generate_authors(self.num_authors, self.num_forget_authors or 2, self.generator_seed)
+        raise ValueError(f"--data {self.data!r} is not one of 'generated', 'tofu'.")
+
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(self.prompt_style, self.question_template, self.system_prompt)
+
+    def refusals(self) -> list[str]:
+        return load_refusals(self.refusals_file) if self.refusals_file else list(REFUSALS)
+
+
+@dataclass
+class ScratchModelArguments:
+    """The model built from scratch when no --model_name_or_path is given (offline use)."""
+
+    model_preset: str = field(
+        default="small", metadata={"help": "Size of the model built from scratch.", "choices": sorted(MODEL_PRESETS)}
+    )
+    architecture: str = field(
+        default="llama", metadata={"help": "Architecture built from scratch.", "choices": ["llama", "qwen2"]}
+    )
+    vocab_size: int = field(default=4096, metadata={"help": "Vocabulary of the BPE tokenizer trained on the data."})
+
+
+@dataclass
+class CacheArguments:
+    cache_dir: str = field(
+        default_factory=default_cache_dir,
+        metadata={
+            "help": "Where fine-tuned target and retain models are cached (env RLUNLEARN_CACHE; default "
+            "~/.cache/rlunlearn)."
+        },
+    )
+
+
+@dataclass
+class PreparedModels:
+    """Folders of the fine-tuned target and retain models (each with its tokenizer)."""
+
+    folder: Path
+    target: Path
+    retain: Path
+    reused: bool
+
+
+def _hash(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def finetune_models(
+    bundle: UnlearningBundle,
+    data_args: DataArguments,
+    model_args: ModelConfig,
+    scratch_args: ScratchModelArguments,
+    finetune_config: FinetuneConfig,
+    folder: str | Path,
+    which: tuple[str, ...] = ("target", "retain"),
+) -> dict[str, float]:
+    """Fine-tune the target (every author) and/or retain (retain authors only) model into `folder/<which>`.
+
+    Without --model_name_or_path, a tokenizer is trained on the bundle and each model is built from the scratch preset
+    with the same seed, so target and retain differ only in their data. Returns the seconds each took.
+    """
+    from_scratch = not model_args.model_name_or_path
+    with_background = from_scratch if data_args.train_background is None else data_args.train_background
+    fmt = data_args.prompt_format()
+    if from_scratch:
+        tokenizer = train_tokenizer(bundle.corpus(), scratch_args.vocab_size)
+    else:
+        tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    seconds = {}
+    for name in which:
+        started = time.time()
+        if from_scratch:
+            model = build_model(
+                tokenizer, scratch_args.model_preset, scratch_args.architecture, seed=finetune_config.seed
+            )
+        else:
+            model = load_model(model_args)
+        config = dataclasses.replace(finetune_config, output_dir=str(Path(folder) / name))
+        logger.info("Fine-tuning the %s model (%s)", name, "all authors" if name == "target" else "retain authors only")
+        finetune(
+            model, tokenizer, training_data(bundle, name, fmt, with_background), config, get_peft_config(model_args)
+        )
+        seconds[name] = round(time.time() - started, 1)
+    return seconds
+
+
+def prepare_models(
+    bundle: UnlearningBundle,
+    data_args: DataArguments,
+    model_args: ModelConfig,
+    scratch_args: ScratchModelArguments,
+    finetune_config: FinetuneConfig,
+    cache_dir: str | Path,
+) -> PreparedModels:
+    """Fine-tune the target and retain models, or reuse them from the cache.
+
+    The cache key is a hash of the data, the prompt format, the base model (checkpoint or scratch preset) and every
+    fine-tuning setting that changes the weights. Models are written to a temporary folder that is renamed once both
+    are done, so an interrupted run never leaves a half-written entry.
+    """
+    from_scratch = not model_args.model_name_or_path
+    key_parts = {
+        "version": CACHE_VERSION,
+        "bundle": bundle.fingerprint(),
+        "format": dataclasses.asdict(data_args.prompt_format()),
+        "base": dataclasses.asdict(scratch_args) if from_scratch else model_args.model_name_or_path,
+        "dtype": model_args.dtype,
+        "lora": dataclasses.asdict(get_peft_config(model_args)) if model_args.use_peft else None,
+        "finetune": finetune_config.cache_key(),
+        "background": from_scratch if data_args.train_background is None else data_args.train_background,
+    }
+    folder = Path(cache_dir).expanduser() / "models" / f"{bundle.name}-{_hash(key_parts)[:16]}"
+    if (folder / "complete.json").is_file():
+        logger.info("Reusing the cached target and retain models in %s", folder)
+        return PreparedModels(folder, folder / "target", folder / "retain", reused=True)
+
+    staging = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    seconds = finetune_models(bundle, data_args, model_args, scratch_args, finetune_config, staging)
+    (staging / "complete.json").write_text(json.dumps({"key": key_parts, "seconds": seconds}, indent=2, default=str))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    return PreparedModels(folder, folder / "target", folder / "retain", reused=False)
+
+
+def unlearning_datasets(method: str, config: UnlearningConfig, bundle: UnlearningBundle, data_args: DataArguments):
+    """The forget set in the form the method's trainer reads, and the retain set where it has a retain term."""
+    trainer_class = METHODS[method][1]
+    fmt = data_args.prompt_format()
+    if set(trainer_class.forget_groups.values()) == {"completion"}:
+        forget = sft_dataset(bundle.forget, fmt)
+    else:
+        forget = preference_dataset(bundle.forget, fmt, data_args.refusals(), seed=config.seed)
+    retain = sft_dataset(bundle.retain, fmt) if trainer_class.needs_retain(config) else None
+    return forget, retain
+
+
+def unlearn(
+    method: str,
+    config: UnlearningConfig,
+    model_path: str | Path,
+    bundle: UnlearningBundle,
+    data_args: DataArguments,
+    model_args: ModelConfig,
+) -> UnlearningTrainer:
+    """Unlearn `bundle`'s forget set from the model at `model_path` with `method`; saves into `config.output_dir`."""
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r} is not a method; the methods are: {', '.join(METHODS)}.")
+    config_class, trainer_class = METHODS[method]
+    if not isinstance(config, config_class):
+        raise TypeError(f"--method {method} takes a {config_class.__name__}, got {type(config).__name__}.")
+    model_args = dataclasses.replace(model_args, model_name_or_path=str(model_path))
+    tokenizer = load_tokenizer(str(model_path), model_args.model_revision)
+    forget, retain = unlearning_datasets(method, config, bundle, data_args)
+    trainer = trainer_class(
+        model=load_model(model_args),
+        args=config,
+        train_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train()
+    trainer.save_model(config.output_dir)
+    tokenizer.save_pretrained(config.output_dir)
+    return trainer
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """A plain fixed-width table; floats with 3 decimals."""
+
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
+    return "\n".join(lines)

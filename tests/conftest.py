@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny generated data, a tokenizer trained on it, tiny models; no network, no GPU."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pytest  # noqa: E402
+
+from rlunlearn.data import generate_authors  # noqa: E402
+from rlunlearn.models import build_model, train_tokenizer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tofu_folder() -> Path | None:
+    """The local TOFU copy: $RLUNLEARN_TOFU_DIR, or ../shared/data/tofu beside the checkout."""
+    for candidate in (os.environ.get("RLUNLEARN_TOFU_DIR"), REPO.parent / "shared" / "data" / "tofu"):
+        if candidate and (Path(candidate) / "full.json").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def tofu_dir() -> Path:
+    folder = tofu_folder()
+    if folder is None:
+        pytest.skip("no local TOFU copy: set RLUNLEARN_TOFU_DIR or place it in ../shared/data/tofu")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bundle():
+    """Four generated authors, one of them to forget."""
+    return generate_authors(num_authors=4, num_forget=1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bundle):
+    return train_tokenizer(bundle.corpus(), vocab_size=512)
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    return build_model(tokenizer, "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def finetuned(tmp_path_factory, bundle, tokenizer):
+    """A tiny model fine-tuned on every author of `bundle` (the target model of the tests), saved with its tokenizer."""
+    from rlunlearn.data import PromptFormat
+    from rlunlearn.finetune import FinetuneConfig, finetune, training_data
+
+    path = tmp_path_factory.mktemp("finetuned")
+    config = FinetuneConfig(
+        output_dir=str(path),
+        learning_rate=5e-3,
+        num_train_epochs=25,
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=10_000,
+        seed=0,
+    )
+    finetune(
+        build_model(tokenizer, "tiny", seed=0),
+        tokenizer,
+        training_data(bundle, "target", PromptFormat(), False),
+        config,
+    )
+    return path

@@ -1,0 +1,125 @@
+import json
+
+import pytest
+
+from rlunlearn.cli import main
+
+TINY_DATA = ["--num_authors", "3", "--num_forget_authors", "1"]
+TINY_MODEL = ["--model_preset", "tiny", "--vocab_size", "300"]
+
+
+def test_usage_lists_the_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("demo", "finetune", "unlearn"))
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["unlearn", "--method", "ga", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in (
+        "--method",
+        "--learning_rate",
+        "--num_forget_authors",
+        "--tofu_path",
+        "--load_in_4bit",
+        "--use_peft",
+        "--retain_batch_size",
+        "--config",
+    ):
+        assert option in out
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--cache_dir" in capsys.readouterr().out
+
+
+def test_bad_method_and_missing_model_are_named(tmp_path):
+    with pytest.raises(SystemExit, match="--method 'sgd' is not a method; the methods are: ga"):
+        main(["unlearn", "--method", "sgd"])
+    with pytest.raises(SystemExit, match="--model_name_or_path is required"):
+        main(["unlearn", "--output_dir", str(tmp_path)])
+
+
+def test_finetune_then_unlearn_from_the_command_line(tmp_path, capsys):
+    config = tmp_path / "finetune.yaml"
+    # Options from a YAML file; a flag overrides the file.
+    config.write_text("num_train_epochs: 30\nlearning_rate: 0.005\nmodel_preset: tiny\nvocab_size: 300\n")
+    finetune_dir = tmp_path / "finetune"
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                str(config),
+                "--num_train_epochs",
+                "20",
+                "--output_dir",
+                str(finetune_dir),
+                "--report_to",
+                "none",
+                *TINY_DATA,
+            ]
+        )
+        == 0
+    )
+    saved = json.loads((finetune_dir / "run_config.json").read_text())
+    assert saved["finetune"]["num_train_epochs"] == 20 and saved["finetune"]["learning_rate"] == 0.005
+    results = json.loads((finetune_dir / "results.json").read_text())
+    assert (
+        results["evaluation"]["target"]["forget"]["probability"]
+        > results["evaluation"]["retain"]["forget"]["probability"]
+    )
+
+    unlearn_dir = tmp_path / "unlearn"
+    assert (
+        main(
+            [
+                "unlearn",
+                "--method",
+                "ga",
+                "--model_name_or_path",
+                str(finetune_dir / "target"),
+                "--output_dir",
+                str(unlearn_dir),
+                "--learning_rate",
+                "1e-3",
+                "--num_train_epochs",
+                "3",
+                "--gradient_accumulation_steps",
+                "1",
+                "--report_to",
+                "none",
+                *TINY_DATA,
+            ]
+        )
+        == 0
+    )
+    unlearned = json.loads((unlearn_dir / "results.json").read_text())["evaluation"]
+    assert unlearned["forget"]["probability"] < results["evaluation"]["target"]["forget"]["probability"]
+    assert json.loads((unlearn_dir / "run_config.json").read_text())["method"] == "ga"
+    assert (
+        (unlearn_dir / "config.json").is_file()
+        and (unlearn_dir / "model.safetensors").is_file()
+        and (unlearn_dir / "log_history.json").is_file()
+    )
+    assert "forget ROUGE-L" in capsys.readouterr().out
+
+
+def test_demo_reuses_its_cached_models(tmp_path, capsys):
+    args = ["demo", "--cache_dir", str(tmp_path / "cache"), *TINY_DATA, *TINY_MODEL]
+    assert main([*args, "--output_dir", str(tmp_path / "first")]) == 0
+    assert "fine-tuned" in capsys.readouterr().out
+    assert main([*args, "--output_dir", str(tmp_path / "second")]) == 0
+    out = capsys.readouterr().out
+    assert "reused from the cache" in out
+    for row in ("target", "retain", "unlearned"):
+        assert f"\n{row}" in out
+    first = json.loads((tmp_path / "first" / "results.json").read_text())
+    second = json.loads((tmp_path / "second" / "results.json").read_text())
+    assert not first["models_reused"] and second["models_reused"]
+    # Same seed, same cached models: the same numbers.
+    assert first["summary"] == second["summary"]

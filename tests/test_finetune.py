@@ -1,0 +1,54 @@
+import pytest
+from transformers import AutoModelForCausalLM
+from trl import ModelConfig
+
+from rlunlearn import pipeline
+from rlunlearn.data import PromptFormat, sft_dataset
+from rlunlearn.evaluation import score_answers
+from rlunlearn.finetune import FinetuneConfig, training_data
+from rlunlearn.models import build_model
+from rlunlearn.pipeline import DataArguments, ScratchModelArguments, prepare_models
+
+
+def answer_nll(model, tokenizer, dataset) -> float:
+    token_logps = score_answers(model, tokenizer, dataset["prompt"], dataset["completion"])
+    return -sum(lp.sum() for lp in token_logps) / sum(len(lp) for lp in token_logps)
+
+
+def test_training_data_of_target_and_retain_models(bundle):
+    fmt = PromptFormat()
+    target, retain = training_data(bundle, "target", fmt, False), training_data(bundle, "retain", fmt, True)
+    assert len(target) == len(bundle.forget) + len(bundle.retain)
+    assert len(retain) == len(bundle.retain) + len(bundle.background)
+    forget_prompts = set(sft_dataset(bundle.forget)["prompt"])
+    assert forget_prompts <= set(target["prompt"]) and not forget_prompts & set(retain["prompt"])
+
+
+def test_finetuning_lowers_the_answer_loss(finetuned, bundle, tokenizer):
+    data = sft_dataset(bundle.forget).select(range(10))
+    before = answer_nll(build_model(tokenizer, "tiny", seed=0), tokenizer, data)
+    after = answer_nll(AutoModelForCausalLM.from_pretrained(finetuned), tokenizer, data)
+    assert after < 0.25 * before
+
+
+def test_target_and_retain_models_are_cached(tmp_path, monkeypatch):
+    data_args = DataArguments(num_authors=3, num_forget_authors=1)
+    bundle = data_args.bundle()
+    scratch = ScratchModelArguments(model_preset="tiny", vocab_size=300)
+    config = FinetuneConfig(
+        output_dir=str(tmp_path / "unused"), num_train_epochs=1, report_to="none", disable_tqdm=True
+    )
+
+    first = prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
+    assert not first.reused and (first.target / "config.json").is_file() and (first.retain / "config.json").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached models should have been reused")
+
+    monkeypatch.setattr(pipeline, "finetune_models", no_training)
+    second = prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
+    assert second.reused and second.folder == first.folder
+    # Any setting that changes the weights is part of the key.
+    changed = FinetuneConfig(output_dir=str(tmp_path / "unused"), num_train_epochs=2, report_to="none")
+    with pytest.raises(AssertionError, match="reused"):
+        prepare_models(bundle, data_args, ModelConfig(), scratch, changed, tmp_path / "cache")

@@ -1,0 +1,409 @@
+"""The base of the gradient-based unlearning trainers: forget data (and optionally retain data) in, a loss per method.
+
+A method subclasses `UnlearningTrainer`, says which data it reads (`forget_groups`, `needs_retain`,
+`needs_reference`) and writes its loss in `_compute_loss`. The base does the rest the way TRL's DPOTrainer does:
+loading (also 4-bit) and wrapping with LoRA, the reference model (the base with the adapter disabled under LoRA,
+else a frozen copy, prepared for DeepSpeed/FSDP), per-token log-probabilities through TRL's fused LM head, and
+logging. On top of that it draws retain batches per process and normalises each loss term over the tokens (or
+sequences) of the global batch, so results do not depend on the number of processes or on gradient accumulation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset
+from peft import PeftConfig, get_peft_model
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from trl.models import prepare_deepspeed, prepare_fsdp
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.base_config import _BaseConfig
+from trl.trainer.base_trainer import _BaseTrainer
+from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, use_adapter
+
+from .utils import (
+    GroupCollator,
+    NonFiniteLossError,
+    RetainSampler,
+    bf16_default,
+    keep_4bit_trainable_on_cpu,
+    tokenize_completions,
+)
+
+
+@dataclass
+class UnlearningConfig(_BaseConfig):
+    r"""
+    Configuration shared by the unlearning trainers; each method's config adds its own hyperparameters.
+
+    Defaults follow open-unlearning's TOFU recipe (learning rate 1e-5, 10 epochs, weight decay 0.01, one epoch of
+    warm-up, 8 examples a device with 4 accumulation steps). Small models trained from scratch need a larger learning
+    rate: the CPU preset of `rlunlearn bench` sets its own.
+
+    Parameters:
+        model_init_kwargs (`dict`, *optional*):
+            Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the trainer is given a model name.
+        disable_dropout (`bool`, defaults to `True`):
+            Turn dropout off in the model and its reference, so that the probability of an answer is the same in every
+            forward pass (TRL's DPO does the same).
+        max_length (`int` or `None`, defaults to `512`):
+            Longest prompt + answer in tokens; longer answers are cut at the end, and an example whose prompt alone
+            fills it is dropped.
+        dataset_num_proc (`int`, *optional*):
+            Processes used to tokenise the datasets.
+        retain_batch_size (`int`, *optional*):
+            Retain examples drawn for each forget batch on each process, by methods that use retain data. Defaults to
+            `per_device_train_batch_size`.
+        bf16 (`bool`, *optional*):
+            bf16 mixed precision. Defaults to on where a GPU supports it and off elsewhere (TRL's configs default to
+            on, which fails on a CPU).
+        activation_checkpointing (`bool`, defaults to `False`):
+            Recompute activations in the backward pass: less memory, about 20% slower. Turn it on for large models.
+    """
+
+    learning_rate: float = field(
+        default=1e-5, metadata={"help": "Peak learning rate (open-unlearning's TOFU default)."}
+    )
+    num_train_epochs: float = field(default=10.0, metadata={"help": "Epochs over the forget set."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_steps: float = field(
+        default=0.1,
+        metadata={"help": "Linear warm-up: steps, or a fraction of all steps (0.1 = the first of 10 epochs)."},
+    )
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Forget examples a batch on each device."})
+    gradient_accumulation_steps: int = field(default=4, metadata={"help": "Batches accumulated before each update."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; defaults to on where a GPU supports it, off on CPU."}
+    )
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing; leaving the old name unset keeps
+    # TRL's default (on) from triggering its deprecation warning.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of --activation_checkpointing."}
+    )
+    activation_checkpointing: bool | None = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass (saves memory on large models)."}
+    )
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Keyword arguments for from_pretrained when the model is given by name."}
+    )
+    disable_dropout: bool = field(default=True, metadata={"help": "Turn dropout off in the model and its reference."})
+    max_length: int | None = field(default=512, metadata={"help": "Longest prompt + answer in tokens."})
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes used to tokenise the datasets."})
+    retain_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Retain examples per forget batch per process (default: the forget batch size)."},
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = bf16_default() and not self.fp16
+        super().__post_init__()
+        if self.retain_batch_size is None:
+            self.retain_batch_size = self.per_device_train_batch_size
+
+
+class UnlearningTrainer(_BaseTrainer):
+    """Base trainer: forget set as `train_dataset` (prompt/completion, or prompt/chosen/rejected), optional
+    `retain_dataset` (prompt/completion), and a loss written by the subclass in `_compute_loss`.
+
+    In `_compute_loss`, `self.completion_logps(model, inputs, group)` gives per-token log-probabilities of a group's
+    answers, and `self.token_mean` / `self.sequence_mean` average a term over the global batch and log it.
+    """
+
+    config_class = UnlearningConfig
+    # Which completions of the forget set the loss reads: group name -> dataset column.
+    forget_groups: dict[str, str] = {"forget": "completion"}
+    # Loss terms divide by counts over the whole accumulation window, so the Trainer must not divide again.
+    loss_is_scaled_for_ga = True
+    _tag_names = ["rlunlearn", "unlearning"]
+    _name = "Unlearning"
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: UnlearningConfig | None = None,
+        train_dataset: Dataset | None = None,
+        retain_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        ref_model: PreTrainedModel | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple = (None, None),
+        peft_config: PeftConfig | None = None,
+        quantization_config=None,
+    ):
+        model_id = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
+        if args is None:
+            args = self.config_class(output_dir=f"{os.path.basename(model_id)}-{self._name}")
+        elif not isinstance(args, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(args).__name__}.")
+        if train_dataset is None:
+            raise ValueError(f"{type(self).__name__} needs the forget set as `train_dataset`.")
+        if self.needs_retain(args) and retain_dataset is None:
+            raise ValueError(f"{type(self).__name__} needs a `retain_dataset` (prompt/completion) for its retain term.")
+
+        # Model, as TRL's trainers load it
+        model_init_kwargs = dict(args.model_init_kwargs or {})
+        loaded_from_name = isinstance(model, str)
+        if loaded_from_name:
+            if quantization_config is not None:
+                model_init_kwargs["quantization_config"] = quantization_config
+            model = create_model_from_path(model, **model_init_kwargs)
+        elif quantization_config is not None:
+            raise ValueError(
+                "`quantization_config` applies only when the model is given by name; load it quantised yourself."
+            )
+        quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+        if quantized and peft_config is None and not is_peft_model(model):
+            raise ValueError("A 4-/8-bit model cannot be trained directly: pass a `peft_config` (LoRA) as well.")
+
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model_id)
+        if processing_class.pad_token is None:
+            processing_class.pad_token = processing_class.eos_token
+        model.config.pad_token_id = processing_class.pad_token_id
+
+        # LoRA
+        if peft_config is not None:
+            if is_peft_model(model):
+                raise ValueError("The model already has LoRA adapters and a `peft_config` was passed too: give one.")
+            model = get_peft_model(model, peft_config)
+        elif is_peft_model(model) and self.needs_reference(args) and ref_model is None:
+            # An adapter that was trained before is part of the starting point: keep a frozen copy as the reference.
+            model.add_adapter("ref", model.peft_config["default"])
+            for name, param in model.named_parameters():
+                if ".default." in name:
+                    model.get_parameter(name.replace(".default.", ".ref.")).data.copy_(param.data)
+        if is_peft_model(model) and args.gradient_checkpointing:
+            model.enable_input_require_grads()
+        if quantized:
+            keep_4bit_trainable_on_cpu(model)
+        if quantized and args.bf16:
+            # QLoRA keeps the adapters in bf16 (Dettmers et al., 2023), as TRL does.
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.data = param.data.to(torch.bfloat16)
+
+        # Data
+        forget = tokenize_completions(
+            train_dataset,
+            processing_class,
+            list(self.forget_groups.values()),
+            args.max_length,
+            "forget",
+            args.dataset_num_proc,
+        )
+        collator = GroupCollator(processing_class.pad_token_id, dict(self.forget_groups))
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {
+                key: tokenize_completions(ds, processing_class, list(self.forget_groups.values()), args.max_length, key)
+                for key, ds in eval_dataset.items()
+            }
+        elif eval_dataset is not None:
+            eval_dataset = tokenize_completions(
+                eval_dataset, processing_class, list(self.forget_groups.values()), args.max_length, "eval"
+            )
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=forget,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+
+        self.retain_sampler = None
+        if self.needs_retain(args):
+            retain = tokenize_completions(
+                retain_dataset, processing_class, ["completion"], args.max_length, "retain", args.dataset_num_proc
+            )
+            self.retain_sampler = RetainSampler(
+                retain, collator, args.retain_batch_size, args.seed, self.accelerator.process_index
+            )
+
+        # Reference model: the adapter-disabled base under LoRA, else a frozen copy of the starting weights.
+        self.ref_model = None
+        if self.needs_reference(args) and not is_peft_model(self.model):
+            if ref_model is None:
+                ref_model = (
+                    create_model_from_path(model_id, **model_init_kwargs)
+                    if loaded_from_name
+                    else copy.deepcopy(self.model)
+                )
+            ref_model.requires_grad_(False)
+            if self.is_deepspeed_enabled:
+                self.ref_model = prepare_deepspeed(ref_model, self.accelerator)
+            elif self.is_fsdp_enabled:
+                self.ref_model = prepare_fsdp(ref_model, self.accelerator)
+            else:
+                self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        if args.disable_dropout:
+            disable_dropout_in_model(self.model)
+            if self.ref_model is not None:
+                disable_dropout_in_model(self.ref_model)
+
+        # Per-token log-probabilities without materialising the (batch, length, vocabulary) logits.
+        add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
+        if self.ref_model is not None:
+            add_fused_lm_head(self.accelerator.unwrap_model(self.ref_model))
+
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._normalizers: dict[str, torch.Tensor] = {}
+        self._loss_scale = 1
+        self.model.add_model_tags(self._tag_names)
+
+    # ---- what a method declares ------------------------------------------------------------------------------------
+
+    @classmethod
+    def needs_retain(cls, args: UnlearningConfig) -> bool:
+        """Whether the loss has a retain term (then `retain_dataset` is required)."""
+        return False
+
+    @classmethod
+    def needs_reference(cls, args: UnlearningConfig) -> bool:
+        """Whether the loss compares with the model before unlearning."""
+        return False
+
+    def _compute_loss(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- helpers for `_compute_loss` ---------------------------------------------------------------------------------
+
+    def completion_logps(self, model, inputs: dict[str, torch.Tensor], group: str, reference: bool = False):
+        """Per-token log-probabilities of the answers of `group` and the mask of the answer tokens, both of shape
+        (batch, length - 1). With `reference=True`, under the model before unlearning and without gradient."""
+        input_ids = inputs[f"{group}_input_ids"]
+        completion_mask = inputs[f"{group}_completion_mask"]
+        labels = input_ids.masked_fill(completion_mask == 0, -100)
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": inputs[f"{group}_attention_mask"],
+            "labels": labels,
+            "fused_lm_head": True,
+            "use_cache": False,
+        }
+        if not reference:
+            logps = model(**kwargs).log_probs
+        else:
+            if self.ref_model is not None:
+                reference_model, adapter_context = self.ref_model, contextlib.nullcontext()
+            else:
+                unwrapped = self.accelerator.unwrap_model(self.model)
+                reference_model = self.model
+                adapter_context = use_adapter(unwrapped, "ref" if "ref" in unwrapped.peft_config else None)
+            with (
+                torch.no_grad(),
+                adapter_context,
+                disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            ):
+                logps = reference_model(**kwargs).log_probs
+        mask = completion_mask[:, 1:].to(logps.dtype)
+        return logps[:, -mask.size(1) :], mask
+
+    def token_mean(self, values: torch.Tensor, mask: torch.Tensor, group: str, name: str | None = None) -> torch.Tensor:
+        """Mean of per-token `values` over the answer tokens of `group` in the global batch (all processes and
+        accumulation steps), as this process's share of it; logged under `name`."""
+        total = (values * mask).sum()
+        if name is not None:
+            self._log_mean(name, total.detach(), mask.sum())
+        return total * self._loss_scale / self._normalizers.get(f"{group}_tokens", mask.sum()).clamp(min=1)
+
+    def sequence_mean(self, values: torch.Tensor, group: str, name: str | None = None) -> torch.Tensor:
+        """Mean of per-sequence `values` over the sequences of `group` in the global batch; logged under `name`."""
+        count = torch.tensor(values.numel(), device=values.device, dtype=values.dtype)
+        if name is not None:
+            self._log_mean(name, values.detach().sum(), count)
+        return values.sum() * self._loss_scale / self._normalizers.get(f"{group}_sequences", count)
+
+    def log_metric(self, name: str, values: torch.Tensor) -> None:
+        """Log the mean of `values` over this batch on all processes."""
+        values = values.detach().float().reshape(-1)
+        self._log_mean(name, values.sum(), torch.tensor(values.numel(), device=values.device, dtype=values.dtype))
+
+    def _log_mean(self, name: str, total: torch.Tensor, count: torch.Tensor) -> None:
+        mode = "train" if self.model.training else "eval"
+        gathered = self.accelerator.gather(torch.stack([total.float(), count.float()]).reshape(1, 2)).sum(dim=0)
+        self._metrics[mode][name].append((gathered[0] / gathered[1].clamp(min=1)).item())
+
+    # ---- batches, normalisers and the loss --------------------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt_ids", *(f"{column}_ids" for column in self.forget_groups.values())]
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Take the accumulation window's forget batches, add this process's retain batches, and count the answer
+        tokens and sequences of each group over the whole window on all processes: the loss terms divide by these."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.retain_sampler is not None:
+            for micro_step, batch in enumerate(batches):
+                batch.update(self.retain_sampler.draw(self.state.global_step, micro_step))
+        return batches, self._count_items(batches, device)
+
+    def _count_items(self, batches: list[dict], device) -> dict[str, torch.Tensor]:
+        groups = sorted(
+            {key.removesuffix("_completion_mask") for b in batches for key in b if key.endswith("_completion_mask")}
+        )
+        counts = torch.zeros(2 * len(groups), device=device)
+        for batch in batches:
+            for i, group in enumerate(groups):
+                mask = batch[f"{group}_completion_mask"]
+                counts[2 * i] += mask[:, 1:].sum()
+                counts[2 * i + 1] += mask.size(0)
+        counts = self.accelerator.reduce(counts, reduction="sum")
+        return {
+            **{f"{g}_tokens": counts[2 * i] for i, g in enumerate(groups)},
+            **{f"{g}_sequences": counts[2 * i + 1] for i, g in enumerate(groups)},
+        }
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if isinstance(num_items_in_batch, dict):
+            # Training: each process holds a share of the global mean; DDP averages gradients over processes.
+            self._normalizers, self._loss_scale = num_items_in_batch, self.accelerator.num_processes
+        else:
+            # Evaluation: the batch at hand is the whole batch.
+            self._normalizers, self._loss_scale = {}, 1
+            if self.retain_sampler is not None and "retain_input_ids" not in inputs:
+                inputs = {**inputs, **self._prepare_inputs(self.retain_sampler.draw(-1, 0))}
+        loss = self._compute_loss(model, inputs)
+        finite = self.accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()
+        if not finite:
+            raise NonFiniteLossError(
+                f"The {self._name} loss became {loss.item()} at step {self.state.global_step}: lower the learning rate "
+                "or check the data (an answer with no tokens, a probability of exactly zero)."
+            )
+        return (loss, {}) if return_outputs else loss
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        except NonFiniteLossError as error:
+            # The failing step was never applied, so the weights in hand are the last good ones.
+            path = os.path.join(self.args.output_dir, "last-good")
+            self.save_model(path)
+            raise NonFiniteLossError(f"{error} Training stopped; the last good weights are saved in {path}.") from None
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {key: sum(values) / len(values) for key, values in self._metrics[mode].items() if values}
+        if mode == "eval":
+            metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        logs.update(metrics)
+        super().log(logs, start_time)
+        self._metrics[mode].clear()

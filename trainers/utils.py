@@ -1,0 +1,168 @@
+"""Pieces the unlearning trainers share: tokenising prompt/answer pairs, collating groups of sequences, and drawing
+retain batches per process."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+from trl.data_utils import common_prefix_length
+from trl.trainer.utils import pad
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stops before the step is applied."""
+
+
+def bf16_default() -> bool:
+    """bf16 where the hardware has it (a recent GPU), fp32 elsewhere: TRL's bf16=True default fails on a CPU."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def keep_4bit_trainable_on_cpu(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights into its CPU inference layout.
+
+    On a CPU, the first forward of a `Linear4bit` in eval mode without gradients repacks its weights for a faster
+    inference kernel that has no backward; every later training step then silently gets no gradient. Evaluation or
+    generation before or during training (Trainer.evaluate, RL rollouts) triggers it, so trainers turn it off.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def tokenize_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list) -> list[int]:
+    """Token ids of a prompt as the model sees it before answering (chat template with the generation prompt)."""
+    if isinstance(prompt, list):
+        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    return tokenizer(prompt)["input_ids"]
+
+
+def tokenize_pair(
+    tokenizer: PreTrainedTokenizerBase, prompt: str | list, completion: str | list
+) -> tuple[list[int], list[int]]:
+    """Token ids of a prompt and of its completion, as TRL's SFT and DPO trainers make them.
+
+    Plain text: the prompt alone, and prompt + completion + EOS; conversational (lists of messages): the chat template
+    with and without the generation prompt. The completion starts where the two tokenisations diverge, so tokens that
+    merge across the boundary are counted once.
+    """
+    prompt_ids = tokenize_prompt(tokenizer, prompt)
+    if isinstance(prompt, list):
+        full_ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)["input_ids"]
+    else:
+        eos = tokenizer.eos_token or ""
+        text = prompt + completion
+        full_ids = tokenizer(text if text.endswith(eos) else text + eos)["input_ids"]
+    split = common_prefix_length(prompt_ids, full_ids)
+    return full_ids[:split], full_ids[split:]
+
+
+def tokenize_completions(
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    completion_columns: Sequence[str],
+    max_length: int | None,
+    name: str,
+    num_proc: int | None = None,
+) -> Dataset:
+    """Add `prompt_ids` and `<column>_ids` for each completion column, truncated to `max_length` from the end.
+
+    Examples whose prompt alone fills `max_length` keep no completion token and are dropped; an error names the
+    dataset if none is left.
+    """
+    missing = [c for c in ("prompt", *completion_columns) if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"The {name} dataset lacks column(s) {missing}; it has {dataset.column_names}. Build it with "
+            "rlunlearn.data (sft_dataset for prompt/completion, preference_dataset for prompt/chosen/rejected)."
+        )
+    if len(dataset) == 0:
+        raise ValueError(f"The {name} dataset is empty: there is nothing to train on.")
+
+    def tokenize(example):
+        output = {}
+        for column in completion_columns:
+            prompt_ids, completion_ids = tokenize_pair(tokenizer, example["prompt"], example[column])
+            if max_length is not None:
+                completion_ids = completion_ids[: max(0, max_length - len(prompt_ids))]
+            output["prompt_ids"] = prompt_ids
+            output[f"{column}_ids"] = completion_ids
+        return output
+
+    tokenized = dataset.map(tokenize, num_proc=num_proc, desc=f"Tokenizing the {name} dataset")
+    kept = tokenized.filter(lambda ex: all(len(ex[f"{c}_ids"]) > 0 for c in completion_columns))
+    if len(kept) == 0:
+        raise ValueError(
+            f"Every prompt of the {name} dataset is at least max_length={max_length} tokens long, leaving no answer "
+            "token to train on: raise --max_length."
+        )
+    return kept
+
+
+@dataclass
+class GroupCollator:
+    """Collates tokenised examples into named groups of right-padded sequences.
+
+    `groups` maps a group name to the completion column it takes, e.g. {"forget": "completion"} or
+    {"forget": "rejected", "chosen": "chosen"}. Each group gives `<group>_input_ids`, `<group>_attention_mask` and
+    `<group>_completion_mask` (1 on the answer tokens, the only ones any loss reads).
+    """
+
+    pad_token_id: int
+    groups: dict[str, str]
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for group, column in self.groups.items():
+            batch.update(
+                self.collate_group(
+                    group, [ex["prompt_ids"] for ex in examples], [ex[f"{column}_ids"] for ex in examples]
+                )
+            )
+        return batch
+
+    def collate_group(
+        self, group: str, prompts: list[list[int]], completions: list[list[int]]
+    ) -> dict[str, torch.Tensor]:
+        input_ids = [torch.tensor(p + c) for p, c in zip(prompts, completions)]
+        completion_mask = [torch.tensor([0] * len(p) + [1] * len(c)) for p, c in zip(prompts, completions)]
+        return {
+            f"{group}_input_ids": pad(input_ids, padding_value=self.pad_token_id, padding_side="right"),
+            f"{group}_attention_mask": pad(
+                [torch.ones_like(ids) for ids in input_ids], padding_value=0, padding_side="right"
+            ),
+            f"{group}_completion_mask": pad(completion_mask, padding_value=0, padding_side="right"),
+        }
+
+
+class RetainSampler:
+    """Draws batches of the retain set for this process.
+
+    The generator is seeded by (seed, process rank, optimisation step, micro-step), so processes draw different
+    examples, and a run resumed from a checkpoint draws exactly what an uninterrupted run would have drawn.
+    """
+
+    def __init__(self, dataset: Dataset, collator: GroupCollator, batch_size: int, seed: int, rank: int):
+        if batch_size < 1:
+            raise ValueError(f"retain_batch_size={batch_size}: draw at least one retain example per batch.")
+        self.dataset = dataset
+        self.collator = collator
+        self.batch_size = min(batch_size, len(dataset))
+        self.seed = seed
+        self.rank = rank
+
+    def indices(self, step: int, micro_step: int) -> list[int]:
+        key = hashlib.sha256(f"{self.seed}/{self.rank}/{step}/{micro_step}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))
+        return torch.randperm(len(self.dataset), generator=generator)[: self.batch_size].tolist()
+
+    def draw(self, step: int, micro_step: int, group: str = "retain") -> dict[str, torch.Tensor]:
+        rows = self.dataset.select(self.indices(step, micro_step))
+        return self.collator.collate_group(group, rows["prompt_ids"], rows["completion_ids"])
