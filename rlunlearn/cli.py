@@ -9,6 +9,7 @@ writes a run folder (`--output_dir`, default runs/<command>-<time>) holding its 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -22,33 +23,24 @@ from trl import ModelConfig, TrlParser
 
 from trainers import METHODS
 
-from .evaluation import evaluate_model
+from .bench import TASKS, BenchArguments, preset_unlearning_config
+from .data import UnlearningBundle
+from .evaluation import (
+    RETAIN,
+    TARGET,
+    UNLEARNED,
+    EvalSettings,
+    build_report,
+    evaluate_model,
+    plot_tradeoff,
+    retain_from_report,
+    summary_table,
+)
 from .finetune import FinetuneConfig
 from .models import load_model, load_tokenizer
-from .pipeline import (
-    CacheArguments,
-    DataArguments,
-    ScratchModelArguments,
-    finetune_models,
-    format_table,
-    prepare_models,
-    unlearn,
-)
+from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, finetune_models, prepare_models, unlearn
 
 logger = logging.getLogger("rlunlearn")
-
-# Unlearning hyperparameters of the CPU preset: a 4-layer, hidden-256 model fine-tuned from scratch learns much
-# faster than a pretrained LLM forgets, so it needs larger steps than the papers' 1e-5 (measured with `rlunlearn demo`).
-CPU_PRESET_UNLEARNING = {
-    "ga": {
-        "learning_rate": 1.5e-4,
-        "num_train_epochs": 5,
-        "per_device_train_batch_size": 8,
-        "gradient_accumulation_steps": 1,
-        "warmup_steps": 0.0,
-    },
-}
-DEMO_COLUMNS = ["model", "forget prob", "forget ROUGE-L", "retain prob", "retain ROUGE-L"]
 
 
 def _parser(dataclass_types: tuple, prog: str) -> TrlParser:
@@ -69,37 +61,50 @@ def _run_folder(output_dir: str | None, command: str) -> Path:
 
 
 def _to_json(obj) -> dict:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    return dataclasses.asdict(obj)
+    return obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
 
 
 def _write_json(path: Path, content) -> None:
     path.write_text(json.dumps(content, indent=2, default=str))
 
 
-def _summary_row(name: str, results: dict) -> dict:
-    row = {"model": name}
-    for split in ("forget", "retain"):
-        if split in results:
-            row[f"{split} prob"] = results[split]["probability"]
-            row[f"{split} ROUGE-L"] = results[split]["rougeL_recall"]
-    return row
+def _evaluate_folder(path: str | Path, bundle, fmt, settings: EvalSettings, dtype: str = "float32") -> dict:
+    model = load_model(ModelConfig(model_name_or_path=str(path), dtype=dtype), for_training=False)
+    return evaluate_model(model, load_tokenizer(str(path)), bundle, fmt, settings=settings)
 
 
-def _evaluate_folder(path: Path, bundle, fmt, splits=("forget", "retain")) -> dict:
-    model = load_model(ModelConfig(model_name_or_path=str(path)), for_training=False)
-    return evaluate_model(model, load_tokenizer(str(path)), bundle, fmt, splits)
-
-
-def _cached_evaluation(folder: Path, name: str, bundle, fmt) -> dict:
+def _cached_evaluation(folder: Path, name: str, bundle, fmt, settings: EvalSettings) -> dict:
     """The evaluation of a cached target/retain model, itself cached next to the model (it never changes)."""
-    path = folder / f"eval-{name}.json"
+    key = hashlib.sha256(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode()).hexdigest()[:12]
+    path = folder / f"eval-{name}-{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    results = _evaluate_folder(folder / name, bundle, fmt)
-    _write_json(path, results)
-    return results
+    result = _evaluate_folder(folder / name, bundle, fmt, settings)
+    _write_json(path, result)
+    return result
+
+
+def _report_info(bundle: UnlearningBundle, data_args: DataArguments, settings: EvalSettings) -> dict:
+    return {
+        "bundle": bundle.summary(),
+        "prompt_format": dataclasses.asdict(data_args.prompt_format()),
+        "settings": dataclasses.asdict(settings),
+        "missing_splits": bundle.missing_eval_splits(),
+    }
+
+
+def _write_report(run: Path, report: dict, title: str) -> None:
+    _write_json(run / "report.json", report)
+    plot_tradeoff(report, run / "tradeoff.png", title)
+    print(f"\n{title}\n{summary_table(report)}")
+    missing = {
+        name: m["summary"]["model_utility_missing"]
+        for name, m in report["models"].items()
+        if m["summary"].get("model_utility_missing")
+    }
+    if missing:
+        print(f"Model utility leaves out what the data lacks: {missing}")
+    print(f"\nReport: {run / 'report.json'}; plot: {run / 'tradeoff.png'}")
 
 
 # ---- demo -----------------------------------------------------------------------------------------------------------
@@ -108,18 +113,22 @@ def _cached_evaluation(folder: Path, name: str, bundle, fmt) -> dict:
 @dataclass
 class DemoArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/demo-<time>)."})
-    method: str = field(default="ga", metadata={"help": "Unlearning method.", "choices": sorted(CPU_PRESET_UNLEARNING)})
+    method: str = field(
+        default="ga",
+        metadata={"help": "Unlearning method (with the CPU preset's settings).", "choices": sorted(METHODS)},
+    )
     seed: int = field(default=42, metadata={"help": "Seed of fine-tuning and unlearning."})
 
 
 def demo(argv: list[str]) -> int:
-    """Generate fictitious authors, fine-tune a target and a retain model (cached), unlearn, and compare."""
+    """Generate fictitious authors, fine-tune a target and a retain model (cached), unlearn, and evaluate."""
     parser = _parser((DemoArguments, DataArguments, ScratchModelArguments, CacheArguments), "rlunlearn demo")
     demo_args, data_args, scratch_args, cache_args = parser.parse_args_and_config(argv)
     run = _run_folder(demo_args.output_dir, "demo")
     started = time.time()
     bundle = data_args.bundle()
     fmt = data_args.prompt_format()
+    settings = EvalSettings()
     print(
         f"Data: {bundle.name}: forget {len(bundle.forget)} answers of {', '.join(bundle.forget_authors)}; "
         f"retain {len(bundle.retain)} answers of {len(bundle.retain_authors)} authors."
@@ -132,29 +141,35 @@ def demo(argv: list[str]) -> int:
         f" {time.time() - started:.0f}s)"
     )
 
-    config_class = METHODS[demo_args.method][0]
-    unlearn_config = config_class(
+    unlearn_config = preset_unlearning_config(
+        "cpu",
+        demo_args.method,
         output_dir=str(run / "unlearned"),
         seed=demo_args.seed,
         report_to="none",
         save_strategy="no",
         logging_steps=5,
-        **CPU_PRESET_UNLEARNING[demo_args.method],
     )
     unlearn_started = time.time()
     trainer = unlearn(demo_args.method, unlearn_config, prepared.target, bundle, data_args, ModelConfig())
     print(f"Unlearned with {demo_args.method} in {time.time() - unlearn_started:.0f}s.")
 
     results = {
-        "target": _cached_evaluation(prepared.folder, "target", bundle, fmt),
-        "retain": _cached_evaluation(prepared.folder, "retain", bundle, fmt),
-        "unlearned": evaluate_model(trainer.model, trainer.processing_class, bundle, fmt),
+        TARGET: _cached_evaluation(prepared.folder, TARGET, bundle, fmt, settings),
+        RETAIN: _cached_evaluation(prepared.folder, RETAIN, bundle, fmt, settings),
+        demo_args.method: evaluate_model(trainer.model, trainer.processing_class, bundle, fmt, settings=settings),
     }
-    rows = [_summary_row(name, r) for name, r in results.items()]
-    table = format_table(rows, DEMO_COLUMNS)
-    seconds = time.time() - started
-    print(f"\nProbability of the answer and ROUGE-L recall of the greedy answer ({bundle.name}):\n{table}")
-    print(f"\nDone in {seconds:.0f}s. Run folder: {run}")
+    roles = {TARGET: TARGET, RETAIN: RETAIN, demo_args.method: UNLEARNED}
+    report = build_report(
+        results,
+        roles,
+        results[RETAIN],
+        {
+            **_report_info(bundle, data_args, settings),
+            "seconds": round(time.time() - started, 1),
+            "models_reused": prepared.reused,
+        },
+    )
     _write_json(
         run / "run_config.json",
         {
@@ -162,15 +177,12 @@ def demo(argv: list[str]) -> int:
             "data": _to_json(data_args),
             "scratch_model": _to_json(scratch_args),
             "unlearning": unlearn_config.to_dict(),
-            "bundle": bundle.summary(),
             "models": str(prepared.folder),
         },
     )
-    _write_json(
-        run / "results.json",
-        {"summary": rows, "seconds": round(seconds, 1), "models_reused": prepared.reused, "evaluation": results},
-    )
     _write_json(run / "log_history.json", trainer.state.log_history)
+    _write_report(run, report, f"{bundle.name}: target, retain and {demo_args.method}-unlearned models")
+    print(f"Done in {time.time() - started:.0f}s. Run folder: {run}")
     return 0
 
 
@@ -193,6 +205,7 @@ def finetune_command(argv: list[str]) -> int:
     run = _run_folder(config.output_dir, "finetune")
     config.output_dir = str(run)
     bundle = data_args.bundle()
+    settings = EvalSettings()
     which = ("target", "retain") if args.which == "both" else (args.which,)
     _write_json(
         run / "run_config.json",
@@ -201,15 +214,18 @@ def finetune_command(argv: list[str]) -> int:
             "scratch_model": _to_json(scratch_args),
             "model": _to_json(model_args),
             "finetune": config.to_dict(),
-            "bundle": bundle.summary(),
         },
     )
     seconds = finetune_models(bundle, data_args, model_args, scratch_args, config, run, which)
-    results = {name: _evaluate_folder(run / name, bundle, data_args.prompt_format()) for name in which}
-    rows = [_summary_row(name, r) for name, r in results.items()]
-    print(format_table(rows, DEMO_COLUMNS))
+    results = {name: _evaluate_folder(run / name, bundle, data_args.prompt_format(), settings) for name in which}
+    report = build_report(
+        results,
+        {name: name for name in which},
+        results.get(RETAIN),
+        {**_report_info(bundle, data_args, settings), "seconds": seconds},
+    )
+    _write_report(run, report, f"{bundle.name}: fine-tuned models")
     print(f"Models saved in {', '.join(str(run / name) for name in which)}")
-    _write_json(run / "results.json", {"summary": rows, "seconds": seconds, "evaluation": results})
     return 0
 
 
@@ -256,23 +272,98 @@ def unlearn_command(argv: list[str]) -> int:
     run = _run_folder(config.output_dir, "unlearn")
     config.output_dir = str(run)
     bundle = data_args.bundle()
+    settings = EvalSettings()
     _write_json(
         run / "run_config.json",
-        {
-            "method": method,
-            "data": _to_json(data_args),
-            "model": _to_json(model_args),
-            "unlearning": config.to_dict(),
-            "bundle": bundle.summary(),
-        },
+        {"method": method, "data": _to_json(data_args), "model": _to_json(model_args), "unlearning": config.to_dict()},
     )
     trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args)
-    results = evaluate_model(trainer.model, trainer.processing_class, bundle, data_args.prompt_format())
-    rows = [_summary_row(method, results)]
-    print(format_table(rows, DEMO_COLUMNS))
-    print(f"Unlearned model saved in {run}")
-    _write_json(run / "results.json", {"summary": rows, "evaluation": results})
     _write_json(run / "log_history.json", trainer.state.log_history)
+    result = evaluate_model(
+        trainer.model, trainer.processing_class, bundle, data_args.prompt_format(), settings=settings
+    )
+    report = build_report({method: result}, {method: UNLEARNED}, None, _report_info(bundle, data_args, settings))
+    _write_report(run, report, f"{bundle.name}: {method}")
+    print(f"Unlearned model saved in {run}. `rlunlearn eval --retain_model ...` compares it with the retain model.")
+    return 0
+
+
+# ---- eval -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalArguments:
+    models: list[str] = field(default_factory=list, metadata={"help": "Folders of (unlearned) models to evaluate."})
+    names: list[str] = field(
+        default_factory=list, metadata={"help": "Names of --models in the report (default: folder names)."}
+    )
+    target_model: str | None = field(
+        default=None, metadata={"help": "The model before unlearning (marked in the plot)."}
+    )
+    retain_model: str | None = field(
+        default=None, metadata={"help": "The retain model: forget quality, privleak and Tug-of-War compare with it."}
+    )
+    retain_report: str | None = field(
+        default=None, metadata={"help": "Instead of --retain_model: a report.json of `rlunlearn eval` holding it."}
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "dtype the models are loaded in.", "choices": ["float32", "bfloat16", "float16"]},
+    )
+    max_new_tokens: int = field(default=200, metadata={"help": "Longest greedy answer (TOFU: 200)."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Examples a forward pass."})
+    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/eval-<time>)."})
+
+
+def eval_command(argv: list[str]) -> int:
+    """Evaluate models on a dataset's splits: TOFU and MUSE metrics, membership inference, a report and a plot."""
+    parser = _parser((EvalArguments, DataArguments), "rlunlearn eval")
+    args, data_args = parser.parse_args_and_config(argv)
+    if args.retain_model and args.retain_report:
+        raise SystemExit("rlunlearn eval: give --retain_model or --retain_report, not both.")
+    if args.names and len(args.names) != len(args.models):
+        raise SystemExit(
+            f"rlunlearn eval: {len(args.names)} --names for {len(args.models)} --models; give one name a model."
+        )
+    models = dict(zip(args.names or [Path(m).name for m in args.models], args.models))
+    roles = dict.fromkeys(models, UNLEARNED)
+    if args.target_model:
+        models[TARGET], roles[TARGET] = args.target_model, TARGET
+    if args.retain_model:
+        models[RETAIN], roles[RETAIN] = args.retain_model, RETAIN
+    if not models:
+        raise SystemExit("rlunlearn eval: nothing to evaluate; give --models, --target_model or --retain_model.")
+    for name, path in models.items():
+        if not Path(path).expanduser().is_dir():
+            raise SystemExit(f"rlunlearn eval: the model {name!r} at {path!r} is not a folder.")
+    run = _run_folder(args.output_dir, "eval")
+    bundle, fmt = data_args.bundle(), data_args.prompt_format()
+    settings = EvalSettings(args.max_new_tokens, args.eval_batch_size)
+    retain = retain_from_report(args.retain_report) if args.retain_report else None
+    _write_json(run / "run_config.json", {"eval": _to_json(args), "data": _to_json(data_args)})
+    results = {}
+    for name, path in models.items():
+        started = time.time()
+        results[name] = _evaluate_folder(path, bundle, fmt, settings, args.dtype)
+        print(f"Evaluated {name} in {time.time() - started:.0f}s")
+    retain = results.get(RETAIN, retain)
+    report = build_report(results, roles, retain, _report_info(bundle, data_args, settings))
+    _write_report(run, report, bundle.name)
+    return 0
+
+
+# ---- bench ----------------------------------------------------------------------------------------------------------
+
+
+def bench(argv: list[str]) -> int:
+    """Benchmarks that print their figures: `bench eval` (evaluation speed), `bench unlearn` (every method)."""
+    if not argv or argv[0] not in TASKS:
+        raise SystemExit(
+            f"usage: rlunlearn bench {{{','.join(TASKS)}}} [options]; `rlunlearn bench unlearn --help` lists them."
+        )
+    parser = _parser((BenchArguments, CacheArguments), f"rlunlearn bench {argv[0]}")
+    args, cache_args = parser.parse_args_and_config(argv[1:])
+    TASKS[argv[0]](args, cache_args, _run_folder(args.output_dir, f"bench-{argv[0]}"))
     return 0
 
 
@@ -280,6 +371,8 @@ COMMANDS = {
     "demo": demo,
     "finetune": finetune_command,
     "unlearn": unlearn_command,
+    "eval": eval_command,
+    "bench": bench,
 }
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from peft import AutoPeftModelForCausalLM
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -174,13 +175,25 @@ def model_init_kwargs(model_args: ModelConfig, for_training: bool = True) -> dic
 
 
 def load_model(model_args: ModelConfig, for_training: bool = True) -> PreTrainedModel:
-    """The causal LM `model_args` describes: full precision, bf16, or quantised (then LoRA is added by the trainer)."""
+    """The causal LM `model_args` describes: full precision, bf16, or quantised (LoRA is then added by the trainer).
+
+    A folder holding a LoRA adapter (adapter_config.json) loads onto its base model with peft; for evaluation the
+    adapter is merged into full-precision weights.
+    """
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: a local folder or a hub model id.")
     _check_source(model_args.model_name_or_path, "--model_name_or_path")
     kwargs = model_init_kwargs(model_args, for_training=for_training)
+    is_adapter = (Path(model_args.model_name_or_path).expanduser() / "adapter_config.json").is_file()
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+        if is_adapter:
+            model = AutoPeftModelForCausalLM.from_pretrained(
+                model_args.model_name_or_path, is_trainable=for_training, **kwargs
+            )
+            if not for_training and "quantization_config" not in kwargs:
+                model = model.merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
     except (RuntimeError, ImportError, ValueError) as error:
         if "quantization_config" in kwargs:
             raise RuntimeError(

@@ -18,7 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tofu_folder() -> Path | None:
     """The local TOFU copy: $RLUNLEARN_TOFU_DIR, ../shared/data/tofu beside the checkout, or the workplace's copy."""
-    candidates = (os.environ.get("RLUNLEARN_TOFU_DIR"), REPO.parent / "shared" / "data" / "tofu", "/work/shared/data/tofu")
+    candidates = (
+        os.environ.get("RLUNLEARN_TOFU_DIR"),
+        REPO.parent / "shared" / "data" / "tofu",
+        "/work/shared/data/tofu",
+    )
     for candidate in candidates:
         if candidate and (Path(candidate) / "full.json").is_file():
             return Path(candidate)

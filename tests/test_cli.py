@@ -38,75 +38,104 @@ def test_help_explains_every_option(capsys):
 
 
 def test_bad_method_and_missing_model_are_named(tmp_path):
-    with pytest.raises(SystemExit, match="--method 'sgd' is not a method; the methods are: ga"):
+    with pytest.raises(
+        SystemExit,
+        match="--method .sgd. is not a method; the methods are: flat, llmu, ga, graddiff, npo, simnpo, idkdpo",
+    ):
         main(["unlearn", "--method", "sgd"])
     with pytest.raises(SystemExit, match="--model_name_or_path is required"):
         main(["unlearn", "--output_dir", str(tmp_path)])
 
 
-def test_finetune_then_unlearn_from_the_command_line(tmp_path, capsys):
+def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
     config = tmp_path / "finetune.yaml"
     # Options from a YAML file; a flag overrides the file.
     config.write_text("num_train_epochs: 30\nlearning_rate: 0.005\nmodel_preset: tiny\nvocab_size: 300\n")
     finetune_dir = tmp_path / "finetune"
-    assert (
-        main(
-            [
-                "finetune",
-                "--config",
-                str(config),
-                "--num_train_epochs",
-                "20",
-                "--output_dir",
-                str(finetune_dir),
-                "--report_to",
-                "none",
-                *TINY_DATA,
-            ]
-        )
-        == 0
-    )
+    args = [
+        "--config",
+        str(config),
+        "--num_train_epochs",
+        "20",
+        "--output_dir",
+        str(finetune_dir),
+        "--report_to",
+        "none",
+    ]
+    assert main(["finetune", *args, *TINY_DATA]) == 0
     saved = json.loads((finetune_dir / "run_config.json").read_text())
     assert saved["finetune"]["num_train_epochs"] == 20 and saved["finetune"]["learning_rate"] == 0.005
-    results = json.loads((finetune_dir / "results.json").read_text())
-    assert (
-        results["evaluation"]["target"]["forget"]["probability"]
-        > results["evaluation"]["retain"]["forget"]["probability"]
-    )
+    models = json.loads((finetune_dir / "report.json").read_text())["models"]
+    target_forget = models["target"]["splits"]["forget"]["metrics"]["probability"]
+    assert target_forget > models["retain"]["splits"]["forget"]["metrics"]["probability"]
+    assert models["target"]["summary"]["forget_quality"] < models["retain"]["summary"]["forget_quality"] == 1.0
+    assert (finetune_dir / "tradeoff.png").is_file()
 
     unlearn_dir = tmp_path / "unlearn"
-    assert (
-        main(
-            [
-                "unlearn",
-                "--method",
-                "ga",
-                "--model_name_or_path",
-                str(finetune_dir / "target"),
-                "--output_dir",
-                str(unlearn_dir),
-                "--learning_rate",
-                "1e-3",
-                "--num_train_epochs",
-                "3",
-                "--gradient_accumulation_steps",
-                "1",
-                "--report_to",
-                "none",
-                *TINY_DATA,
-            ]
-        )
-        == 0
-    )
-    unlearned = json.loads((unlearn_dir / "results.json").read_text())["evaluation"]
-    assert unlearned["forget"]["probability"] < results["evaluation"]["target"]["forget"]["probability"]
+    args = [
+        "--method",
+        "ga",
+        "--model_name_or_path",
+        str(finetune_dir / "target"),
+        "--output_dir",
+        str(unlearn_dir),
+        "--learning_rate",
+        "1e-3",
+        "--num_train_epochs",
+        "3",
+        "--gradient_accumulation_steps",
+        "1",
+        "--report_to",
+        "none",
+    ]
+    assert main(["unlearn", *args, *TINY_DATA]) == 0
+    unlearned = json.loads((unlearn_dir / "report.json").read_text())["models"]["ga"]
+    assert unlearned["splits"]["forget"]["metrics"]["probability"] < target_forget and unlearned["role"] == "unlearned"
     assert json.loads((unlearn_dir / "run_config.json").read_text())["method"] == "ga"
-    assert (
-        (unlearn_dir / "config.json").is_file()
-        and (unlearn_dir / "model.safetensors").is_file()
-        and (unlearn_dir / "log_history.json").is_file()
-    )
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "log_history.json"):
+        assert (unlearn_dir / name).is_file(), name
     assert "forget ROUGE-L" in capsys.readouterr().out
+
+    eval_dir = tmp_path / "eval"
+    args = [
+        "--models",
+        str(unlearn_dir),
+        "--names",
+        "ga",
+        "--target_model",
+        str(finetune_dir / "target"),
+        "--retain_model",
+        str(finetune_dir / "retain"),
+        "--output_dir",
+        str(eval_dir),
+        "--max_new_tokens",
+        "40",
+    ]
+    assert main(["eval", *args, *TINY_DATA]) == 0
+    report = json.loads((eval_dir / "report.json").read_text())
+    assert {name: m["role"] for name, m in report["models"].items()} == {
+        "ga": "unlearned",
+        "target": "target",
+        "retain": "retain",
+    }
+    assert report["models"]["retain"]["summary"]["forget_quality"] == 1.0 and (eval_dir / "tradeoff.png").is_file()
+    # The retain model's values can come from a saved report instead of a second evaluation.
+    again = tmp_path / "again"
+    args = [
+        "--models",
+        str(unlearn_dir),
+        "--names",
+        "ga",
+        "--retain_report",
+        str(eval_dir / "report.json"),
+        "--output_dir",
+        str(again),
+        "--max_new_tokens",
+        "40",
+    ]
+    assert main(["eval", *args, *TINY_DATA]) == 0
+    ga = json.loads((again / "report.json").read_text())["models"]["ga"]["summary"]
+    assert ga["forget_quality"] == report["models"]["ga"]["summary"]["forget_quality"]
 
 
 def test_demo_reuses_its_cached_models(tmp_path, capsys):
@@ -116,10 +145,11 @@ def test_demo_reuses_its_cached_models(tmp_path, capsys):
     assert main([*args, "--output_dir", str(tmp_path / "second")]) == 0
     out = capsys.readouterr().out
     assert "reused from the cache" in out
-    for row in ("target", "retain", "unlearned"):
+    for row in ("target", "retain", "ga"):
         assert f"\n{row}" in out
-    first = json.loads((tmp_path / "first" / "results.json").read_text())
-    second = json.loads((tmp_path / "second" / "results.json").read_text())
+    first = json.loads((tmp_path / "first" / "report.json").read_text())
+    second = json.loads((tmp_path / "second" / "report.json").read_text())
     assert not first["models_reused"] and second["models_reused"]
     # Same seed, same cached models: the same numbers.
-    assert first["summary"] == second["summary"]
+    assert first["models"]["ga"]["summary"] == second["models"]["ga"]["summary"]
+    assert (tmp_path / "second" / "tradeoff.png").is_file()

@@ -42,7 +42,13 @@ def test_generator_rows_carry_every_field_tofu_metrics_need():
     for split in ("real_authors", "world_facts"):
         rows = bundle.eval_splits[split]
         assert len(rows) > 0 and all(r["answer"] not in r["perturbed_answer"] for r in rows)
-    assert len(bundle.background) == len(bundle.eval_splits["real_authors"]) + len(bundle.eval_splits["world_facts"])
+    # The background knowledge is taught in three phrasings, among them the evaluation's own question.
+    assert len(bundle.background) == 3 * (
+        len(bundle.eval_splits["real_authors"]) + len(bundle.eval_splits["world_facts"])
+    )
+    taught = set(zip(bundle.background["question"], bundle.background["answer"]))
+    for split in ("real_authors", "world_facts"):
+        assert set(zip(bundle.eval_splits[split]["question"], bundle.eval_splits[split]["answer"])) <= taught
     assert bundle.missing_eval_splits() == []
 
 

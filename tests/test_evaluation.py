@@ -1,14 +1,83 @@
+import json
+import math
+import zlib
+
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
+from transformers.modeling_outputs import CausalLMOutput
 
-from rlunlearn.data import sft_dataset
-from rlunlearn.evaluation import answer_probability, generate_answers, rouge_l, score_answers
+from rlunlearn.data import UnlearningBundle, load_tofu, sft_dataset
+from rlunlearn.evaluation import (
+    RETAIN,
+    TARGET,
+    UNLEARNED,
+    EvalSettings,
+    build_report,
+    evaluate_model,
+    generate_answers,
+    metrics,
+    plot_tradeoff,
+    retain_from_report,
+    rouge_l,
+    score_answers,
+    summary_table,
+)
+from rlunlearn.models import build_model
+from trainers.utils import tokenize_pair
+
+# ---- metric definitions against values computed by hand ------------------------------------------------------------
 
 
-def test_answer_probability_is_exp_of_the_mean_token_log_probability():
-    token_logps = [np.log([0.5, 0.125]), np.log([0.9])]
-    np.testing.assert_allclose(answer_probability(token_logps), [0.25, 0.9])
+def test_probabilities_and_truth_ratio_by_hand():
+    np.testing.assert_allclose(metrics.probability(np.log([0.5, 0.9])), [0.5, 0.9])
+    # P(true) = 0.5, perturbed 0.25 + 0.25: normalised 0.5 / (0.5 + 0.5).
+    np.testing.assert_allclose(metrics.normalized_probability(np.log([0.5]), [np.log([0.25, 0.25])]), [0.5])
+    # Perturbed 0.2 and 0.05 have geometric mean 0.1; against a paraphrase of probability 0.5, R = 0.2.
+    # Second example: perturbed 0.4, paraphrase 0.1: R = 4.
+    ratios = metrics.truth_ratio(np.log([0.5, 0.1]), [np.log([0.2, 0.05]), np.log([0.4])])
+    np.testing.assert_allclose(ratios, [0.2, 4.0], rtol=1e-8)
+    assert metrics.truth_ratio_closer_to_1(ratios) == pytest.approx((0.2 + 0.25) / 2)
+    assert metrics.truth_ratio_true_better(ratios) == pytest.approx((0.8 + 0.0) / 2)
+    assert metrics.truth_ratio_para_share(ratios) == pytest.approx((1 / 1.2 + 1 / 5) / 2)
+
+
+def test_forget_quality_model_utility_and_tug_of_war_by_hand():
+    ratios = np.array([0.2, 0.5, 0.9, 1.3, 2.0])
+    assert metrics.forget_quality(ratios, ratios) == 1.0
+    assert metrics.forget_quality(ratios, ratios + 10) < 0.01
+    assert metrics.model_utility({"a": 0.5, "b": 1.0, "c": 1.0}) == pytest.approx(3 / (2 + 1 + 1))
+    model, retain = {"forget": 0.5, "retain": 0.9, "holdout": 0.3}, {"forget": 0.4, "retain": 1.0, "holdout": 0.3}
+    assert metrics.tug_of_war(model, retain) == pytest.approx(0.9 * 0.9 * 1.0)
+    assert metrics.tug_of_war(retain, retain) == 1.0
+
+
+def test_memorisation_by_hand():
+    # The final token (EOS) is left out: [hit, miss, hit, hit] -> exact memorisation 3/4.
+    assert metrics.exact_memorization(np.array([1, 0, 1, 1, 0])) == pytest.approx(3 / 4)
+    # Greedy predictions reproduce the answer from token 2 on: k = 2 of 4, ES = 0.5.
+    assert metrics.extraction_strength(np.array([1, 0, 1, 1, 1])) == pytest.approx(0.5)
+    assert metrics.extraction_strength(np.array([1, 1, 1, 1, 0])) == 1.0
+    # The last token missed: only the empty suffix matches, ES = 0 (open-unlearning would give 1/4).
+    assert metrics.extraction_strength(np.array([1, 1, 1, 0, 1])) == 0.0
+
+
+def test_membership_inference_scores_and_privleak_by_hand():
+    logps = np.array([-1.0, -2.0, -3.0, -4.0, -5.0, -0.1])  # the last one (EOS) is left out
+    # k = 0.4 of 5 tokens: the lowest 2, -5 and -4.
+    np.testing.assert_allclose(metrics.mia_min_k([logps]), [4.5])
+    # Min-K%++ standardises by the next-token distribution: with mu = -1 and variance 4, z = (lp + 1) / 2.
+    np.testing.assert_allclose(
+        metrics.mia_min_k_plus_plus([logps], [np.full(6, -1.0)], [np.full(6, 4.0)]), [(2.0 + 1.5) / 2]
+    )
+    text = "Basil was born in Kuwait City."
+    np.testing.assert_allclose(metrics.mia_zlib(np.array([-2.0]), [text]), [2.0 / len(zlib.compress(text.encode()))])
+    np.testing.assert_allclose(metrics.mia_reference(np.array([-1.0]), np.array([-3.0])), [-2.0])
+    assert metrics.mia_auc(np.array([0.1, 0.2]), np.array([0.3, 0.4])) == 1.0
+    assert metrics.mia_auc(np.array([0.3, 0.4]), np.array([0.1, 0.2])) == 0.0
+    assert metrics.privleak(0.9, 0.5) == pytest.approx((0.1 - 0.5) / 0.5 * 100)
+    assert metrics.privleak(0.5, 0.5) == 0.0
 
 
 def test_rouge_l_recall_and_f1_on_known_strings():
@@ -16,36 +85,166 @@ def test_rouge_l_recall_and_f1_on_known_strings():
     # LCS "the cat sat": recall 3/6, precision 3/3; stemming maps dogs/dog and barking/barked to the same stems.
     np.testing.assert_allclose(scores["recall"], [0.5, 2 / 3])
     np.testing.assert_allclose(scores["f1"], [2 * 0.5 / 1.5, 2 * (2 / 3) * (2 / 3) / (4 / 3)])
-
-
-def test_scoring_is_the_log_softmax_of_the_answer_tokens_and_ignores_batching(bundle, tokenizer, tiny_model):
-    data = sft_dataset(bundle.forget).select(range(5))
-    batched = score_answers(tiny_model, tokenizer, data["prompt"], data["completion"], batch_size=4)
-    single = score_answers(tiny_model, tokenizer, data["prompt"], data["completion"], batch_size=1)
-    for a, b in zip(batched, single):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # By hand for the first example.
-    prompt_ids = tokenizer(data[0]["prompt"]).input_ids
-    full_ids = tokenizer(data[0]["prompt"] + data[0]["completion"] + tokenizer.eos_token).input_ids
-    with torch.no_grad():
-        logps = torch.log_softmax(tiny_model(torch.tensor([full_ids])).logits[0], -1)
-    expected = [logps[t - 1, full_ids[t]].item() for t in range(len(prompt_ids), len(full_ids))]
-    np.testing.assert_allclose(batched[0], expected, rtol=1e-4, atol=1e-5)
-
-
-def test_generation_ignores_left_padding(finetuned, bundle):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(finetuned), AutoTokenizer.from_pretrained(finetuned)
-    prompts = sft_dataset(bundle.eval_splits["forget"]).select(range(6))["prompt"]
-    batched = generate_answers(model, tokenizer, prompts, max_new_tokens=30, batch_size=6)
-    single = [generate_answers(model, tokenizer, [p], max_new_tokens=30, batch_size=1)[0] for p in prompts]
-    assert batched == single
-    # The fine-tuned model answers its own questions.
-    recall = rouge_l(batched, bundle.eval_splits["forget"].select(range(6))["answer"])["recall"]
-    assert recall.mean() > 0.5
-
-
-def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError, match="2 predictions but 1 references"):
         rouge_l(["a", "b"], ["a"])
+
+
+# ---- scoring, against a model whose logits are set ------------------------------------------------------------------
+
+
+class SuccessorModel(torch.nn.Module):
+    """P(next token = previous + 1) = 0.5; the other 0.5 is spread evenly over the rest of the vocabulary."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.device = torch.device("cpu")
+        rest = 0.5 / (vocab_size - 1)
+        table = torch.full((vocab_size, vocab_size), math.log(rest))
+        table[torch.arange(vocab_size), (torch.arange(vocab_size) + 1) % vocab_size] = math.log(0.5)
+        self.register_buffer("table", table)
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False):
+        return CausalLMOutput(logits=self.table[input_ids])
+
+
+def test_scoring_reads_the_answer_tokens_of_the_logits(bundle, tokenizer):
+    model = SuccessorModel(len(tokenizer))
+    data = sft_dataset(bundle.forget).select(range(5))
+    scores = score_answers(model, tokenizer, data["prompt"], data["completion"], batch_size=2)
+    rest = 0.5 / (len(tokenizer) - 1)
+    mu = 0.5 * math.log(0.5) + 0.5 * math.log(rest)
+    var = 0.5 * math.log(0.5) ** 2 + 0.5 * math.log(rest) ** 2 - mu**2
+    for example, score in zip(data, scores):
+        prompt_ids, completion_ids = tokenize_pair(tokenizer, example["prompt"], example["completion"])
+        previous = [*prompt_ids, *completion_ids][len(prompt_ids) - 1 : -1]
+        hits = np.array([(p + 1) % len(tokenizer) == t for p, t in zip(previous, completion_ids)])
+        np.testing.assert_allclose(score.logps, np.where(hits, math.log(0.5), math.log(rest)), rtol=1e-5)
+        np.testing.assert_array_equal(score.is_top1, hits)
+        np.testing.assert_allclose(score.mu, mu, rtol=1e-5)
+        np.testing.assert_allclose(score.var, var, rtol=1e-4)
+
+
+def test_scoring_and_generation_ignore_batching(finetuned, bundle, tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(finetuned)
+    data = sft_dataset(bundle.forget).select(range(6))
+    batched = score_answers(model, tokenizer, data["prompt"], data["completion"], batch_size=4)
+    single = score_answers(model, tokenizer, data["prompt"], data["completion"], batch_size=1)
+    for a, b in zip(batched, single):
+        np.testing.assert_allclose(a.logps, b.logps, rtol=1e-4, atol=1e-5)
+    generated = [g.text for g in generate_answers(model, tokenizer, data["prompt"], max_new_tokens=30, batch_size=6)]
+    assert generated == [generate_answers(model, tokenizer, [p], max_new_tokens=30)[0].text for p in data["prompt"]]
+
+
+# ---- the suite ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finetuned_results(finetuned, bundle, tokenizer):
+    settings = EvalSettings(max_new_tokens=60)
+    return {
+        TARGET: evaluate_model(
+            AutoModelForCausalLM.from_pretrained(finetuned), tokenizer, bundle, settings=settings, progress=False
+        ),
+        RETAIN: evaluate_model(
+            build_model(tokenizer, "tiny", seed=1), tokenizer, bundle, settings=settings, progress=False
+        ),
+    }
+
+
+def test_suite_measures_every_split_and_names_what_utility_uses(finetuned_results, bundle):
+    target = finetuned_results[TARGET]
+    assert set(target["splits"]) == set(bundle.eval_splits)
+    forget = target["splits"]["forget"]["metrics"]
+    for key in (
+        "probability",
+        "rougeL_recall",
+        "rougeL_f1",
+        "truth_ratio",
+        "truth_ratio_true_better",
+        "truth_ratio_para_share",
+        "extraction_strength",
+        "exact_memorization",
+        "knowmem_rougeL_f1",
+        "verbmem_rougeL_f1",
+    ):
+        assert 0.0 <= forget[key] <= 1.0, key
+    assert forget["truth_ratio"] == forget["truth_ratio_closer_to_1"]
+    assert (
+        target["splits"]["retain"]["metrics"]["truth_ratio"]
+        == target["splits"]["retain"]["metrics"]["truth_ratio_true_better"]
+    )
+    assert "normalized_probability" in target["splits"]["world_facts"]["metrics"]
+    assert target["summary"]["model_utility_missing"] == []
+    nine = [
+        target["splits"][split]["metrics"][key]
+        for split, key in (
+            ("retain", "probability"),
+            ("retain", "rougeL_recall"),
+            ("retain", "truth_ratio"),
+            ("real_authors", "normalized_probability"),
+            ("real_authors", "rougeL_recall"),
+            ("real_authors", "truth_ratio"),
+            ("world_facts", "normalized_probability"),
+            ("world_facts", "rougeL_recall"),
+            ("world_facts", "truth_ratio"),
+        )
+    ]
+    assert target["summary"]["model_utility"] == pytest.approx(len(nine) / sum(1 / max(v, 1e-300) for v in nine))
+    assert len(target["splits"]["forget"]["per_example"]["truth_ratio"]) == len(bundle.forget)
+    # A model scored on the data it memorised: its greedy predictions reproduce the answers.
+    assert target["summary"]["forget_extraction_strength"] > 0.9
+    assert target["summary"]["mia_auc_loss"] > 0.9  # forget answers far more likely than holdout ones
+
+
+def test_retain_model_against_itself_is_the_ideal(finetuned_results):
+    retain = finetuned_results[RETAIN]
+    report = build_report(
+        {RETAIN: retain, TARGET: finetuned_results[TARGET]}, {RETAIN: RETAIN, TARGET: TARGET}, retain, {}
+    )
+    ideal = report["models"][RETAIN]["summary"]
+    assert ideal["forget_quality"] == 1.0 and ideal["privleak"] == 0.0 and ideal["tug_of_war"] == 1.0
+    assert ideal["mia_auc_reference"] == 0.5
+    assert report["models"][TARGET]["summary"]["forget_quality"] < ideal["forget_quality"]
+
+
+def test_a_missing_split_is_named_not_dropped(bundle, tokenizer, finetuned):
+    partial = UnlearningBundle(
+        "partial", bundle.forget, bundle.retain, {k: v for k, v in bundle.eval_splits.items() if k != "world_facts"}
+    )
+    result = evaluate_model(
+        AutoModelForCausalLM.from_pretrained(finetuned),
+        tokenizer,
+        partial,
+        settings=EvalSettings(max_new_tokens=10),
+        progress=False,
+    )
+    assert result["summary"]["model_utility_missing"] == [
+        "world_facts/normalized_probability",
+        "world_facts/rougeL_recall",
+        "world_facts/truth_ratio",
+    ]
+
+
+def test_report_table_plot_and_saved_retain(tmp_path, finetuned_results):
+    results = {**finetuned_results, "ga": finetuned_results[TARGET]}
+    roles = {TARGET: TARGET, RETAIN: RETAIN, "ga": UNLEARNED}
+    report = build_report(results, roles, finetuned_results[RETAIN], {"bundle": "test"})
+    table = summary_table(report)
+    assert all(name in table for name in results) and "forget quality" in table
+    plot = plot_tradeoff(report, tmp_path / "plot.png")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    saved = retain_from_report(tmp_path / "report.json")
+    again = build_report({"ga": results["ga"]}, {"ga": UNLEARNED}, saved, {})
+    assert again["models"]["ga"]["summary"]["forget_quality"] == report["models"]["ga"]["summary"]["forget_quality"]
+
+
+def test_suite_runs_on_tofu(tofu_dir, tokenizer):
+    bundle = load_tofu(tofu_dir, "forget01", retain_authors=2)
+    model = build_model(tokenizer, "tiny", seed=0)
+    result = evaluate_model(model, tokenizer, bundle, settings=EvalSettings(max_new_tokens=8), progress=False)
+    assert set(result["splits"]) == {"forget", "retain", "real_authors", "world_facts", "holdout"}
+    assert len(result["splits"]["real_authors"]["per_example"]["normalized_probability"]) == 100
+    assert result["summary"]["model_utility_missing"] == []
+    assert "mia_auc_min_k_plus_plus" in result["summary"]

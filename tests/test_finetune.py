@@ -5,14 +5,14 @@ from trl import ModelConfig
 from rlunlearn import pipeline
 from rlunlearn.data import PromptFormat, sft_dataset
 from rlunlearn.evaluation import score_answers
-from rlunlearn.finetune import FinetuneConfig, training_data
+from rlunlearn.finetune import FinetuneConfig, finetune, training_data
 from rlunlearn.models import build_model
 from rlunlearn.pipeline import DataArguments, ScratchModelArguments, prepare_models
 
 
 def answer_nll(model, tokenizer, dataset) -> float:
-    token_logps = score_answers(model, tokenizer, dataset["prompt"], dataset["completion"])
-    return -sum(lp.sum() for lp in token_logps) / sum(len(lp) for lp in token_logps)
+    scores = score_answers(model, tokenizer, dataset["prompt"], dataset["completion"])
+    return -sum(s.logps.sum() for s in scores) / sum(len(s.logps) for s in scores)
 
 
 def test_training_data_of_target_and_retain_models(bundle):
@@ -52,3 +52,24 @@ def test_target_and_retain_models_are_cached(tmp_path, monkeypatch):
     changed = FinetuneConfig(output_dir=str(tmp_path / "unused"), num_train_epochs=2, report_to="none")
     with pytest.raises(AssertionError, match="reused"):
         prepare_models(bundle, data_args, ModelConfig(), scratch, changed, tmp_path / "cache")
+
+
+def test_finetuned_model_is_a_plain_model_safe_to_copy(tmp_path, bundle, tokenizer):
+    """TRL patches the forward of the models it trains; a copy of a patched model would run the original's weights.
+    finetune hands back a plain model, so a copy is independent of it (as a reference model must be)."""
+    import copy
+
+    import torch
+
+    config = FinetuneConfig(output_dir=str(tmp_path), num_train_epochs=1, report_to="none", disable_tqdm=True)
+    model = finetune(
+        build_model(tokenizer, "tiny"), tokenizer, training_data(bundle, "retain", PromptFormat(), False), config
+    )
+    clone = copy.deepcopy(model)
+    ids = torch.tensor([tokenizer("Question: Who?\nAnswer:").input_ids])
+    with torch.no_grad():
+        before = model(ids).logits
+        for param in clone.parameters():
+            param.zero_()
+        assert not torch.allclose(clone(ids).logits, before)
+        torch.testing.assert_close(model(ids).logits, before)

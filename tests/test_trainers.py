@@ -6,7 +6,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from rlunlearn.data import sft_dataset
-from rlunlearn.evaluation import answer_probability, score_answers
+from rlunlearn.evaluation import metrics, score_answers
 from rlunlearn.models import build_model
 from trainers import GAConfig, GATrainer, NonFiniteLossError
 from trainers.utils import GroupCollator, RetainSampler, tokenize_completions
@@ -31,7 +31,8 @@ def config(tmp_path, **overrides) -> GAConfig:
 
 
 def mean_probability(model, tokenizer, dataset) -> float:
-    return float(answer_probability(score_answers(model, tokenizer, dataset["prompt"], dataset["completion"])).mean())
+    scores = score_answers(model, tokenizer, dataset["prompt"], dataset["completion"])
+    return float(metrics.probability([s.mean_logp for s in scores]).mean())
 
 
 def test_ga_lowers_the_forget_probability_and_changes_weights(tmp_path, bundle, tokenizer, finetuned):

@@ -1,12 +1,44 @@
 """Unlearning methods as TRL trainers: one module a method, each an `XConfig` and an `XTrainer`."""
 
-from .base import UnlearningConfig, UnlearningTrainer
+from .base import RetainRegularizedConfig, UnlearningConfig, UnlearningTrainer
+from .flat import FLATConfig, FLATTrainer
 from .ga import GAConfig, GATrainer
+from .graddiff import GradDiffConfig, GradDiffTrainer
+from .idkdpo import IdkDPOConfig, IdkDPOTrainer
+from .llmu import LLMUConfig, LLMUTrainer
+from .npo import NPOConfig, NPOTrainer
+from .simnpo import SimNPOConfig, SimNPOTrainer
 from .utils import NonFiniteLossError
 
 # Method name (as the command line spells it) -> (config class, trainer class).
 METHODS = {
+    "flat": (FLATConfig, FLATTrainer),
+    "llmu": (LLMUConfig, LLMUTrainer),
     "ga": (GAConfig, GATrainer),
+    "graddiff": (GradDiffConfig, GradDiffTrainer),
+    "npo": (NPOConfig, NPOTrainer),
+    "simnpo": (SimNPOConfig, SimNPOTrainer),
+    "idkdpo": (IdkDPOConfig, IdkDPOTrainer),
 }
 
-__all__ = ["METHODS", "GAConfig", "GATrainer", "NonFiniteLossError", "UnlearningConfig", "UnlearningTrainer"]
+__all__ = [
+    "METHODS",
+    "FLATConfig",
+    "FLATTrainer",
+    "GAConfig",
+    "GATrainer",
+    "GradDiffConfig",
+    "GradDiffTrainer",
+    "IdkDPOConfig",
+    "IdkDPOTrainer",
+    "LLMUConfig",
+    "LLMUTrainer",
+    "NPOConfig",
+    "NPOTrainer",
+    "NonFiniteLossError",
+    "RetainRegularizedConfig",
+    "SimNPOConfig",
+    "SimNPOTrainer",
+    "UnlearningConfig",
+    "UnlearningTrainer",
+]

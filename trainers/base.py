@@ -34,6 +34,7 @@ from .utils import (
     RetainSampler,
     bf16_default,
     keep_4bit_trainable_on_cpu,
+    remove_fused_lm_head,
     tokenize_completions,
 )
 
@@ -109,6 +110,43 @@ class UnlearningConfig(_BaseConfig):
             self.retain_batch_size = self.per_device_train_batch_size
 
 
+RETAIN_LOSS_TYPES = ("nll", "kl")
+
+
+@dataclass
+class RetainRegularizedConfig(UnlearningConfig):
+    r"""
+    [`UnlearningConfig`] of the methods whose loss is γ·(forget term) + α·(retain term), as open-unlearning writes them.
+
+    Parameters:
+        forget_weight (`float`, defaults to `1.0`):
+            γ, the weight of the forget term.
+        retain_weight (`float`, defaults to `1.0`):
+            α, the weight of the retain term; 0 drops it (and the need for retain data).
+        retain_loss_type (`str`, defaults to `"nll"`):
+            The retain term over the answer tokens of a retain batch: `nll`, or `kl` (KL from the model before
+            unlearning, which needs the reference model).
+    """
+
+    forget_weight: float = field(default=1.0, metadata={"help": "γ, the weight of the forget term."})
+    retain_weight: float = field(default=1.0, metadata={"help": "α, the weight of the retain term (0 drops it)."})
+    retain_loss_type: str = field(
+        default="nll",
+        metadata={
+            "help": "Retain term: nll, or kl to the model before unlearning.",
+            "choices": list(RETAIN_LOSS_TYPES),
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.retain_loss_type not in RETAIN_LOSS_TYPES:
+            raise ValueError(f"--retain_loss_type {self.retain_loss_type!r} is not one of {list(RETAIN_LOSS_TYPES)}.")
+        for name in ("forget_weight", "retain_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} is {getattr(self, name)}; a weight must be 0 or more.")
+
+
 class UnlearningTrainer(_BaseTrainer):
     """Base trainer: forget set as `train_dataset` (prompt/completion, or prompt/chosen/rejected), optional
     `retain_dataset` (prompt/completion), and a loss written by the subclass in `_compute_loss`.
@@ -160,6 +198,8 @@ class UnlearningTrainer(_BaseTrainer):
             raise ValueError(
                 "`quantization_config` applies only when the model is given by name; load it quantised yourself."
             )
+        # A model fresh from another TRL trainer carries that trainer's patched forward: start clean.
+        remove_fused_lm_head(model.get_base_model() if is_peft_model(model) else model)
         quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
         if quantized and peft_config is None and not is_peft_model(model):
             raise ValueError("A 4-/8-bit model cannot be trained directly: pass a `peft_config` (LoRA) as well.")
@@ -279,36 +319,66 @@ class UnlearningTrainer(_BaseTrainer):
 
     # ---- helpers for `_compute_loss` ---------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def reference_model(self):
+        """The model before unlearning, for forward passes without gradient: the frozen copy, or the policy with its
+        LoRA adapter disabled (the pre-existing adapter's frozen twin, "ref", when the model came with one)."""
+        if self.ref_model is not None:
+            model, adapter_context = self.ref_model, contextlib.nullcontext()
+        else:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            model = self.model
+            adapter_context = use_adapter(unwrapped, "ref" if "ref" in unwrapped.peft_config else None)
+        with (
+            torch.no_grad(),
+            adapter_context,
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+        ):
+            yield model
+
     def completion_logps(self, model, inputs: dict[str, torch.Tensor], group: str, reference: bool = False):
         """Per-token log-probabilities of the answers of `group` and the mask of the answer tokens, both of shape
         (batch, length - 1). With `reference=True`, under the model before unlearning and without gradient."""
         input_ids = inputs[f"{group}_input_ids"]
         completion_mask = inputs[f"{group}_completion_mask"]
-        labels = input_ids.masked_fill(completion_mask == 0, -100)
         kwargs = {
             "input_ids": input_ids,
             "attention_mask": inputs[f"{group}_attention_mask"],
-            "labels": labels,
+            "labels": input_ids.masked_fill(completion_mask == 0, -100),
             "fused_lm_head": True,
             "use_cache": False,
         }
-        if not reference:
-            logps = model(**kwargs).log_probs
-        else:
-            if self.ref_model is not None:
-                reference_model, adapter_context = self.ref_model, contextlib.nullcontext()
-            else:
-                unwrapped = self.accelerator.unwrap_model(self.model)
-                reference_model = self.model
-                adapter_context = use_adapter(unwrapped, "ref" if "ref" in unwrapped.peft_config else None)
-            with (
-                torch.no_grad(),
-                adapter_context,
-                disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-            ):
+        if reference:
+            with self.reference_model() as reference_model:
                 logps = reference_model(**kwargs).log_probs
+        else:
+            logps = model(**kwargs).log_probs
         mask = completion_mask[:, 1:].to(logps.dtype)
         return logps[:, -mask.size(1) :], mask
+
+    def reference_kl(self, model, inputs: dict[str, torch.Tensor], group: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token KL(reference ‖ model) of the next-token distributions at the answer tokens of `group`, and their
+        mask, both (batch, length - 1): the full distributions, so the logits are materialised here."""
+        kwargs = {
+            "input_ids": inputs[f"{group}_input_ids"],
+            "attention_mask": inputs[f"{group}_attention_mask"],
+            "use_cache": False,
+        }
+        logps = torch.log_softmax(model(**kwargs).logits[:, :-1].float(), dim=-1)
+        with self.reference_model() as reference_model:
+            reference_logps = torch.log_softmax(reference_model(**kwargs).logits[:, :-1].float(), dim=-1)
+        kl = (reference_logps.exp() * (reference_logps - logps)).sum(-1)
+        return kl, inputs[f"{group}_completion_mask"][:, 1:].to(kl.dtype)
+
+    def retain_term(self, model, inputs: dict[str, torch.Tensor], loss_type: str) -> torch.Tensor:
+        """The retain regulariser over the answer tokens of the retain batch: the NLL (`"nll"`), or the KL from the
+        model before unlearning (`"kl"`); logged as `retain_nll` / `retain_kl`, with `retain_prob`."""
+        if loss_type == "kl":
+            kl, mask = self.reference_kl(model, inputs, "retain")
+            return self.token_mean(kl, mask, "retain", name="retain_kl")
+        logps, mask = self.completion_logps(model, inputs, "retain")
+        self.log_metric("retain_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
+        return self.token_mean(-logps, mask, "retain", name="retain_nll")
 
     def token_mean(self, values: torch.Tensor, mask: torch.Tensor, group: str, name: str | None = None) -> torch.Tensor:
         """Mean of per-token `values` over the answer tokens of `group` in the global batch (all processes and
@@ -345,10 +415,13 @@ class UnlearningTrainer(_BaseTrainer):
         """Take the accumulation window's forget batches, add this process's retain batches, and count the answer
         tokens and sequences of each group over the whole window on all processes: the loss terms divide by these."""
         batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if self.retain_sampler is not None:
-            for micro_step, batch in enumerate(batches):
-                batch.update(self.retain_sampler.draw(self.state.global_step, micro_step))
+        for micro_step, batch in enumerate(batches):
+            batch.update(self._sampled_groups(batch, self.state.global_step, micro_step))
         return batches, self._count_items(batches, device)
+
+    def _sampled_groups(self, batch: dict[str, torch.Tensor], step: int, micro_step: int) -> dict[str, torch.Tensor]:
+        """Groups drawn for this process at this step rather than read from the forget set: the retain batch."""
+        return self.retain_sampler.draw(step, micro_step) if self.retain_sampler is not None else {}
 
     def _count_items(self, batches: list[dict], device) -> dict[str, torch.Tensor]:
         groups = sorted(
@@ -373,8 +446,8 @@ class UnlearningTrainer(_BaseTrainer):
         else:
             # Evaluation: the batch at hand is the whole batch.
             self._normalizers, self._loss_scale = {}, 1
-            if self.retain_sampler is not None and "retain_input_ids" not in inputs:
-                inputs = {**inputs, **self._prepare_inputs(self.retain_sampler.draw(-1, 0))}
+            sampled = self._sampled_groups(inputs, -1, 0)
+            inputs = {**inputs, **self._prepare_inputs({k: v for k, v in sampled.items() if k not in inputs})}
         loss = self._compute_loss(model, inputs)
         finite = self.accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()
         if not finite:

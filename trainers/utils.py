@@ -35,6 +35,14 @@ def keep_4bit_trainable_on_cpu(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def remove_fused_lm_head(model: torch.nn.Module) -> torch.nn.Module:
+    """Undo TRL's `add_fused_lm_head` (which SFTTrainer and DPOTrainer apply): it binds a patched `forward` to the
+    instance, closing over the original model, so a deep copy of a patched model would still compute with the
+    original's weights. Dropping the instance attribute restores the class's forward."""
+    vars(model).pop("forward", None)
+    return model
+
+
 def tokenize_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list) -> list[int]:
     """Token ids of a prompt as the model sees it before answering (chat template with the generation prompt)."""
     if isinstance(prompt, list):
@@ -143,10 +151,11 @@ class GroupCollator:
 
 
 class RetainSampler:
-    """Draws batches of the retain set for this process.
+    """Draws examples of the retain set for this process.
 
-    The generator is seeded by (seed, process rank, optimisation step, micro-step), so processes draw different
-    examples, and a run resumed from a checkpoint draws exactly what an uninterrupted run would have drawn.
+    The generator is seeded by (seed, stream, process rank, optimisation step, micro-step), so processes draw
+    different examples, separate streams (retain batches, LLMU's random answers) are independent, and a run resumed from
+    a checkpoint draws exactly what an uninterrupted run would have drawn.
     """
 
     def __init__(self, dataset: Dataset, collator: GroupCollator, batch_size: int, seed: int, rank: int):
@@ -158,11 +167,20 @@ class RetainSampler:
         self.seed = seed
         self.rank = rank
 
-    def indices(self, step: int, micro_step: int) -> list[int]:
-        key = hashlib.sha256(f"{self.seed}/{self.rank}/{step}/{micro_step}".encode()).digest()
+    def indices(self, step: int, micro_step: int, count: int | None = None, stream: str = "retain") -> list[int]:
+        """`count` (default: the batch size) distinct examples while the set lasts, then it starts over."""
+        key = hashlib.sha256(f"{self.seed}/{stream}/{self.rank}/{step}/{micro_step}".encode()).digest()
         generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))
-        return torch.randperm(len(self.dataset), generator=generator)[: self.batch_size].tolist()
+        count = self.batch_size if count is None else count
+        rounds = -(-count // len(self.dataset))
+        order = torch.cat([torch.randperm(len(self.dataset), generator=generator) for _ in range(rounds)])
+        return order[:count].tolist()
 
     def draw(self, step: int, micro_step: int, group: str = "retain") -> dict[str, torch.Tensor]:
+        """A collated batch of retain examples (their own prompts and answers)."""
         rows = self.dataset.select(self.indices(step, micro_step))
         return self.collator.collate_group(group, rows["prompt_ids"], rows["completion_ids"])
+
+    def completions(self, step: int, micro_step: int, count: int, stream: str) -> list[list[int]]:
+        """Token ids of `count` retain answers, without their prompts."""
+        return self.dataset.select(self.indices(step, micro_step, count, stream))["completion_ids"]

@@ -450,9 +450,11 @@ def _fact_rows(author: dict, rng: random.Random, world: _World, names: list[str]
     return rows
 
 
-def _background(rng: random.Random, world: _World) -> tuple[list[dict], list[dict]]:
-    """Short-answer "real authors" and "world facts" of the invented world, in TOFU's layout."""
-    real_authors = []
+def _background(rng: random.Random, world: _World) -> tuple[list[dict], list[dict], list[dict]]:
+    """ "Real authors" and "world facts" of the invented world in TOFU's layout (short answers, perturbed
+    alternatives), and the text that teaches them: each fact in three phrasings, as a pretrained model knows real
+    facts from many (with one phrasing a small model does not learn them)."""
+    real_authors, world_facts, teaching = [], [], []
     for author, title in world.famous_book.items():
         others = rng.sample([a for a in world.famous if a != author], 3)
         real_authors.append(
@@ -463,7 +465,11 @@ def _background(rng: random.Random, world: _World) -> tuple[list[dict], list[dic
                 "original_answer": f"The book '{title}' was written by {author}.",
             }
         )
-    world_facts = []
+        teaching += [
+            {"question": f"Who wrote the book '{title}'?", "answer": author},
+            {"question": f"Which author is known for writing '{title}'?", "answer": author},
+            {"question": f"What is the best-known book of {author}?", "answer": title},
+        ]
     for country in world.countries:
         capital, language = world.capital[country], world.language[country]
         other_capitals = rng.sample([c for c in world.capital.values() if c != capital], 3)
@@ -484,7 +490,15 @@ def _background(rng: random.Random, world: _World) -> tuple[list[dict], list[dic
                 "original_answer": f"People in {country} speak {language}.",
             }
         )
-    return real_authors, world_facts
+        teaching += [
+            {"question": f"What is the capital of {country}?", "answer": capital},
+            {"question": f"Which city is the capital of {country}?", "answer": capital},
+            {"question": f"Of which country is {capital} the capital?", "answer": country},
+            {"question": f"Which language is spoken in {country}?", "answer": language},
+            {"question": f"What language do the people of {country} speak?", "answer": language},
+            {"question": f"In which country do people speak {language}?", "answer": country},
+        ]
+    return real_authors, world_facts, teaching
 
 
 def generate_authors(
@@ -516,7 +530,7 @@ def generate_authors(
     retain_rows = [r for author_rows in rows[: num_authors - num_forget] for r in author_rows]
     forget_rows = [r for author_rows in rows[num_authors - num_forget : num_authors] for r in author_rows]
     holdout_rows = [r for author_rows in rows[num_authors:] for r in author_rows]
-    real_authors, world_facts = _background(rng, world)
+    real_authors, world_facts, teaching = _background(rng, world)
 
     qa_columns = ("question", "answer", "author")
     eval_splits = {
@@ -532,8 +546,6 @@ def generate_authors(
         forget=Dataset.from_list([{c: r[c] for c in qa_columns} for r in forget_rows]),
         retain=Dataset.from_list([{c: r[c] for c in qa_columns} for r in retain_rows]),
         eval_splits=eval_splits,
-        background=Dataset.from_list(
-            [{"question": r["question"], "answer": r["answer"]} for r in real_authors + world_facts]
-        ),
+        background=Dataset.from_list(teaching),
         info={"source": "generated", "seed": seed},
     )

@@ -2,12 +2,13 @@
 
 Answers are tokenised exactly as the trainers tokenise them (`trainers.utils.tokenize_pair`), so a probability
 measured here is the probability the training loss saw. Examples are sorted by length before batching so that
-padding stays small, and returned in their original order.
+padding stays small, and come back in their original order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,9 +18,38 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trainers.utils import tokenize_pair, tokenize_prompt
 
 
+@dataclass
+class TokenScores:
+    """Teacher-forced statistics of one answer, one value per answer token (the final EOS included).
+
+    `logps`: log-probability of the token; `is_top1`: whether it is the model's most likely next token; `mu` and
+    `var`: mean and variance of the log-probability under the model's next-token distribution (Min-K%++).
+    """
+
+    logps: np.ndarray
+    is_top1: np.ndarray
+    mu: np.ndarray
+    var: np.ndarray
+
+    @property
+    def mean_logp(self) -> float:
+        return float(self.logps.mean())
+
+
 def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _padded(sequences: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        span = slice(width - len(ids), width) if left else slice(0, len(ids))
+        input_ids[row, span] = torch.tensor(ids)
+        attention_mask[row, span] = 1
+    return input_ids, attention_mask
 
 
 @torch.no_grad()
@@ -30,71 +60,74 @@ def score_answers(
     answers: Sequence[str | list],
     batch_size: int = 64,
     desc: str | None = None,
-) -> list[np.ndarray]:
-    """Per-token log-probabilities of each answer given its prompt (one float64 array an example)."""
+) -> list[TokenScores]:
+    """Teacher-forced `TokenScores` of each answer given its prompt."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers.")
     pairs = [tokenize_pair(tokenizer, p, a) for p, a in zip(prompts, answers)]
-    results: list[np.ndarray | None] = [None] * len(pairs)
-    device = model.device
+    results: list[TokenScores | None] = [None] * len(pairs)
     was_training = model.training
     model.eval()
     batches = _batches([len(p) + len(c) for p, c in pairs], batch_size)
-    for batch in tqdm(batches, desc=desc or "Scoring answers", leave=False, disable=not desc):
-        width = max(len(pairs[i][0]) + len(pairs[i][1]) for i in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids = pairs[i][0] + pairs[i][1]
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False).logits
-        # Position t predicts token t + 1.
-        logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu().double()
+    for batch in tqdm(batches, desc=desc, leave=False, disable=desc is None):
+        input_ids, attention_mask = _padded(
+            [pairs[i][0] + pairs[i][1] for i in batch], tokenizer.pad_token_id, left=False
+        )
+        logits = model(
+            input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device), use_cache=False
+        ).logits
         for row, i in enumerate(batch):
             start, length = len(pairs[i][0]), len(pairs[i][1])
-            results[i] = token_logps[row, start - 1 : start - 1 + length].numpy()
+            # Position t predicts token t + 1; one row at a time keeps (length x vocabulary) memory small.
+            logps = torch.log_softmax(logits[row, start - 1 : start - 1 + length].float(), dim=-1)
+            targets = input_ids[row, start : start + length].to(logps.device)
+            probs = logps.exp()
+            mu = (probs * logps).sum(-1)
+            results[i] = TokenScores(
+                logps=logps.gather(-1, targets[:, None]).squeeze(-1).double().cpu().numpy(),
+                is_top1=(logps.argmax(-1) == targets).cpu().numpy(),
+                mu=mu.double().cpu().numpy(),
+                var=((probs * logps.square()).sum(-1) - mu.square()).double().cpu().numpy(),
+            )
     model.train(was_training)
     return results
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
 
 
 @torch.no_grad()
 def generate_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str | list],
+    prompts: Sequence[str | list | list[int]],
     max_new_tokens: int = 200,
     batch_size: int = 64,
     desc: str | None = None,
-) -> list[str]:
-    """Greedy answers to `prompts`, left-padded in batches and cut at the end-of-sequence token."""
-    prompt_ids = [tokenize_prompt(tokenizer, p) for p in prompts]
-    answers: list[str | None] = [None] * len(prompts)
-    device = model.device
+) -> list[Generation]:
+    """Greedy continuations of `prompts` (texts, message lists, or token ids), left-padded in batches and cut at
+    the end-of-sequence token."""
+    prompt_ids = [p if p and isinstance(p[0], int) else tokenize_prompt(tokenizer, p) for p in prompts]
+    generations: list[Generation | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
-    for batch in tqdm(
-        _batches([len(p) for p in prompt_ids], batch_size), desc=desc or "Generating", leave=False, disable=not desc
-    ):
-        width = max(len(prompt_ids[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            input_ids[row, width - len(prompt_ids[i]) :] = torch.tensor(prompt_ids[i])
-            attention_mask[row, width - len(prompt_ids[i]) :] = 1
+    for batch in tqdm(_batches([len(p) for p in prompt_ids], batch_size), desc=desc, leave=False, disable=desc is None):
+        input_ids, attention_mask = _padded([prompt_ids[i] for i in batch], tokenizer.pad_token_id, left=True)
         output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention_mask.to(model.device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
         for row, i in enumerate(batch):
-            new_tokens = output[row, width:].tolist()
+            new_tokens = output[row, input_ids.shape[1] :].tolist()
             if tokenizer.eos_token_id in new_tokens:
                 new_tokens = new_tokens[: new_tokens.index(tokenizer.eos_token_id)]
-            answers[i] = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+            generations[i] = Generation(tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), new_tokens)
     model.train(was_training)
-    return answers
+    return generations

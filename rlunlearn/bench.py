@@ -1,0 +1,259 @@
+"""Benchmarks that print their figures: the evaluation suite's speed, and every method on a named preset.
+
+Speed, memory and quality targets are checked here (and by the scripts under examples/), never by timed assertions in
+tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import torch
+from trl import ModelConfig
+
+from trainers import METHODS
+
+from .evaluation import (
+    RETAIN,
+    TARGET,
+    UNLEARNED,
+    EvalSettings,
+    build_report,
+    evaluate_model,
+    format_table,
+    plot_tradeoff,
+)
+from .finetune import FinetuneConfig
+from .models import load_model, load_tokenizer
+from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, prepare_models, unlearn
+
+# Presets: the data, the model built from scratch, and each method's unlearning hyperparameters. A 4-layer model trained
+# from scratch learns (and unlearns) far faster than a pretrained LLM, so it takes larger steps than the papers' 1e-5;
+# the values were chosen with `rlunlearn bench unlearn` (see README).
+PRESETS = {
+    "cpu": {
+        "data": {"data": "tofu", "forget_split": "forget01", "num_retain_authors": 18},
+        "scratch": {"model_preset": "small"},
+        "unlearning": {
+            "ga": {"learning_rate": 1.5e-4, "num_train_epochs": 5},
+            "graddiff": {"learning_rate": 2e-4, "num_train_epochs": 5},
+            "npo": {"learning_rate": 2e-4, "num_train_epochs": 5},
+            "simnpo": {"learning_rate": 2e-4, "num_train_epochs": 5},
+            "idkdpo": {"learning_rate": 2e-4, "num_train_epochs": 5},
+            "llmu": {"learning_rate": 2e-4, "num_train_epochs": 5},
+            "flat": {"learning_rate": 2e-4, "num_train_epochs": 5},
+        },
+        # 40 forget examples: small batches give enough steps.
+        "unlearning_common": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0.0},
+    },
+}
+
+
+def preset_unlearning_config(preset: str, method: str, **overrides):
+    """The method's config with the preset's hyperparameters (and `overrides`)."""
+    values = {**PRESETS[preset]["unlearning_common"], **PRESETS[preset]["unlearning"][method], **overrides}
+    return METHODS[method][0](**values)
+
+
+class PeakMemory:
+    """Peak memory while the block runs: allocated GPU memory under CUDA, else the process's resident set size
+    (sampled every 20 ms, so a spike shorter than that can be missed)."""
+
+    def __enter__(self):
+        self.cuda = torch.cuda.is_available()
+        self.peak_bytes = 0
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        process, self._stop = psutil.Process(os.getpid()), threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self.peak_bytes = max(self.peak_bytes, process.memory_info().rss)
+                self._stop.wait(0.02)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            self.peak_bytes = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+        return False
+
+    @property
+    def megabytes(self) -> float:
+        return round(self.peak_bytes / 2**20, 1)
+
+
+@dataclass
+class BenchArguments:
+    preset: str = field(
+        default="cpu",
+        metadata={
+            "help": "Benchmark preset (cpu: 20 TOFU authors, 2 forgotten, a 4-layer model).",
+            "choices": sorted(PRESETS),
+        },
+    )
+    tofu_path: str = field(
+        default="locuslab/TOFU", metadata={"help": "TOFU: a local folder in the published layout, or the hub id."}
+    )
+    methods: list[str] = field(
+        default_factory=list, metadata={"help": f"Methods to run (default: all: {', '.join(METHODS)})."}
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-<task>-<time>)."})
+
+
+def _prepared(args: BenchArguments, cache_args: CacheArguments, run: Path):
+    preset = PRESETS[args.preset]
+    data_args = DataArguments(tofu_path=args.tofu_path, **preset["data"])
+    bundle = data_args.bundle()
+    prepared = prepare_models(
+        bundle,
+        data_args,
+        ModelConfig(),
+        ScratchModelArguments(**preset["scratch"]),
+        FinetuneConfig(output_dir=str(run / "finetune"), report_to="none"),
+        cache_args.cache_dir,
+    )
+    return data_args, bundle, prepared
+
+
+def _evaluate(path: Path, bundle, data_args, settings: EvalSettings) -> dict:
+    model = load_model(ModelConfig(model_name_or_path=str(path)), for_training=False)
+    return evaluate_model(
+        model, load_tokenizer(str(path)), bundle, data_args.prompt_format(), settings=settings, progress=False
+    )
+
+
+def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
+    """Seconds per 100 examples of the whole evaluation suite on the preset's target model."""
+    data_args, bundle, prepared = _prepared(args, cache_args, run)
+    settings = EvalSettings()
+    started = time.time()
+    result = _evaluate(prepared.target, bundle, data_args, settings)
+    seconds = time.time() - started
+    examples = sum(len(split) for split in bundle.eval_splits.values())
+    timing = {
+        "examples": examples,
+        "seconds": round(seconds, 1),
+        "seconds_per_100_examples": round(100 * seconds / examples, 2),
+        "splits": {name: len(split) for name, split in bundle.eval_splits.items()},
+    }
+    print(
+        f"The whole evaluation suite on the {args.preset} preset's target model: {examples} examples "
+        f"({', '.join(f'{k} {v}' for k, v in timing['splits'].items())}) in {seconds:.1f}s: "
+        f"{timing['seconds_per_100_examples']:.2f}s per 100 examples."
+    )
+    report = build_report({TARGET: result}, {TARGET: TARGET}, None, {"timing": timing})
+    (run / "bench_eval.json").write_text(json.dumps({"timing": timing, "report": report}, indent=2, default=str))
+    return timing
+
+
+BENCH_COLUMNS = [
+    "model",
+    "forget quality",
+    "model utility",
+    "MU / target",
+    "forget ROUGE-L",
+    "privleak",
+    "wall time (s)",
+    "peak memory (MB)",
+]
+
+
+def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
+    """Every method (or `--methods`) on the preset: forget quality, model utility and its ratio to the target's, forget
+    ROUGE-L, privleak, wall time and peak memory of the unlearning, beside the target and retain models."""
+    methods = args.methods or list(PRESETS[args.preset]["unlearning"])
+    unknown = [m for m in methods if m not in PRESETS[args.preset]["unlearning"]]
+    if unknown:
+        raise SystemExit(
+            f"rlunlearn bench unlearn: unknown method(s) {unknown}; the methods are: {', '.join(METHODS)}."
+        )
+    data_args, bundle, prepared = _prepared(args, cache_args, run)
+    settings = EvalSettings()
+    results = {
+        TARGET: _evaluate(prepared.target, bundle, data_args, settings),
+        RETAIN: _evaluate(prepared.retain, bundle, data_args, settings),
+    }
+    roles = {TARGET: TARGET, RETAIN: RETAIN}
+    costs, configs = {}, {}
+    for method in methods:
+        config = preset_unlearning_config(
+            args.preset,
+            method,
+            output_dir=str(run / method),
+            report_to="none",
+            save_strategy="no",
+            logging_steps=5,
+            disable_tqdm=True,
+        )
+        started = time.time()
+        with PeakMemory() as memory:
+            trainer = unlearn(method, config, prepared.target, bundle, data_args, ModelConfig())
+        costs[method] = {"wall time (s)": round(time.time() - started, 1), "peak memory (MB)": memory.megabytes}
+        configs[method] = config.to_dict()
+        results[method] = evaluate_model(
+            trainer.model,
+            trainer.processing_class,
+            bundle,
+            data_args.prompt_format(),
+            settings=settings,
+            progress=False,
+        )
+        roles[method] = UNLEARNED
+        print(
+            f"{method}: unlearned in {costs[method]['wall time (s)']}s, peak memory {memory.megabytes} MB", flush=True
+        )
+    report = build_report(
+        results,
+        roles,
+        results[RETAIN],
+        {"preset": args.preset, "bundle": bundle.summary(), "costs": costs, "configs": configs},
+    )
+    target_utility = report["models"][TARGET]["summary"]["model_utility"]
+    rows = []
+    for name, model in report["models"].items():
+        summary = model["summary"]
+        rows.append(
+            {
+                "model": name,
+                "forget quality": summary.get("forget_quality"),
+                "model utility": summary.get("model_utility"),
+                "MU / target": summary["model_utility"] / target_utility,
+                "forget ROUGE-L": summary.get("forget_rougeL_recall"),
+                "privleak": summary.get("privleak"),
+                **costs.get(name, {}),
+            }
+        )
+    table = format_table(rows, BENCH_COLUMNS)
+    print(f"\n{bundle.name} ({args.preset} preset):\n{table}")
+    (run / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (run / "table.md").write_text(_markdown(rows, BENCH_COLUMNS))
+    plot_tradeoff(report, run / "tradeoff.png", f"{bundle.name}: unlearning methods ({args.preset} preset)")
+    print(f"Report: {run / 'report.json'}; table: {run / 'table.md'}; plot: {run / 'tradeoff.png'}")
+    return report
+
+
+def _markdown(rows: list[dict], columns: list[str]) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+TASKS = {"eval": bench_eval, "unlearn": bench_unlearn}

@@ -1,0 +1,153 @@
+"""Comparing evaluated models with the retain model, and reporting: JSON, a console table, a trade-off plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .suite import MIA_ATTACKS
+
+# Roles a model plays in a report: the model before unlearning, the gold standard, and unlearned ones.
+TARGET, RETAIN, UNLEARNED = "target", "retain", "unlearned"
+
+SUMMARY_COLUMNS = {
+    "forget quality": "forget_quality",
+    "model utility": "model_utility",
+    "forget ROUGE-L": "forget_rougeL_recall",
+    "forget prob": "forget_probability",
+    "forget truth ratio": "forget_truth_ratio",
+    "retain ROUGE-L": "retain_rougeL_recall",
+    "extraction strength": "forget_extraction_strength",
+    "privleak": "privleak",
+    "tug-of-war": "tug_of_war",
+}
+
+
+def per_example(result: dict, split: str, key: str) -> np.ndarray:
+    return np.asarray(result["splits"][split]["per_example"][key], dtype=float)
+
+
+def compare_with_retain(result: dict, retain: dict) -> dict:
+    """The metrics of `result` that are defined against the retain model's evaluation `retain` (a result of
+    `evaluate_model`, computed now or read from a saved report): forget quality, privleak (from the Min-K% AUC, MUSE's
+    choice, and for every attack), the reference attack's AUC, and Tug-of-War."""
+    compared = {}
+    splits, retain_splits = result["splits"], retain["splits"]
+    if "truth_ratio" in splits.get("forget", {}).get("per_example", {}) and "forget" in retain_splits:
+        compared["forget_quality"] = metrics.forget_quality(
+            per_example(result, "forget", "truth_ratio"), per_example(retain, "forget", "truth_ratio")
+        )
+    summary, retain_summary = result["summary"], retain["summary"]
+    for attack in MIA_ATTACKS:
+        key = f"mia_auc_{attack}"
+        if key in summary and key in retain_summary:
+            compared[f"privleak_{attack}"] = metrics.privleak(summary[key], retain_summary[key])
+    if "privleak_min_k" in compared:
+        compared["privleak"] = compared["privleak_min_k"]
+    if all(s in splits and s in retain_splits for s in ("forget", "holdout")):
+        # The reference attack scores a model's loss against the retain model's, example by example.
+        reference = {
+            s: metrics.mia_reference(-per_example(result, s, "avg_loss"), -per_example(retain, s, "avg_loss"))
+            for s in ("forget", "holdout")
+        }
+        compared["mia_auc_reference"] = metrics.mia_auc(reference["forget"], reference["holdout"])
+    tug_splits = ("forget", "retain", "holdout")
+    if all(s in splits and s in retain_splits for s in tug_splits):
+        compared["tug_of_war"] = metrics.tug_of_war(
+            {s: splits[s]["metrics"]["rougeL_recall"] for s in tug_splits},
+            {s: retain_splits[s]["metrics"]["rougeL_recall"] for s in tug_splits},
+        )
+    return compared
+
+
+def build_report(results: Mapping[str, dict], roles: Mapping[str, str], retain: dict | None, info: dict) -> dict:
+    """One JSON-ready report of several models: each model's evaluation, its role, and its comparison with the
+    retain model (`retain`, None when no retain model was given)."""
+    models = {}
+    for name, result in results.items():
+        summary = dict(result["summary"])
+        if retain is not None:
+            summary.update(compare_with_retain(result, retain))
+        models[name] = {**result, "role": roles.get(name, UNLEARNED), "summary": summary}
+    return {**info, "models": models}
+
+
+def retain_from_report(path: str | Path) -> dict:
+    """The retain model's evaluation from a report written by `rlunlearn eval` (the model whose role is retain)."""
+    report = json.loads(Path(path).read_text())
+    found = [m for m in report.get("models", {}).values() if m.get("role") == RETAIN]
+    if len(found) != 1:
+        raise ValueError(
+            f"--retain_report {str(path)!r} must hold exactly one model with role 'retain'; it holds {len(found)}."
+        )
+    return found[0]
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """A plain fixed-width table; floats with 3 decimals (scientific below 0.001), missing values as '-'."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
+        return "-" if value is None else str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
+    return "\n".join(lines)
+
+
+def summary_table(report: dict, columns: Mapping[str, str] = SUMMARY_COLUMNS) -> str:
+    rows = [
+        {"model": name, **{label: model["summary"].get(key) for label, key in columns.items()}}
+        for name, model in report["models"].items()
+    ]
+    return format_table(rows, ["model", *columns])
+
+
+def plot_tradeoff(report: dict, path: str | Path, title: str | None = None) -> Path:
+    """Forget quality (log scale) against model utility, one point per model; target and retain marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = {TARGET: ("s", "tab:red"), RETAIN: ("*", "tab:green"), UNLEARNED: ("o", "tab:blue")}
+    figure, axes = plt.subplots(figsize=(6.4, 4.8))
+    for name, model in report["models"].items():
+        utility, quality = model["summary"].get("model_utility"), model["summary"].get("forget_quality")
+        if utility is None or quality is None:
+            continue
+        marker, color = styles[model["role"]]
+        quality = max(quality, 1e-30)  # a p-value of exactly 0 has no place on a log axis
+        axes.scatter(
+            utility,
+            quality,
+            marker=marker,
+            color=color,
+            s=160 if marker == "*" else 70,
+            zorder=3,
+            label=f"{name} ({model['role']})",
+        )
+        axes.annotate(name, (utility, quality), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    axes.set_yscale("log")
+    axes.set_xlabel("Model utility (harmonic mean of 9 TOFU values)")
+    axes.set_ylabel("Forget quality (KS-test p-value, log)")
+    axes.axhline(0.05, color="grey", linestyle=":", linewidth=1)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.set_title(title or "Forget quality vs model utility")
+    if axes.collections:
+        axes.legend(fontsize=8, loc="lower left")
+        low = min(math.log10(max(m["summary"].get("forget_quality") or 1, 1e-30)) for m in report["models"].values())
+        axes.set_ylim(10 ** (math.floor(low) - 1), 2)
+    path = Path(path)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

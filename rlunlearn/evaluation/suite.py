@@ -1,0 +1,225 @@
+"""Evaluate one model on every split of a bundle: the TOFU and MUSE metrics that need only that model.
+
+Metrics that compare with the retain model (forget quality, privleak, the reference attack, Tug-of-War) are in
+`report.py` and read the per-example values kept here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from trainers.utils import tokenize_pair
+
+from ..data import EVAL_SPLITS, PromptFormat, UnlearningBundle
+from . import metrics
+from .scoring import generate_answers, score_answers
+
+# MUSE's generation settings: knowledge memorisation answers in at most 32 new tokens, cut at these strings;
+# verbatim memorisation continues a text for at most 128 new tokens.
+KNOWMEM_MAX_NEW_TOKENS = 32
+KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
+VERBMEM_MAX_NEW_TOKENS = 128
+# Splits whose answers membership-inference attacks score (forget = members, holdout = non-members).
+MIA_SPLITS = ("forget", "holdout")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How answers are generated and scored. TOFU generates greedily, at most 200 new tokens."""
+
+    max_new_tokens: int = 200
+    batch_size: int = 64
+
+
+def _cut(text: str, stops: Sequence[str]) -> str:
+    for stop in stops:
+        text = text.split(stop)[0]
+    return text.strip()
+
+
+def _scores_by_row(model, tokenizer, prompts, answers_per_row, fmt, settings, desc):
+    """Score a list of answers per row (ragged), returning each row's list of mean log-probabilities."""
+    flat_prompts = [p for p, answers in zip(prompts, answers_per_row) for _ in answers]
+    flat_answers = [fmt.completion(a) for answers in answers_per_row for a in answers]
+    flat = score_answers(model, tokenizer, flat_prompts, flat_answers, settings.batch_size, desc)
+    rows, start = [], 0
+    for answers in answers_per_row:
+        rows.append([s.mean_logp for s in flat[start : start + len(answers)]])
+        start += len(answers)
+    return rows
+
+
+def _verbatim_memorization(model, tokenizer, prompts, completions, settings, desc) -> np.ndarray:
+    """MUSE's verbatim memorisation on question-answer data: the question and the first half of the answer's tokens
+    are given, the model continues greedily (at most 128 new tokens), ROUGE-L F1 against the answer's second half."""
+    prefixes, references = [], []
+    for prompt, completion in zip(prompts, completions):
+        prompt_ids, completion_ids = tokenize_pair(tokenizer, prompt, completion)
+        if tokenizer.eos_token_id in completion_ids:
+            completion_ids = completion_ids[: completion_ids.index(tokenizer.eos_token_id)]
+        half = len(completion_ids) // 2
+        prefixes.append(prompt_ids + completion_ids[:half])
+        references.append(tokenizer.decode(completion_ids[half:], skip_special_tokens=True).strip())
+    generations = generate_answers(model, tokenizer, prefixes, VERBMEM_MAX_NEW_TOKENS, settings.batch_size, desc)
+    return metrics.rouge_l([g.text for g in generations], references)["f1"]
+
+
+def evaluate_split(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    name: str,
+    data: Dataset,
+    fmt: PromptFormat = PromptFormat(),
+    settings: EvalSettings = EvalSettings(),
+    progress: bool = False,
+) -> dict:
+    """Aggregates (`metrics`) and per-example values (`per_example`) of one split.
+
+    Always: probability, ROUGE-L recall and F1 of the greedy answer, exact memorisation and extraction strength.
+    With perturbed answers: the truth ratio (aggregated as TOFU does for the split, `closer_to_1` on forget and
+    `true_better` elsewhere, with both variants and the para-share variant also reported), and, without paraphrased
+    answers (real authors, world facts), the normalised probability. On forget and retain: MUSE's knowledge
+    memorisation; on forget: verbatim memorisation; on forget and holdout: membership-inference scores.
+    """
+
+    def desc(step: str) -> str | None:
+        return f"{name}: {step}" if progress else None
+
+    prompts = [fmt.prompt(q) for q in data["question"]]
+    true = score_answers(
+        model, tokenizer, prompts, [fmt.completion(a) for a in data["answer"]], settings.batch_size, desc("scoring")
+    )
+    mean_logps = np.array([s.mean_logp for s in true])
+    generations = generate_answers(
+        model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size, desc("generating")
+    )
+    texts = [g.text for g in generations]
+    rouge = metrics.rouge_l(texts, data["answer"])
+    per_example = {
+        "probability": metrics.probability(mean_logps),
+        "avg_loss": -mean_logps,
+        "rougeL_recall": rouge["recall"],
+        "rougeL_f1": rouge["f1"],
+        "exact_memorization": np.array([metrics.exact_memorization(s.is_top1) for s in true]),
+        "extraction_strength": np.array([metrics.extraction_strength(s.is_top1) for s in true]),
+    }
+    aggregates = {}
+
+    if "perturbed_answer" in data.column_names:
+        perturbed = _scores_by_row(
+            model, tokenizer, prompts, data["perturbed_answer"], fmt, settings, desc("perturbed")
+        )
+        if "paraphrased_answer" in data.column_names:
+            paraphrased = _scores_by_row(
+                model, tokenizer, prompts, [[a] for a in data["paraphrased_answer"]], fmt, settings, desc("paraphrased")
+            )
+            correct = np.array([row[0] for row in paraphrased])
+            per_example["paraphrased_probability"] = metrics.probability(correct)
+        else:
+            correct = mean_logps
+            per_example["normalized_probability"] = metrics.normalized_probability(mean_logps, perturbed)
+        per_example["perturbed_probability"] = np.array([np.mean(metrics.probability(row)) for row in perturbed])
+        ratios = metrics.truth_ratio(correct, perturbed)
+        per_example["truth_ratio"] = ratios
+        aggregates["truth_ratio_closer_to_1"] = metrics.truth_ratio_closer_to_1(ratios)
+        aggregates["truth_ratio_true_better"] = metrics.truth_ratio_true_better(ratios)
+        aggregates["truth_ratio_para_share"] = metrics.truth_ratio_para_share(ratios)
+        aggregates["truth_ratio"] = aggregates[
+            "truth_ratio_closer_to_1" if name == "forget" else "truth_ratio_true_better"
+        ]
+
+    if name in ("forget", "retain"):
+        knowmem = [
+            _cut(tokenizer.decode(g.token_ids[:KNOWMEM_MAX_NEW_TOKENS], skip_special_tokens=True), KNOWMEM_STOP_STRINGS)
+            for g in generations
+        ]
+        per_example["knowmem_rougeL_f1"] = metrics.rouge_l(knowmem, data["answer"])["f1"]
+    if name == "forget":
+        per_example["verbmem_rougeL_f1"] = _verbatim_memorization(
+            model, tokenizer, prompts, [fmt.completion(a) for a in data["answer"]], settings, desc("verbatim")
+        )
+    if name in MIA_SPLITS:
+        per_example["mia_loss"] = metrics.mia_loss(mean_logps)
+        per_example["mia_zlib"] = metrics.mia_zlib(mean_logps, data["answer"])
+        per_example["mia_min_k"] = metrics.mia_min_k([s.logps for s in true])
+        per_example["mia_min_k_plus_plus"] = metrics.mia_min_k_plus_plus(
+            [s.logps for s in true], [s.mu for s in true], [s.var for s in true]
+        )
+
+    for key, values in per_example.items():
+        if not key.startswith("mia_") and key not in ("avg_loss", "truth_ratio"):
+            aggregates.setdefault(key, float(np.mean(values)))
+    return {
+        "n": len(data),
+        "metrics": aggregates,
+        "per_example": {key: np.asarray(values).tolist() for key, values in per_example.items()},
+        "generations": texts,
+    }
+
+
+MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
+
+
+def evaluate_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    bundle: UnlearningBundle,
+    fmt: PromptFormat = PromptFormat(),
+    splits: Sequence[str] | None = None,
+    settings: EvalSettings = EvalSettings(),
+    progress: bool = True,
+) -> dict:
+    """Every split of `bundle` (or `splits`), and the model-level summary: model utility (with the components it
+    misses named), the forget metrics, and the membership-inference AUC of each attack (forget vs holdout)."""
+    splits = [s for s in EVAL_SPLITS if s in bundle.eval_splits] if splits is None else list(splits)
+    for split in splits:
+        if split not in bundle.eval_splits:
+            raise ValueError(
+                f"The bundle {bundle.name!r} has no {split!r} evaluation split; it has {list(bundle.eval_splits)}."
+            )
+    results = {
+        split: evaluate_split(model, tokenizer, split, bundle.eval_splits[split], fmt, settings, progress)
+        for split in splits
+    }
+
+    summary = {}
+    utility, missing = {}, []
+    for split in metrics.MODEL_UTILITY_SPLITS:
+        probability_key = "normalized_probability" if split in ("real_authors", "world_facts") else "probability"
+        for key in (probability_key, "rougeL_recall", "truth_ratio"):
+            value = results.get(split, {}).get("metrics", {}).get(key)
+            if value is None:
+                missing.append(f"{split}/{key}")
+            else:
+                utility[f"{split}/{key}"] = value
+    if utility:
+        summary["model_utility"] = metrics.model_utility(utility)
+    summary["model_utility_missing"] = missing
+    if "forget" in results:
+        forget = results["forget"]["metrics"]
+        for key in (
+            "probability",
+            "rougeL_recall",
+            "truth_ratio",
+            "extraction_strength",
+            "exact_memorization",
+            "knowmem_rougeL_f1",
+            "verbmem_rougeL_f1",
+        ):
+            if key in forget:
+                summary[f"forget_{key}"] = forget[key]
+    if "retain" in results:
+        summary["retain_rougeL_recall"] = results["retain"]["metrics"]["rougeL_recall"]
+        summary["retain_knowmem_rougeL_f1"] = results["retain"]["metrics"]["knowmem_rougeL_f1"]
+    if all(s in results for s in MIA_SPLITS):
+        for attack in MIA_ATTACKS:
+            summary[f"mia_auc_{attack}"] = metrics.mia_auc(
+                np.array(results["forget"]["per_example"][f"mia_{attack}"]),
+                np.array(results["holdout"]["per_example"][f"mia_{attack}"]),
+            )
+    return {"settings": asdict(settings), "splits": results, "summary": summary}
