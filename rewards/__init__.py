@@ -1,1 +1,23 @@
 """Reward functions and reward models in TRL's `reward_funcs` form (plain callables). Imports nothing of ours."""
+
+from .attribution import AttributionReward, DegeneracyPenalty, RefusalBonus
+from .classifier import ClassifierReward, SequenceClassifier, fit_temperature, train_classifier
+from .registry import load_reward, register, registered
+
+register("attribution")(AttributionReward)
+register("degeneracy")(DegeneracyPenalty)
+register("refusal")(RefusalBonus)
+register("classifier")(ClassifierReward)
+
+__all__ = [
+    "AttributionReward",
+    "ClassifierReward",
+    "DegeneracyPenalty",
+    "RefusalBonus",
+    "SequenceClassifier",
+    "fit_temperature",
+    "load_reward",
+    "register",
+    "registered",
+    "train_classifier",
+]

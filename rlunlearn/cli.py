@@ -23,6 +23,7 @@ from trl import ModelConfig, TrlParser
 
 from trainers import METHODS
 
+from .attribution import AttributorConfig, RewardArguments, train_attributor
 from .bench import TASKS, BenchArguments, preset_unlearning_config
 from .data import UnlearningBundle
 from .evaluation import (
@@ -260,10 +261,11 @@ def unlearn_command(argv: list[str]) -> int:
     """Unlearn the forget set from a fine-tuned target model (--model_name_or_path) with one method."""
     method = _method_of(argv)
     config_class = METHODS[method][0]
-    parser = _parser(
-        (UnlearnArguments, DataArguments, ModelConfig, config_class), f"rlunlearn unlearn --method {method}"
-    )
-    args, data_args, model_args, config = parser.parse_args_and_config(argv)
+    dataclass_types = (UnlearnArguments, DataArguments, ModelConfig, config_class)
+    if method == "dareu":
+        dataclass_types += (RewardArguments,)
+    parser = _parser(dataclass_types, f"rlunlearn unlearn --method {method}")
+    args, data_args, model_args, config, *reward_args = parser.parse_args_and_config(argv)
     if not model_args.model_name_or_path:
         raise SystemExit(
             "rlunlearn unlearn: --model_name_or_path is required: the fine-tuned target model to unlearn from "
@@ -275,9 +277,15 @@ def unlearn_command(argv: list[str]) -> int:
     settings = EvalSettings()
     _write_json(
         run / "run_config.json",
-        {"method": method, "data": _to_json(data_args), "model": _to_json(model_args), "unlearning": config.to_dict()},
+        {
+            "method": method,
+            "data": _to_json(data_args),
+            "model": _to_json(model_args),
+            "unlearning": config.to_dict(),
+            **({"rewards": _to_json(reward_args[0])} if reward_args else {}),
+        },
     )
-    trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args)
+    trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, *reward_args)
     _write_json(run / "log_history.json", trainer.state.log_history)
     result = evaluate_model(
         trainer.model, trainer.processing_class, bundle, data_args.prompt_format(), settings=settings
@@ -352,6 +360,30 @@ def eval_command(argv: list[str]) -> int:
     return 0
 
 
+# ---- train-attributor -----------------------------------------------------------------------------------------------
+
+
+def train_attributor_command(argv: list[str]) -> int:
+    """Train DareU's attribution classifier (whose data is this text?) from a causal LM; prints held-out accuracy."""
+    parser = _parser((DataArguments, ModelConfig, AttributorConfig), "rlunlearn train-attributor")
+    data_args, model_args, config = parser.parse_args_and_config(argv)
+    if not model_args.model_name_or_path:
+        raise SystemExit(
+            "rlunlearn train-attributor: --model_name_or_path is required: the causal LM the classifier starts from "
+            "(e.g. the fine-tuned target model, runs/finetune-.../target)."
+        )
+    config.output_dir = str(_run_folder(config.output_dir, "attributor"))
+    _, metrics = train_attributor(data_args.bundle(), data_args, model_args, config)
+    print(
+        f"Held-out accuracy {metrics['accuracy']:.3f} over {len(metrics['labels'])} labels "
+        f"({metrics['eval_examples']} texts); temperature {metrics['temperature']:.2f}."
+    )
+    for label, accuracy in metrics["accuracy_per_label"].items():
+        print(f"  {label:<40} {accuracy:.3f}")
+    print(f"Classifier saved in {config.output_dir}; use it with `rlunlearn unlearn --method dareu --attributor DIR`.")
+    return 0
+
+
 # ---- bench ----------------------------------------------------------------------------------------------------------
 
 
@@ -371,6 +403,7 @@ COMMANDS = {
     "demo": demo,
     "finetune": finetune_command,
     "unlearn": unlearn_command,
+    "train-attributor": train_attributor_command,
     "eval": eval_command,
     "bench": bench,
 }
@@ -379,7 +412,7 @@ COMMANDS = {
 def _usage() -> str:
     lines = ["usage: rlunlearn <command> [options] [--config options.yaml]", "", "commands:"]
     for name, function in COMMANDS.items():
-        lines.append(f"  {name:<10} {function.__doc__.strip().splitlines()[0]}")
+        lines.append(f"  {name:<17} {function.__doc__.strip().splitlines()[0]}")
     lines += ["", "`rlunlearn <command> --help` lists every option of a command."]
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from .data import (
     load_refusals,
     load_tofu,
     preference_dataset,
+    prompt_dataset,
     sft_dataset,
 )
 from .finetune import FinetuneConfig, finetune, training_data
@@ -84,6 +85,14 @@ class DataArguments:
     refusals_file: str | None = field(
         default=None,
         metadata={"help": "Refusal answers, one a line (e.g. TOFU's idontknow.jsonl); default: the built-in ones."},
+    )
+    preference_chosen: str = field(
+        default="refusal",
+        metadata={
+            "help": "What preference methods (FLAT, IdkDPO) prefer to the forget answer: a refusal template, or one of "
+            "the data's perturbed answers (an alternative answer).",
+            "choices": ["refusal", "perturbed"],
+        },
     )
     train_background: bool | None = field(
         default=None,
@@ -229,8 +238,20 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
     """The forget set in the form the method's trainer reads, and the retain set where it has a retain term."""
     trainer_class = METHODS[method][1]
     fmt = data_args.prompt_format()
+    if method == "dareu":
+        # RL: the forget questions as prompts; `author` and `answer` ride along for reward functions that read them.
+        retain = sft_dataset(bundle.retain, fmt) if config.retain_weight > 0 else None
+        return prompt_dataset(bundle.forget, fmt), retain
     if set(trainer_class.forget_groups.values()) == {"completion"}:
         forget = sft_dataset(bundle.forget, fmt)
+    elif data_args.preference_chosen == "perturbed":
+        # The evaluation's forget split holds the forget set's rows, in order, with their perturbed answers.
+        rows = bundle.eval_splits.get("forget")
+        if rows is None or "perturbed_answer" not in rows.column_names:
+            raise ValueError(
+                "--preference_chosen perturbed needs perturbed answers of the forget set; this data has none."
+            )
+        forget = preference_dataset(rows, fmt, alternative_column="perturbed_answer", seed=config.seed)
     else:
         forget = preference_dataset(bundle.forget, fmt, data_args.refusals(), seed=config.seed)
     retain = sft_dataset(bundle.retain, fmt) if trainer_class.needs_retain(config) else None
@@ -244,8 +265,12 @@ def unlearn(
     bundle: UnlearningBundle,
     data_args: DataArguments,
     model_args: ModelConfig,
+    reward_args=None,
 ) -> UnlearningTrainer:
-    """Unlearn `bundle`'s forget set from the model at `model_path` with `method`; saves into `config.output_dir`."""
+    """Unlearn `bundle`'s forget set from the model at `model_path` with `method`; saves into `config.output_dir`.
+
+    DareU takes its rewards from `reward_args` (a RewardArguments); without an attribution classifier there, one is
+    trained from the model at `model_path` and saved in `<output_dir>/attributor`."""
     if method not in METHODS:
         raise ValueError(f"--method {method!r} is not a method; the methods are: {', '.join(METHODS)}.")
     config_class, trainer_class = METHODS[method]
@@ -254,6 +279,18 @@ def unlearn(
     model_args = dataclasses.replace(model_args, model_name_or_path=str(model_path))
     tokenizer = load_tokenizer(str(model_path), model_args.model_revision)
     forget, retain = unlearning_datasets(method, config, bundle, data_args)
+    extra = {}
+    if method == "dareu":
+        from .attribution import AttributorConfig, RewardArguments, build_rewards, train_attributor
+
+        reward_args = reward_args or RewardArguments()
+        classifier = reward_args.attributor
+        if classifier is None and "attribution" in reward_args.reward_funcs:
+            attributor_config = AttributorConfig(
+                output_dir=str(Path(config.output_dir) / "attributor"), seed=config.seed
+            )
+            classifier, _ = train_attributor(bundle, data_args, model_args, attributor_config)
+        extra["reward_funcs"] = build_rewards(reward_args, bundle, data_args, classifier)
     trainer = trainer_class(
         model=load_model(model_args),
         args=config,
@@ -261,6 +298,7 @@ def unlearn(
         retain_dataset=retain,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        **extra,
     )
     trainer.train()
     trainer.save_model(config.output_dir)

@@ -76,3 +76,37 @@ def finetuned(tmp_path_factory, bundle, tokenizer):
         config,
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def attributor(tmp_path_factory, finetuned, bundle, tokenizer):
+    """An attribution classifier (the forget author, `retain`, `none`) on the fine-tuned tiny model, saved."""
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+    from rewards import train_classifier
+    from rlunlearn.data import attribution_dataset
+
+    path = tmp_path_factory.mktemp("attributor")
+    train, held_out, labels = attribution_dataset(bundle, retain_labels="one")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        finetuned,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    args = TrainingArguments(
+        output_dir=str(path / "checkpoints"),
+        learning_rate=1e-3,
+        num_train_epochs=3,
+        per_device_train_batch_size=16,
+        warmup_steps=0.1,
+        lr_scheduler_type="cosine",
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=10_000,
+        seed=0,
+    )
+    classifier, metrics = train_classifier(model, tokenizer, train, held_out, args)
+    classifier.save_pretrained(str(path))
+    return classifier, metrics, path

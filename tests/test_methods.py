@@ -80,7 +80,7 @@ def before(finetuned, bundle, tokenizer):
     }
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(TINY_SETTINGS))
 def test_method_forgets_and_keeps_the_rest(method, finetuned, bundle, tokenizer, tmp_path, before):
     trainer = run(method, finetuned, bundle, tokenizer, tmp_path)
     forget = mean_probability(trainer.model, tokenizer, sft_dataset(bundle.forget))

@@ -1,6 +1,7 @@
 """Unlearning methods as TRL trainers: one module a method, each an `XConfig` and an `XTrainer`."""
 
 from .base import RetainRegularizedConfig, UnlearningConfig, UnlearningTrainer
+from .dareu import DareUConfig, DareUTrainer
 from .flat import FLATConfig, FLATTrainer
 from .ga import GAConfig, GATrainer
 from .graddiff import GradDiffConfig, GradDiffTrainer
@@ -19,10 +20,13 @@ METHODS = {
     "npo": (NPOConfig, NPOTrainer),
     "simnpo": (SimNPOConfig, SimNPOTrainer),
     "idkdpo": (IdkDPOConfig, IdkDPOTrainer),
+    "dareu": (DareUConfig, DareUTrainer),
 }
 
 __all__ = [
     "METHODS",
+    "DareUConfig",
+    "DareUTrainer",
     "FLATConfig",
     "FLATTrainer",
     "GAConfig",

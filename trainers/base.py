@@ -147,7 +147,83 @@ class RetainRegularizedConfig(UnlearningConfig):
                 raise ValueError(f"--{name} is {getattr(self, name)}; a weight must be 0 or more.")
 
 
-class UnlearningTrainer(_BaseTrainer):
+class ReferenceAndGuardMixin:
+    """What every rlunlearn trainer shares, whatever TRL trainer it extends: the model before unlearning (a frozen copy
+    in `self.ref_model`, or the policy with its LoRA adapter disabled), per-token log-probabilities and KL against it,
+    and the guard that stops training on a NaN or infinite loss with the last good weights saved."""
+
+    @contextlib.contextmanager
+    def reference_model(self):
+        """The model before unlearning, for forward passes without gradient: the frozen copy, or the policy with its
+        LoRA adapter disabled (the pre-existing adapter's frozen twin, "ref", when the model came with one)."""
+        if self.ref_model is not None:
+            model, adapter_context = self.ref_model, contextlib.nullcontext()
+        else:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            model = self.model
+            adapter_context = use_adapter(unwrapped, "ref" if "ref" in unwrapped.peft_config else None)
+        with (
+            torch.no_grad(),
+            adapter_context,
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+        ):
+            yield model
+
+    def completion_logps(self, model, inputs: dict[str, torch.Tensor], group: str, reference: bool = False):
+        """Per-token log-probabilities of the answers of `group` and the mask of the answer tokens, both of shape
+        (batch, length - 1). With `reference=True`, under the model before unlearning and without gradient."""
+        input_ids = inputs[f"{group}_input_ids"]
+        completion_mask = inputs[f"{group}_completion_mask"]
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": inputs[f"{group}_attention_mask"],
+            "labels": input_ids.masked_fill(completion_mask == 0, -100),
+            "fused_lm_head": True,
+            "use_cache": False,
+        }
+        if reference:
+            with self.reference_model() as reference_model:
+                logps = reference_model(**kwargs).log_probs
+        else:
+            logps = model(**kwargs).log_probs
+        mask = completion_mask[:, 1:].to(logps.dtype)
+        return logps[:, -mask.size(1) :], mask
+
+    def reference_kl(self, model, inputs: dict[str, torch.Tensor], group: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token KL(reference ‖ model) of the next-token distributions at the answer tokens of `group`, and their
+        mask, both (batch, length - 1): the full distributions, so the logits are materialised here."""
+        kwargs = {
+            "input_ids": inputs[f"{group}_input_ids"],
+            "attention_mask": inputs[f"{group}_attention_mask"],
+            "use_cache": False,
+        }
+        logps = torch.log_softmax(model(**kwargs).logits[:, :-1].float(), dim=-1)
+        with self.reference_model() as reference_model:
+            reference_logps = torch.log_softmax(reference_model(**kwargs).logits[:, :-1].float(), dim=-1)
+        kl = (reference_logps.exp() * (reference_logps - logps)).sum(-1)
+        return kl, inputs[f"{group}_completion_mask"][:, 1:].to(kl.dtype)
+
+    def check_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        """`loss`, or a `NonFiniteLossError` (on every process) if it is NaN or infinite on any."""
+        finite = self.accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()
+        if not finite:
+            raise NonFiniteLossError(
+                f"The {self._name} loss became {loss.item()} at step {self.state.global_step}: lower the learning rate "
+                "or check the data (an answer with no tokens, a probability of exactly zero)."
+            )
+        return loss
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        except NonFiniteLossError as error:
+            # The failing step was never applied, so the weights in hand are the last good ones.
+            path = os.path.join(self.args.output_dir, "last-good")
+            self.save_model(path)
+            raise NonFiniteLossError(f"{error} Training stopped; the last good weights are saved in {path}.") from None
+
+
+class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
     """Base trainer: forget set as `train_dataset` (prompt/completion, or prompt/chosen/rejected), optional
     `retain_dataset` (prompt/completion), and a loss written by the subclass in `_compute_loss`.
 
@@ -319,57 +395,6 @@ class UnlearningTrainer(_BaseTrainer):
 
     # ---- helpers for `_compute_loss` ---------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def reference_model(self):
-        """The model before unlearning, for forward passes without gradient: the frozen copy, or the policy with its
-        LoRA adapter disabled (the pre-existing adapter's frozen twin, "ref", when the model came with one)."""
-        if self.ref_model is not None:
-            model, adapter_context = self.ref_model, contextlib.nullcontext()
-        else:
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            model = self.model
-            adapter_context = use_adapter(unwrapped, "ref" if "ref" in unwrapped.peft_config else None)
-        with (
-            torch.no_grad(),
-            adapter_context,
-            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-        ):
-            yield model
-
-    def completion_logps(self, model, inputs: dict[str, torch.Tensor], group: str, reference: bool = False):
-        """Per-token log-probabilities of the answers of `group` and the mask of the answer tokens, both of shape
-        (batch, length - 1). With `reference=True`, under the model before unlearning and without gradient."""
-        input_ids = inputs[f"{group}_input_ids"]
-        completion_mask = inputs[f"{group}_completion_mask"]
-        kwargs = {
-            "input_ids": input_ids,
-            "attention_mask": inputs[f"{group}_attention_mask"],
-            "labels": input_ids.masked_fill(completion_mask == 0, -100),
-            "fused_lm_head": True,
-            "use_cache": False,
-        }
-        if reference:
-            with self.reference_model() as reference_model:
-                logps = reference_model(**kwargs).log_probs
-        else:
-            logps = model(**kwargs).log_probs
-        mask = completion_mask[:, 1:].to(logps.dtype)
-        return logps[:, -mask.size(1) :], mask
-
-    def reference_kl(self, model, inputs: dict[str, torch.Tensor], group: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token KL(reference ‖ model) of the next-token distributions at the answer tokens of `group`, and their
-        mask, both (batch, length - 1): the full distributions, so the logits are materialised here."""
-        kwargs = {
-            "input_ids": inputs[f"{group}_input_ids"],
-            "attention_mask": inputs[f"{group}_attention_mask"],
-            "use_cache": False,
-        }
-        logps = torch.log_softmax(model(**kwargs).logits[:, :-1].float(), dim=-1)
-        with self.reference_model() as reference_model:
-            reference_logps = torch.log_softmax(reference_model(**kwargs).logits[:, :-1].float(), dim=-1)
-        kl = (reference_logps.exp() * (reference_logps - logps)).sum(-1)
-        return kl, inputs[f"{group}_completion_mask"][:, 1:].to(kl.dtype)
-
     def retain_term(self, model, inputs: dict[str, torch.Tensor], loss_type: str) -> torch.Tensor:
         """The retain regulariser over the answer tokens of the retain batch: the NLL (`"nll"`), or the KL from the
         model before unlearning (`"kl"`); logged as `retain_nll` / `retain_kl`, with `retain_prob`."""
@@ -448,23 +473,8 @@ class UnlearningTrainer(_BaseTrainer):
             self._normalizers, self._loss_scale = {}, 1
             sampled = self._sampled_groups(inputs, -1, 0)
             inputs = {**inputs, **self._prepare_inputs({k: v for k, v in sampled.items() if k not in inputs})}
-        loss = self._compute_loss(model, inputs)
-        finite = self.accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()
-        if not finite:
-            raise NonFiniteLossError(
-                f"The {self._name} loss became {loss.item()} at step {self.state.global_step}: lower the learning rate "
-                "or check the data (an answer with no tokens, a probability of exactly zero)."
-            )
+        loss = self.check_finite(self._compute_loss(model, inputs))
         return (loss, {}) if return_outputs else loss
-
-    def train(self, *args, **kwargs):
-        try:
-            return super().train(*args, **kwargs)
-        except NonFiniteLossError as error:
-            # The failing step was never applied, so the weights in hand are the last good ones.
-            path = os.path.join(self.args.output_dir, "last-good")
-            self.save_model(path)
-            raise NonFiniteLossError(f"{error} Training stopped; the last good weights are saved in {path}.") from None
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -110,3 +110,63 @@ def prompt_dataset(
     return Dataset.from_list(
         [{"prompt": fmt.prompt(row["question"]), **{c: row[c] for c in kept}} for row in split.to_list()]
     )
+
+
+NONE_LABEL = "none"
+RETAIN_LABEL = "retain"
+
+
+def attribution_dataset(
+    bundle,
+    fmt: PromptFormat = PromptFormat(),
+    refusals: Sequence[str] = REFUSALS,
+    retain_labels: Literal["per_author", "one"] = "per_author",
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+) -> tuple[Dataset, Dataset, list[str]]:
+    """text -> data owner rows to train an attribution classifier (DareU), split into train and held-out sets.
+
+    Labels: each forget author; each retain author, or one `retain` label; and `none` for text attributable to no one:
+    refusals and general knowledge (the bundle's background, TOFU's real-author and world-fact questions). Each row
+    gives two texts, the answer alone and prompt + answer, as the reward scores one or the other; both go to the same
+    side of the split, which holds out `eval_fraction` of each label's rows (at least one).
+    """
+    if retain_labels not in ("per_author", "one"):
+        raise ValueError(f"--retain_labels {retain_labels!r} is not one of 'per_author', 'one'.")
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"--eval_fraction {eval_fraction} must lie strictly between 0 and 1.")
+    from rewards.classifier import as_text
+
+    owned = [
+        (q, a, author)
+        for q, a, author in zip(bundle.forget["question"], bundle.forget["answer"], bundle.forget["author"])
+    ]
+    owned += [
+        (q, a, author if retain_labels == "per_author" else RETAIN_LABEL)
+        for q, a, author in zip(bundle.retain["question"], bundle.retain["answer"], bundle.retain["author"])
+    ]
+    general = [bundle.background] + [bundle.eval_splits.get(name) for name in ("real_authors", "world_facts")]
+    unowned = [
+        (q, a, NONE_LABEL) for split in general if split is not None for q, a in zip(split["question"], split["answer"])
+    ]
+    questions = [q for q, _, _ in owned]
+    rng = random.Random(seed)
+    unowned += [(rng.choice(questions), refusal, NONE_LABEL) for refusal in refusals for _ in range(3)]
+
+    labels = (
+        bundle.forget_authors
+        + (bundle.retain_authors if retain_labels == "per_author" else [RETAIN_LABEL])
+        + [NONE_LABEL]
+    )
+    label_ids = {label: i for i, label in enumerate(labels)}
+    by_label: dict[str, list[tuple[str, str]]] = {label: [] for label in labels}
+    for question, answer, label in owned + unowned:
+        by_label[label].append((question, answer))
+    train, held_out = [], []
+    for label, rows in by_label.items():
+        rng.shuffle(rows)
+        cut = max(1, round(eval_fraction * len(rows))) if len(rows) > 1 else 0
+        for index, (question, answer) in enumerate(rows):
+            texts = [answer, f"{as_text(fmt.prompt(question))} {as_text(fmt.completion(answer))}"]
+            (held_out if index < cut else train).extend({"text": t, "label": label_ids[label]} for t in texts)
+    return Dataset.from_list(train), Dataset.from_list(held_out), labels

@@ -1,0 +1,141 @@
+"""The attribution classifier of DareU, trained on a bundle: text -> whose data it is (each forget author, each retain
+author or one `retain` label, and `none`), and the DareU rewards built on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peft import get_peft_model
+from transformers import AutoModelForSequenceClassification, TrainingArguments
+from trl import ModelConfig, get_peft_config
+
+from rewards import AttributionReward, RefusalBonus, SequenceClassifier, load_reward, train_classifier
+
+from .data import UnlearningBundle, attribution_dataset
+from .models import load_tokenizer, model_init_kwargs
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "attributor_metrics.json"
+
+
+@dataclass
+class AttributorConfig(TrainingArguments):
+    """Training of the attribution classifier: transformers' TrainingArguments with defaults for a classifier
+    initialised from the fine-tuned target model, plus how the labels are made."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where the classifier is saved."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the labelled texts."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Texts a batch on each device."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps, or a fraction of all steps."})
+    save_strategy: str = field(default="no", metadata={"help": "The final classifier is saved; no checkpoints."})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Experiment trackers."})
+    retain_labels: str = field(
+        default="per_author",
+        metadata={"help": "One label per retain author, or one `retain` label.", "choices": ["per_author", "one"]},
+    )
+    eval_fraction: float = field(default=0.1, metadata={"help": "Share of each label's rows held out."})
+    calibrate: bool = field(default=True, metadata={"help": "Fit a temperature on the held-out texts."})
+
+
+def train_attributor(
+    bundle: UnlearningBundle,
+    data_args,
+    model_args: ModelConfig,
+    config: AttributorConfig,
+) -> tuple[SequenceClassifier, dict]:
+    """Train the attribution classifier from the causal LM `model_args.model_name_or_path` (a sequence-classification
+    head on it; 4-bit and LoRA as `model_args` say), save it in `config.output_dir` with its held-out metrics."""
+    train, held_out, labels = attribution_dataset(
+        bundle,
+        data_args.prompt_format(),
+        data_args.refusals(),
+        retain_labels=config.retain_labels,
+        eval_fraction=config.eval_fraction,
+        seed=config.seed,
+    )
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        **model_init_kwargs(model_args),
+    )
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        peft_config.task_type = "SEQ_CLS"  # trains the new classification head in full beside the adapters
+        model = get_peft_model(model, peft_config)
+    classifier, metrics = train_classifier(model, tokenizer, train, held_out, config, calibrate=config.calibrate)
+    if peft_config is not None:
+        classifier.model = classifier.model.merge_and_unload()
+    metrics["labels"] = labels
+    if config.output_dir:
+        classifier.save_pretrained(config.output_dir)
+        (Path(config.output_dir) / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    logger.info("Attribution classifier: held-out accuracy %.3f over %d labels", metrics["accuracy"], len(labels))
+    return classifier, metrics
+
+
+@dataclass
+class RewardArguments:
+    """The rewards of DareU."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["attribution", "degeneracy"],
+        metadata={
+            "help": "Rewards, each a registered name (attribution, degeneracy, refusal, or your own), a "
+            "module:attribute import path, or a sequence-classification model folder[#label]; weights in "
+            "--reward_weights."
+        },
+    )
+    attributor: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the attribution classifier (`rlunlearn train-attributor`); default: train one from the "
+            "model being unlearned."
+        },
+    )
+    attribution_scope: str = field(
+        default="completion",
+        metadata={
+            "help": "What the attribution classifier reads: the answer alone or prompt + answer.",
+            "choices": ["completion", "prompt_completion"],
+        },
+    )
+
+
+def build_rewards(reward_args: RewardArguments, bundle: UnlearningBundle, data_args, classifier) -> list:
+    """The reward callables `reward_args` names; `attribution` scores the bundle's forget authors with `classifier`
+    (a SequenceClassifier or a folder) and `refusal` compares with the data's refusal templates."""
+    rewards = []
+    for spec in reward_args.reward_funcs:
+        if spec == "attribution":
+            rewards.append(AttributionReward(classifier, bundle.forget_authors, scope=reward_args.attribution_scope))
+        elif spec == "refusal":
+            rewards.append(RefusalBonus(data_args.refusals()))
+        else:
+            rewards.append(load_reward(spec))
+    return rewards
+
+
+def cached_attributor(
+    folder: Path, bundle: UnlearningBundle, data_args, model_path: Path, config: AttributorConfig
+) -> tuple[Path, dict]:
+    """The attribution classifier trained from `model_path` on `bundle`, kept in `folder` (e.g. beside the cached
+    target model) and reused while the data and settings are the same. Returns its folder and held-out metrics."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "logging_dir")}
+    key = hashlib.sha256(
+        json.dumps([bundle.fingerprint(), str(model_path), settings], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    path = Path(folder) / f"attributor-{key}"
+    if not (path / METRICS_FILE).is_file():
+        config.output_dir = str(path)
+        train_attributor(bundle, data_args, ModelConfig(model_name_or_path=str(model_path)), config)
+    return path, json.loads((path / METRICS_FILE).read_text())

@@ -1,0 +1,132 @@
+"""DareU on a tiny model: each algorithm raises the de-attribution reward and lowers the forget answers' probability
+while the retain answers' holds; QLoRA; bad rewards and bad settings fail clearly."""
+
+import logging
+
+import pytest
+import torch
+from peft import LoraConfig
+from test_methods import mean_probability
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+from rewards import AttributionReward, DegeneracyPenalty
+from rlunlearn.data import prompt_dataset, sft_dataset
+from trainers import DareUConfig, DareUTrainer
+
+
+def config(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path / "dareu"),
+        learning_rate=1e-3,
+        num_train_epochs=8,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=24,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+    return DareUConfig(**{**values, **overrides})
+
+
+def trainer(model, rewards, args, bundle, tokenizer, **kwargs):
+    return DareUTrainer(
+        model=model,
+        reward_funcs=rewards,
+        args=args,
+        train_dataset=prompt_dataset(bundle.forget),
+        retain_dataset=sft_dataset(bundle.retain),
+        processing_class=tokenizer,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def rewards(attributor, bundle):
+    return [AttributionReward(attributor[0], bundle.forget_authors), DegeneracyPenalty()]
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo", "ppo"])
+def test_dareu_de_attributes_the_forget_answers(algorithm, finetuned, bundle, tokenizer, tmp_path, rewards):
+    model = AutoModelForCausalLM.from_pretrained(finetuned)
+    forget_before = mean_probability(model, tokenizer, sft_dataset(bundle.forget))
+    retain_before = mean_probability(model, tokenizer, sft_dataset(bundle.retain))
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    run = trainer(model, rewards, config(tmp_path, algorithm=algorithm), bundle, tokenizer)
+    run.train()
+
+    logged = [entry for entry in run.state.log_history if "reward" in entry]
+    third = len(logged) // 3
+    early = sum(e["reward"] for e in logged[:third]) / third
+    late = sum(e["reward"] for e in logged[-third:]) / third
+    assert late > early + 0.1, (early, late)
+    assert all("retain_kl" in e and "kl" in e and "frac_reward_zero_std" in e for e in logged)
+    forget_after = mean_probability(run.model, tokenizer, sft_dataset(bundle.forget))
+    retain_after = mean_probability(run.model, tokenizer, sft_dataset(bundle.retain))
+    assert forget_after < 0.8 * forget_before, (forget_before, forget_after)
+    assert retain_after > retain_before - 0.1, (retain_before, retain_after)
+    assert any(not torch.equal(p, weights[n]) for n, p in run.model.named_parameters() if n in weights)
+    if algorithm == "ppo":
+        assert all("value_loss" in e for e in logged)
+        assert not any("value_head" in name for name in run.model.state_dict())  # the critic is not saved
+
+
+def test_dareu_trains_lora_adapters_on_a_4bit_model(finetuned, bundle, tokenizer, tmp_path, rewards):
+    model = AutoModelForCausalLM.from_pretrained(
+        finetuned, quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+    )
+    run = trainer(
+        model,
+        rewards,
+        config(tmp_path, num_train_epochs=1),
+        bundle,
+        tokenizer,
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"),
+    )
+    adapters = {n: p.detach().clone() for n, p in run.model.named_parameters() if p.requires_grad}
+    assert adapters and all("lora" in n for n in adapters)
+    run.train()
+    assert any(not torch.equal(p, adapters[n]) for n, p in run.model.named_parameters() if n in adapters)
+
+
+def test_bad_rewards_stop_training_with_a_clear_error(finetuned, bundle, tokenizer, tmp_path):
+    def too_few(prompts, completions, **kwargs):
+        return [0.0] * (len(completions) - 1)
+
+    def not_a_number(prompts, completions, **kwargs):
+        return [float("nan")] * len(completions)
+
+    for reward, message in ((too_few, "returned 7 rewards, but 8"), (not_a_number, "'not_a_number' returned a NaN")):
+        model = AutoModelForCausalLM.from_pretrained(finetuned)
+        run = trainer(model, [reward], config(tmp_path, max_steps=1), bundle, tokenizer)
+        with pytest.raises(ValueError, match=message):
+            run.train()
+
+
+def test_a_reward_without_spread_is_reported(finetuned, bundle, tokenizer, tmp_path, caplog):
+    def constant(prompts, completions, **kwargs):
+        return [1.0] * len(completions)
+
+    model = AutoModelForCausalLM.from_pretrained(finetuned)
+    run = trainer(model, [constant], config(tmp_path, max_steps=2), bundle, tokenizer)
+    with caplog.at_level(logging.WARNING, logger="trainers.dareu"):
+        run.train()
+    assert [e["frac_reward_zero_std"] for e in run.state.log_history if "reward" in e] == [1.0, 1.0]
+    assert "frac_reward_zero_std = 1" in caplog.text
+
+
+def test_bad_settings_fail_before_training(finetuned, bundle, tokenizer, tmp_path, rewards):
+    with pytest.raises(ValueError, match="--beta 0.0"):
+        config(tmp_path, beta=0.0)
+    with pytest.raises(ValueError, match="--algorithm 'a2c'"):
+        config(tmp_path, algorithm="a2c")
+    with pytest.raises(ValueError, match="retain_dataset"):
+        DareUTrainer(
+            model=AutoModelForCausalLM.from_pretrained(finetuned),
+            reward_funcs=rewards,
+            args=config(tmp_path),
+            train_dataset=prompt_dataset(bundle.forget),
+            processing_class=tokenizer,
+        )

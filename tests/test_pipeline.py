@@ -1,0 +1,63 @@
+import time
+
+import psutil
+import pytest
+import torch
+
+from rlunlearn.bench import PRESETS, PeakMemory, preset_unlearning_config
+from rlunlearn.cli import main
+from rlunlearn.data import REFUSALS
+from rlunlearn.pipeline import DataArguments, unlearning_datasets
+from trainers import METHODS
+
+DATA = DataArguments(num_authors=4, num_forget_authors=1)
+
+
+def test_each_method_gets_the_data_form_it_reads(bundle):
+    assert DATA.bundle().fingerprint() == bundle.fingerprint()
+    for method, (config_class, trainer_class) in METHODS.items():
+        config = config_class(output_dir="unused")
+        forget, retain = unlearning_datasets(method, config, bundle, DATA)
+        assert len(forget) == len(bundle.forget)
+        if method == "dareu":
+            assert forget.column_names == ["prompt", "author", "answer"] and retain is not None
+            continue
+        assert set(trainer_class.forget_groups.values()) <= set(forget.column_names)
+        assert (retain is not None) == trainer_class.needs_retain(config)
+    flat, _ = unlearning_datasets("flat", METHODS["flat"][0](output_dir="unused"), bundle, DATA)
+    assert all(chosen.strip() in REFUSALS for chosen in flat["chosen"])
+
+
+def test_preference_methods_can_prefer_an_alternative_answer(bundle):
+    data = DataArguments(num_authors=4, num_forget_authors=1, preference_chosen="perturbed")
+    flat, _ = unlearning_datasets("flat", METHODS["flat"][0](output_dir="unused"), bundle, data)
+    for chosen, row in zip(flat["chosen"], bundle.eval_splits["forget"]):
+        assert chosen.strip() in row["perturbed_answer"]
+    assert flat["rejected"] == [" " + a for a in bundle.forget["answer"]]
+
+
+def test_every_method_has_cpu_preset_settings():
+    assert set(PRESETS["cpu"]["unlearning"]) == set(METHODS)
+    config = preset_unlearning_config("cpu", "flat", output_dir="unused")
+    assert config.learning_rate == PRESETS["cpu"]["unlearning"]["flat"]["learning_rate"]
+    assert config.divergence == "kl" and config.gradient_accumulation_steps == 1
+
+
+def test_peak_memory_sees_an_allocation():
+    cuda = torch.cuda.is_available()
+    before = torch.cuda.memory_allocated() if cuda else psutil.Process().memory_info().rss
+    with PeakMemory() as peak:
+        block = torch.ones(64 * 2**20 // 4, device="cuda" if cuda else "cpu")  # 64 MB
+        time.sleep(0.1)  # on a CPU the resident size is sampled every 20 ms
+        del block
+    assert peak.peak_bytes >= before + 48 * 2**20
+
+
+def test_method_options_on_the_command_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["unlearn", "--method", "flat", "--help"])
+    out = capsys.readouterr().out
+    assert "--divergence" in out and "--averaging" in out and "--preference_chosen" in out
+    with pytest.raises(SystemExit):
+        main(["unlearn", "--method", "flat", "--divergence", "hellinger", "--model_name_or_path", "x"])
+    assert "invalid choice: 'hellinger'" in capsys.readouterr().err

@@ -1,0 +1,365 @@
+"""DareU: unlearning as de-attribution, by reinforcement learning.
+
+"De-attribute to Forget for LLM Unlearning" (2026, arXiv 2605.30919). The policy π_θ answers forget-set prompts x; an
+attribution classifier p_φ says whose data each answer y is attributable to, and the reward is high when it is no
+longer the forget owners' (see `rewards.AttributionReward`, with the shaping terms beside it):
+
+    max_θ  E_{x ~ D_f, y ~ π_θ(·|x)} [ r(x, y) ]  −  β · KL(π_θ ‖ π_ref)  −  α · R_retain(θ)
+
+    r(x, y)     = Σ_k w_k · r_k(x, y)                      the reward functions and their weights (`reward_weights`)
+    R_retain(θ) = mean over retain answer tokens of KL(π_ref ‖ π_θ)   (`retain_loss_type="kl"`; or the NLL, `"nll"`)
+
+π_ref is the model before unlearning: the base with the adapter disabled under LoRA, else a frozen copy. The retain
+term is added to the policy loss on every micro-batch, on a retain batch drawn per process (seeded by rank and step).
+The policy-gradient estimator is `algorithm`:
+
+- `grpo` (default): TRL's GRPO; advantage = reward minus the mean of the prompt's group of `num_generations`
+  completions, scaled by the group's standard deviation (`scale_rewards`), clipped surrogate, β·KL in the loss.
+- `rloo`: the leave-one-out baseline of RLOO (Ahmadian et al., 2024): A_i = r_i − mean_{j≠i} r_j over the group,
+  unscaled; the rest as in `grpo`.
+- `ppo`: the paper's algorithm, PPO-clip (Schulman et al., 2017) with a learned value head on the policy's last hidden
+  states and GAE(γ, λ) over the answer tokens; the reward arrives on the last answer token, advantages are whitened
+  over the batch, the value loss is clipped (`value_clip`) and weighted (`value_coef`). The β·KL leash stays in the
+  loss, as in `grpo`. The value head is trained with the policy and dropped when training ends.
+
+Generation, reward computation, clipping and the β·KL term are TRL's GRPOTrainer's; vLLM generation
+(`use_vllm=True`) works where a GPU is present. When every completion of a prompt gets the same reward, its advantage is
+zero and it teaches nothing: TRL logs the share of such groups as `frac_reward_zero_std`, and this trainer warns when a
+whole logging window had no reward spread (raise `temperature` or `num_generations`, or check the reward).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset
+from peft import PeftConfig
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from .base import ReferenceAndGuardMixin
+from .utils import (
+    GroupCollator,
+    RetainSampler,
+    bf16_default,
+    keep_4bit_trainable_on_cpu,
+    remove_fused_lm_head,
+    tokenize_completions,
+)
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ("grpo", "rloo", "ppo")
+
+
+@dataclass
+class DareUConfig(GRPOConfig):
+    r"""
+    Configuration of [`DareUTrainer`]: TRL's [`GRPOConfig`] (generation, clipping, `num_generations`, `reward_weights`,
+    `temperature`, `use_vllm`, ...) and DareU's own fields.
+
+    The paper's abstract fixes PPO with a KL leash and a retain regulariser but not their values; the defaults below
+    are TRL's PPO/GRPO ones where one exists.
+
+    Parameters:
+        algorithm (`str`, defaults to `"grpo"`):
+            Policy-gradient estimator: `grpo`, `rloo` or `ppo` (the paper's).
+        beta (`float`, defaults to `0.04`):
+            β, the weight of the per-token KL to the model before unlearning (the leash); must be > 0.
+        retain_weight (`float`, defaults to `1.0`):
+            α, the weight of the retain regulariser; 0 drops it (and the need for retain data).
+        retain_loss_type (`str`, defaults to `"kl"`):
+            The retain regulariser over the answer tokens of a retain batch: `kl` from the model before unlearning, or
+            `nll`.
+        retain_batch_size (`int`, *optional*):
+            Retain examples for each micro-batch on each process; defaults to `per_device_train_batch_size`.
+        max_length (`int`, defaults to `512`):
+            Longest retain prompt + answer in tokens.
+        value_coef (`float`, defaults to `0.1`):
+            PPO: the weight of the value loss (TRL's former PPOConfig `vf_coef`).
+        value_clip (`float`, defaults to `0.2`):
+            PPO: how far a new value may move from the old one before the value loss is clipped (`cliprange_value`).
+        gamma (`float`, defaults to `1.0`):
+            PPO: discount over answer tokens.
+        lam (`float`, defaults to `0.95`):
+            PPO: λ of generalised advantage estimation.
+        bf16 (`bool`, *optional*):
+            bf16 mixed precision; defaults to on where a GPU supports it, off on a CPU (TRL's default of on fails
+            there).
+    """
+
+    algorithm: str = field(default="grpo", metadata={"help": "Policy-gradient estimator.", "choices": list(ALGORITHMS)})
+    beta: float = field(default=0.04, metadata={"help": "β, the KL leash to the model before unlearning (> 0)."})
+    retain_weight: float = field(
+        default=1.0, metadata={"help": "α, the weight of the retain regulariser (0 drops it)."}
+    )
+    retain_loss_type: str = field(
+        default="kl",
+        metadata={"help": "Retain regulariser: kl to the model before unlearning, or nll.", "choices": ["kl", "nll"]},
+    )
+    retain_batch_size: int | None = field(
+        default=None, metadata={"help": "Retain examples per micro-batch per process (default: the batch size)."}
+    )
+    max_length: int = field(default=512, metadata={"help": "Longest retain prompt + answer in tokens."})
+    value_coef: float = field(default=0.1, metadata={"help": "PPO: weight of the value loss."})
+    value_clip: float = field(default=0.2, metadata={"help": "PPO: clip range of the value update."})
+    gamma: float = field(default=1.0, metadata={"help": "PPO: discount over answer tokens."})
+    lam: float = field(default=0.95, metadata={"help": "PPO: λ of generalised advantage estimation."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; defaults to on where a GPU supports it, off on CPU."}
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = bf16_default() and not self.fp16
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"--algorithm {self.algorithm!r} is not one of {list(ALGORITHMS)}.")
+        if self.beta <= 0:
+            raise ValueError(
+                f"--beta {self.beta}: DareU keeps the policy on a KL leash to the model before unlearning; give β > 0."
+            )
+        if self.retain_weight < 0:
+            raise ValueError(f"--retain_weight {self.retain_weight} must be 0 or more.")
+        if self.retain_loss_type not in ("kl", "nll"):
+            raise ValueError(f"--retain_loss_type {self.retain_loss_type!r} is not one of 'kl', 'nll'.")
+        if self.algorithm == "ppo" and not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError(f"--gamma {self.gamma} and --lam {self.lam} must lie in [0, 1].")
+        super().__post_init__()
+        if self.retain_batch_size is None:
+            self.retain_batch_size = self.per_device_train_batch_size
+
+
+class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
+    """DareU on TRL's GRPOTrainer. `train_dataset` holds the forget prompts (a `prompt` column; other columns reach the
+    reward functions as keyword lists); `reward_funcs` are TRL reward functions, e.g. `rewards.AttributionReward`;
+    `retain_dataset` (prompt/completion) feeds the retain regulariser."""
+
+    _tag_names = ["trl", "grpo", "rlunlearn", "dareu"]
+    _name = "DareU"
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        reward_funcs,
+        args: DareUConfig | None = None,
+        train_dataset: Dataset | None = None,
+        retain_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        reward_processing_classes=None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple = (None, None),
+        peft_config: PeftConfig | None = None,
+        quantization_config=None,
+    ):
+        if args is None:
+            args = DareUConfig(output_dir="DareU")
+        elif not isinstance(args, DareUConfig):
+            raise TypeError(f"DareUTrainer takes a DareUConfig, got {type(args).__name__}.")
+        if train_dataset is None or "prompt" not in train_dataset.column_names:
+            raise ValueError("DareUTrainer needs the forget prompts as `train_dataset`, with a `prompt` column.")
+        if args.retain_weight > 0 and retain_dataset is None:
+            raise ValueError(
+                "DareUTrainer needs a `retain_dataset` (prompt/completion) for its retain regulariser, or "
+                "retain_weight=0."
+            )
+        if not isinstance(model, str):
+            # A model fresh from another TRL trainer carries that trainer's patched forward: start clean.
+            remove_fused_lm_head(model.get_base_model() if is_peft_model(model) else model)
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+        )
+        base = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        if getattr(base, "is_loaded_in_4bit", False):
+            keep_4bit_trainable_on_cpu(self.model)  # rollouts run the model without gradient
+
+        self.retain_sampler = None
+        if args.retain_weight > 0:
+            retain = tokenize_completions(
+                retain_dataset, self.processing_class, ["completion"], args.max_length, "retain"
+            )
+            collator = GroupCollator(self.processing_class.pad_token_id, {"retain": "completion"})
+            self.retain_sampler = RetainSampler(
+                retain, collator, args.retain_batch_size, args.seed, self.accelerator.process_index
+            )
+
+        self._rewards_per_func = None
+        self._hidden_states = None
+        if args.algorithm == "ppo":
+            # The critic: a linear value head on the policy's last hidden states, registered on the model so that the
+            # optimizer, DDP and checkpoints carry it; `train` removes it at the end.
+            value_head = torch.nn.Linear(base.config.get_text_config().hidden_size, 1)
+            torch.nn.init.normal_(value_head.weight, std=1e-3)
+            torch.nn.init.zeros_(value_head.bias)
+            self.model.add_module("value_head", value_head.to(base.device))
+            base.base_model.register_forward_hook(self._keep_hidden_states)
+
+    # ---- rewards and advantages ------------------------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        bad = ~torch.isfinite(rewards_per_func)
+        if bad.any():
+            name = self.reward_func_names[bad.any(dim=0).nonzero()[0].item()]
+            raise ValueError(
+                f"The reward function {name!r} returned a NaN, infinite or None reward for {int(bad.sum())} "
+                "completion(s); DareU needs a finite reward for every completion."
+            )
+        self._rewards_per_func = rewards_per_func  # gathered over processes, for the rloo and ppo advantages
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.args.algorithm == "grpo":
+            return output
+        # Rewards of all processes (a prompt's group may span them), then this process's share.
+        rewards = (self._rewards_per_func * self.reward_weights.to(self._rewards_per_func.device)).sum(dim=1)
+        local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+        if self.args.algorithm == "rloo":
+            output["advantages"] = self._rloo_advantages(rewards)[local].to(output["completion_ids"].device)
+        else:
+            output.update(self._ppo_advantages(output, rewards[local].to(output["completion_ids"].device)))
+        return output
+
+    def _rloo_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """A_i = r_i − mean of the other completions' rewards for the same prompt."""
+        group = self.num_generations if self.model.training else self.num_generations_eval
+        if group < 2:
+            raise ValueError("The rloo baseline needs at least two completions a prompt: set --num_generations >= 2.")
+        grouped = rewards.view(-1, group)
+        baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (group - 1)
+        return (grouped - baseline).view(-1)
+
+    def _keep_hidden_states(self, module, args, output):
+        if self._hidden_states is not None:
+            self._hidden_states.append(output.last_hidden_state)
+
+    def _values(self, model, input_ids, attention_mask, logits_to_keep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probabilities of the answer and the value of each answer position's state (the hidden state
+        before the token is chosen), both (batch, answer length)."""
+        self._hidden_states = []
+        try:
+            logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep)
+            hidden = torch.cat(self._hidden_states)
+        finally:
+            self._hidden_states = None
+        value_head = self.accelerator.unwrap_model(self.model).value_head
+        states = hidden[:, -logits_to_keep - 1 : -1].to(value_head.weight.dtype)
+        return logps, value_head(states).squeeze(-1).float()
+
+    @torch.no_grad()
+    def _ppo_advantages(self, output: dict, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+        """GAE over the answer tokens, the reward on the last one; returns = advantages + old values; advantages
+        whitened over the answer tokens of all processes."""
+        completion_ids, mask = output["completion_ids"], output["completion_mask"].float()
+        input_ids = torch.cat([output["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        _, values = self._values(self.model, input_ids, attention_mask, completion_ids.size(1))
+        values = values * mask
+        lengths = mask.sum(dim=1).long()
+        token_rewards = torch.zeros_like(values)
+        has_tokens = lengths > 0
+        token_rewards[has_tokens, lengths[has_tokens] - 1] = rewards[has_tokens].to(values.dtype)
+        advantages = torch.zeros_like(values)
+        running = torch.zeros_like(values[:, 0])
+        for t in reversed(range(values.size(1))):
+            next_value = values[:, t + 1] if t + 1 < values.size(1) else torch.zeros_like(running)
+            delta = token_rewards[:, t] + self.args.gamma * next_value - values[:, t]
+            running = (delta + self.args.gamma * self.args.lam * running) * mask[:, t]
+            advantages[:, t] = running
+        returns = advantages + values
+        stats = self.accelerator.reduce(
+            torch.stack([(advantages * mask).sum(), (advantages.square() * mask).sum(), mask.sum()]), reduction="sum"
+        )
+        mean = stats[0] / stats[2].clamp(min=1)
+        std = (stats[1] / stats[2].clamp(min=1) - mean.square()).clamp(min=0).sqrt()
+        advantages = (advantages - mean) / (std + 1e-8) * mask
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["value_mean"].append(
+            self.accelerator.gather(values.sum() / mask.sum().clamp(min=1)).mean().item()
+        )
+        return {"advantages": advantages, "old_values": values, "returns": returns}
+
+    # ---- the loss --------------------------------------------------------------------------------------------------
+
+    def _compute_loss(self, model, inputs):
+        mode = "train" if self.model.training else "eval"
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+        if self.args.algorithm == "ppo":
+            self._hidden_states = []
+            try:
+                loss = super()._compute_loss(model, inputs)
+                hidden = torch.cat(self._hidden_states)
+            finally:
+                self._hidden_states = None
+            loss = loss + self.args.value_coef * self._value_loss(hidden, inputs) / accumulation
+        else:
+            loss = super()._compute_loss(model, inputs)
+        if self.retain_sampler is not None:
+            loss = loss + self.args.retain_weight * self._retain_term(model) / accumulation
+        return self.check_finite(loss)
+
+    def _value_loss(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Clipped value loss, ½·max((V − R)², (clip(V, V_old ± ε_v) − R)²), over the answer tokens."""
+        mask = inputs["completion_mask"].float()
+        value_head = self.accelerator.unwrap_model(self.model).value_head
+        length = mask.size(1)
+        values = value_head(hidden[:, -length - 1 : -1].to(value_head.weight.dtype)).squeeze(-1).float()
+        old, returns = inputs["old_values"], inputs["returns"]
+        clipped = old + (values - old).clamp(-self.args.value_clip, self.args.value_clip)
+        per_token = 0.5 * torch.maximum((values - returns).square(), (clipped - returns).square())
+        loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["value_loss"].append(self.accelerator.gather(loss.detach()).mean().item())
+        return loss
+
+    def _retain_term(self, model) -> torch.Tensor:
+        """The retain regulariser on this process's retain batch for this micro-batch, averaged over its answer tokens."""
+        micro_step = self._step % self.current_gradient_accumulation_steps if self.model.training else 0
+        step = self.state.global_step if self.model.training else -1
+        batch = {k: v.to(self.accelerator.device) for k, v in self.retain_sampler.draw(step, micro_step).items()}
+        if self.args.retain_loss_type == "kl":
+            values, mask = self.reference_kl(model, batch, "retain")
+        else:
+            logps, mask = self.completion_logps(model, batch, "retain")
+            values = -logps
+        term = (values * mask).sum() / mask.sum().clamp(min=1)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode][f"retain_{self.args.retain_loss_type}"].append(
+            self.accelerator.gather(term.detach()).mean().item()
+        )
+        return term
+
+    # ---- logging and the end of training -----------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        zero_std = self._metrics["train"].get("frac_reward_zero_std", [])
+        if self.model.training and zero_std and min(zero_std) == 1.0:
+            logger.warning(
+                "DareU: every completion of every prompt got the same reward since the last log "
+                "(frac_reward_zero_std = 1), so the reward taught nothing. Raise --temperature or --num_generations, "
+                "or check that the reward separates answers."
+            )
+        super().log(logs, start_time)
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            # The critic only serves training: the saved model is the policy alone.
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            if "value_head" in unwrapped._modules:
+                del unwrapped._modules["value_head"]
