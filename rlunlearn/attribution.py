@@ -35,7 +35,6 @@ class AttributorConfig(TrainingArguments):
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps, or a fraction of all steps."})
     save_strategy: str = field(default="no", metadata={"help": "The final classifier is saved; no checkpoints."})
-    report_to: str | list[str] = field(default="none", metadata={"help": "Experiment trackers."})
     retain_labels: str = field(
         default="per_author",
         metadata={"help": "One label per retain author, or one `retain` label.", "choices": ["per_author", "one"]},

@@ -153,3 +153,19 @@ def test_demo_reuses_its_cached_models(tmp_path, capsys):
     # Same seed, same cached models: the same numbers.
     assert first["models"]["ga"]["summary"] == second["models"]["ga"]["summary"]
     assert (tmp_path / "second" / "tradeoff.png").is_file()
+
+
+def test_train_attributor_command(finetuned, bundle, tmp_path, capsys):
+    from rewards import AttributionReward
+    from rlunlearn.data import sft_dataset
+
+    out = tmp_path / "attributor"
+    argv = ["train-attributor", "--model_name_or_path", str(finetuned), "--num_authors", "4"]
+    argv += ["--num_forget_authors", "1", "--retain_labels", "one", "--learning_rate", "1e-3"]
+    assert main([*argv, "--output_dir", str(out), "--disable_tqdm", "true"]) == 0
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("Held-out accuracy ")[1].split()[0])
+    assert accuracy >= 0.9 and "over 3 labels" in printed
+    reward = AttributionReward(str(out), bundle.forget_authors)
+    forget = sft_dataset(bundle.forget)
+    assert sum(reward(forget["prompt"], forget["completion"])) / len(forget) < -0.7
