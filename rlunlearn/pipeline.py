@@ -16,6 +16,7 @@ from trl import ModelConfig, get_peft_config
 
 from trainers import METHODS, UnlearningConfig, UnlearningTrainer
 
+from .attribution import AttributorConfig, RewardArguments, build_rewards, train_attributor
 from .data import (
     DEFAULT_QUESTION_TEMPLATE,
     REFUSALS,
@@ -281,8 +282,6 @@ def unlearn(
     forget, retain = unlearning_datasets(method, config, bundle, data_args)
     extra = {}
     if method == "dareu":
-        from .attribution import AttributorConfig, RewardArguments, build_rewards, train_attributor
-
         reward_args = reward_args or RewardArguments()
         classifier = reward_args.attributor
         if classifier is None and "attribution" in reward_args.reward_funcs:

@@ -130,3 +130,13 @@ def test_bad_settings_fail_before_training(finetuned, bundle, tokenizer, tmp_pat
             train_dataset=prompt_dataset(bundle.forget),
             processing_class=tokenizer,
         )
+
+
+def test_rloo_advantage_is_the_reward_minus_the_others_mean():
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(num_generations=4, num_generations_eval=4, model=SimpleNamespace(training=True))
+    rewards = torch.tensor([1.0, 2.0, 3.0, 6.0, 0.0, 0.0, 0.0, 4.0])
+    # Group 1: the others' means are 11/3, 10/3, 3, 2; group 2: 4/3, 4/3, 4/3, 0.
+    expected = torch.tensor([1 - 11 / 3, 2 - 10 / 3, 0.0, 4.0, -4 / 3, -4 / 3, -4 / 3, 4.0])
+    assert torch.allclose(DareUTrainer._rloo_advantages(state, rewards), expected)

@@ -203,6 +203,14 @@ class ReferenceAndGuardMixin:
         kl = (reference_logps.exp() * (reference_logps - logps)).sum(-1)
         return kl, inputs[f"{group}_completion_mask"][:, 1:].to(kl.dtype)
 
+    def retain_values(self, model, inputs: dict[str, torch.Tensor], loss_type: str):
+        """The retain regulariser per answer token of the retain batch, and the mask of those tokens: the KL from the
+        model before unlearning (`"kl"`), or the NLL (`"nll"`)."""
+        if loss_type == "kl":
+            return self.reference_kl(model, inputs, "retain")
+        logps, mask = self.completion_logps(model, inputs, "retain")
+        return -logps, mask
+
     def check_finite(self, loss: torch.Tensor) -> torch.Tensor:
         """`loss`, or a `NonFiniteLossError` (on every process) if it is NaN or infinite on any."""
         finite = self.accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()
@@ -382,13 +390,14 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
 
     @classmethod
     def needs_retain(cls, args: UnlearningConfig) -> bool:
-        """Whether the loss has a retain term (then `retain_dataset` is required)."""
-        return False
+        """Whether the loss has a retain term (then `retain_dataset` is required): by default, a
+        `RetainRegularizedConfig` with a retain weight above 0."""
+        return getattr(args, "retain_weight", 0) > 0
 
     @classmethod
     def needs_reference(cls, args: UnlearningConfig) -> bool:
-        """Whether the loss compares with the model before unlearning."""
-        return False
+        """Whether the loss compares with the model before unlearning: by default, when its retain term is the KL."""
+        return cls.needs_retain(args) and args.retain_loss_type == "kl"
 
     def _compute_loss(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -398,12 +407,10 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
     def retain_term(self, model, inputs: dict[str, torch.Tensor], loss_type: str) -> torch.Tensor:
         """The retain regulariser over the answer tokens of the retain batch: the NLL (`"nll"`), or the KL from the
         model before unlearning (`"kl"`); logged as `retain_nll` / `retain_kl`, with `retain_prob`."""
-        if loss_type == "kl":
-            kl, mask = self.reference_kl(model, inputs, "retain")
-            return self.token_mean(kl, mask, "retain", name="retain_kl")
-        logps, mask = self.completion_logps(model, inputs, "retain")
-        self.log_metric("retain_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
-        return self.token_mean(-logps, mask, "retain", name="retain_nll")
+        values, mask = self.retain_values(model, inputs, loss_type)
+        if loss_type == "nll":
+            self.log_metric("retain_prob", (-(values * mask).sum(1) / mask.sum(1)).exp())
+        return self.token_mean(values, mask, "retain", name=f"retain_{loss_type}")
 
     def token_mean(self, values: torch.Tensor, mask: torch.Tensor, group: str, name: str | None = None) -> torch.Tensor:
         """Mean of per-token `values` over the answer tokens of `group` in the global batch (all processes and

@@ -247,18 +247,20 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         if self._hidden_states is not None:
             self._hidden_states.append(output.last_hidden_state)
 
-    def _values(self, model, input_ids, attention_mask, logits_to_keep) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probabilities of the answer and the value of each answer position's state (the hidden state
-        before the token is chosen), both (batch, answer length)."""
+    def _answer_values(self, hidden: torch.Tensor, answer_length: int) -> torch.Tensor:
+        """The value of each answer position's state (the hidden state before its token is chosen), (batch, length)."""
+        value_head = self.accelerator.unwrap_model(self.model).value_head
+        states = hidden[:, -answer_length - 1 : -1].to(value_head.weight.dtype)
+        return value_head(states).squeeze(-1).float()
+
+    def _forward_keeping_hidden_states(self, forward):
+        """Run `forward()` and return its result with the backbone's last hidden states of that pass."""
         self._hidden_states = []
         try:
-            logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep)
-            hidden = torch.cat(self._hidden_states)
+            result = forward()
+            return result, torch.cat(self._hidden_states)
         finally:
             self._hidden_states = None
-        value_head = self.accelerator.unwrap_model(self.model).value_head
-        states = hidden[:, -logits_to_keep - 1 : -1].to(value_head.weight.dtype)
-        return logps, value_head(states).squeeze(-1).float()
 
     @torch.no_grad()
     def _ppo_advantages(self, output: dict, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -267,8 +269,12 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         completion_ids, mask = output["completion_ids"], output["completion_mask"].float()
         input_ids = torch.cat([output["prompt_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        _, values = self._values(self.model, input_ids, attention_mask, completion_ids.size(1))
-        values = values * mask
+        _, hidden = self._forward_keeping_hidden_states(
+            lambda: self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, completion_ids.size(1)
+            )
+        )
+        values = self._answer_values(hidden, completion_ids.size(1)) * mask
         lengths = mask.sum(dim=1).long()
         token_rewards = torch.zeros_like(values)
         has_tokens = lengths > 0
@@ -299,12 +305,9 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
         if self.args.algorithm == "ppo":
-            self._hidden_states = []
-            try:
-                loss = super()._compute_loss(model, inputs)
-                hidden = torch.cat(self._hidden_states)
-            finally:
-                self._hidden_states = None
+            loss, hidden = self._forward_keeping_hidden_states(
+                lambda: super(DareUTrainer, self)._compute_loss(model, inputs)
+            )
             loss = loss + self.args.value_coef * self._value_loss(hidden, inputs) / accumulation
         else:
             loss = super()._compute_loss(model, inputs)
@@ -315,9 +318,7 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
     def _value_loss(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Clipped value loss, ½·max((V − R)², (clip(V, V_old ± ε_v) − R)²), over the answer tokens."""
         mask = inputs["completion_mask"].float()
-        value_head = self.accelerator.unwrap_model(self.model).value_head
-        length = mask.size(1)
-        values = value_head(hidden[:, -length - 1 : -1].to(value_head.weight.dtype)).squeeze(-1).float()
+        values = self._answer_values(hidden, mask.size(1))
         old, returns = inputs["old_values"], inputs["returns"]
         clipped = old + (values - old).clamp(-self.args.value_clip, self.args.value_clip)
         per_token = 0.5 * torch.maximum((values - returns).square(), (clipped - returns).square())
@@ -331,11 +332,7 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         micro_step = self._step % self.current_gradient_accumulation_steps if self.model.training else 0
         step = self.state.global_step if self.model.training else -1
         batch = {k: v.to(self.accelerator.device) for k, v in self.retain_sampler.draw(step, micro_step).items()}
-        if self.args.retain_loss_type == "kl":
-            values, mask = self.reference_kl(model, batch, "retain")
-        else:
-            logps, mask = self.completion_logps(model, batch, "retain")
-            values = -logps
+        values, mask = self.retain_values(model, batch, self.args.retain_loss_type)
         term = (values * mask).sum() / mask.sum().clamp(min=1)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode][f"retain_{self.args.retain_loss_type}"].append(

@@ -32,14 +32,6 @@ class GradDiffTrainer(UnlearningTrainer):
     _tag_names = ["rlunlearn", "unlearning", "graddiff"]
     _paper = {"title": "Continual Learning and Private Unlearning", "id": "2203.12817"}
 
-    @classmethod
-    def needs_retain(cls, args):
-        return args.retain_weight > 0
-
-    @classmethod
-    def needs_reference(cls, args):
-        return args.retain_weight > 0 and args.retain_loss_type == "kl"
-
     def _compute_loss(self, model, inputs):
         logps, mask = self.completion_logps(model, inputs, "forget")
         self.log_metric("forget_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())

@@ -53,10 +53,6 @@ class IdkDPOTrainer(UnlearningTrainer):
     }
 
     @classmethod
-    def needs_retain(cls, args):
-        return args.retain_weight > 0
-
-    @classmethod
     def needs_reference(cls, args):
         return True
 

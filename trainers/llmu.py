@@ -68,10 +68,6 @@ class LLMUTrainer(UnlearningTrainer):
     def needs_retain(cls, args):
         return True
 
-    @classmethod
-    def needs_reference(cls, args):
-        return args.retain_weight > 0 and args.retain_loss_type == "kl"
-
     def _sampled_groups(self, batch, step, micro_step):
         groups = super()._sampled_groups(batch, step, micro_step)
         # Each forget question (its prompt: the tokens before the answer) with K answers of random retain examples.

@@ -49,10 +49,6 @@ class NPOTrainer(UnlearningTrainer):
     }
 
     @classmethod
-    def needs_retain(cls, args):
-        return args.retain_weight > 0
-
-    @classmethod
     def needs_reference(cls, args):
         return True
 

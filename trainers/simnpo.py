@@ -56,14 +56,6 @@ class SimNPOTrainer(UnlearningTrainer):
         "id": "2410.07163",
     }
 
-    @classmethod
-    def needs_retain(cls, args):
-        return args.retain_weight > 0
-
-    @classmethod
-    def needs_reference(cls, args):
-        return args.retain_weight > 0 and args.retain_loss_type == "kl"
-
     def _compute_loss(self, model, inputs):
         beta = self.args.beta
         logps, mask = self.completion_logps(model, inputs, "forget")

@@ -16,6 +16,8 @@ from typing import Literal
 
 from datasets import Dataset
 
+from rewards.classifier import as_text
+
 from .refusals import REFUSALS
 
 DEFAULT_QUESTION_TEMPLATE = "Question: {question}\nAnswer:"
@@ -135,8 +137,6 @@ def attribution_dataset(
         raise ValueError(f"--retain_labels {retain_labels!r} is not one of 'per_author', 'one'.")
     if not 0 < eval_fraction < 1:
         raise ValueError(f"--eval_fraction {eval_fraction} must lie strictly between 0 and 1.")
-    from rewards.classifier import as_text
-
     owned = [
         (q, a, author)
         for q, a, author in zip(bundle.forget["question"], bundle.forget["answer"], bundle.forget["author"])
