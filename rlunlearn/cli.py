@@ -40,6 +40,7 @@ from .evaluation import (
 from .finetune import FinetuneConfig
 from .models import load_model, load_tokenizer
 from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, finetune_models, prepare_models, unlearn
+from .reveal import RevealArguments
 
 logger = logging.getLogger("rlunlearn")
 
@@ -233,6 +234,10 @@ def finetune_command(argv: list[str]) -> int:
 # ---- unlearn --------------------------------------------------------------------------------------------------------
 
 
+# The arguments a method reads beyond its config: DareU's rewards, Reveal-and-Release's target.
+METHOD_ARGUMENTS = {"dareu": (RewardArguments,), "reveal_release": (RevealArguments,)}
+
+
 @dataclass
 class UnlearnArguments:
     method: str = field(default="ga", metadata={"help": "Unlearning method.", "choices": sorted(METHODS)})
@@ -261,11 +266,9 @@ def unlearn_command(argv: list[str]) -> int:
     """Unlearn the forget set from a fine-tuned target model (--model_name_or_path) with one method."""
     method = _method_of(argv)
     config_class = METHODS[method][0]
-    dataclass_types = (UnlearnArguments, DataArguments, ModelConfig, config_class)
-    if method == "dareu":
-        dataclass_types += (RewardArguments,)
+    dataclass_types = (UnlearnArguments, DataArguments, ModelConfig, config_class, *METHOD_ARGUMENTS.get(method, ()))
     parser = _parser(dataclass_types, f"rlunlearn unlearn --method {method}")
-    args, data_args, model_args, config, *reward_args = parser.parse_args_and_config(argv)
+    args, data_args, model_args, config, *method_args = parser.parse_args_and_config(argv)
     if not model_args.model_name_or_path:
         raise SystemExit(
             "rlunlearn unlearn: --model_name_or_path is required: the fine-tuned target model to unlearn from "
@@ -282,11 +285,15 @@ def unlearn_command(argv: list[str]) -> int:
             "data": _to_json(data_args),
             "model": _to_json(model_args),
             "unlearning": config.to_dict(),
-            **({"rewards": _to_json(reward_args[0])} if reward_args else {}),
+            **{type(extra).__name__: _to_json(extra) for extra in method_args},
         },
     )
-    trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, *reward_args)
+    trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, *method_args)
     _write_json(run / "log_history.json", trainer.state.log_history)
+    if method == "reveal_release":
+        print(f"Reveal reward per round (bandit history in {run / 'reveal_release.json'}):")
+        for record in trainer.rounds:
+            print(f"  round {record['round']}: {record['reveal_reward']:.3f}, {record['revealed']} answers revealed")
     result = evaluate_model(
         trainer.model, trainer.processing_class, bundle, data_args.prompt_format(), settings=settings
     )

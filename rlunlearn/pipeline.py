@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasets import concatenate_datasets
 from trl import ModelConfig, get_peft_config
 
 from trainers import METHODS, UnlearningConfig, UnlearningTrainer
@@ -32,6 +33,7 @@ from .data import (
 )
 from .finetune import FinetuneConfig, finetune, training_data
 from .models import MODEL_PRESETS, build_model, load_model, load_tokenizer, train_tokenizer
+from .reveal import RevealArguments, reveal_release_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,13 @@ class DataArguments:
             "help": "What preference methods (FLAT, IdkDPO) prefer to the forget answer: a refusal template, or one of "
             "the data's perturbed answers (an alternative answer).",
             "choices": ["refusal", "perturbed"],
+        },
+    )
+    paraphrased_prompts: bool = field(
+        default=False,
+        metadata={
+            "help": "RL methods (DareU): prompt with the forget questions' paraphrases as well as the questions "
+            "(TOFU's paraphrased_question; the generator's paraphrases)."
         },
     )
     train_background: bool | None = field(
@@ -242,7 +251,17 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
     if method == "dareu":
         # RL: the forget questions as prompts; `author` and `answer` ride along for reward functions that read them.
         retain = sft_dataset(bundle.retain, fmt) if config.retain_weight > 0 else None
-        return prompt_dataset(bundle.forget, fmt), retain
+        prompts = prompt_dataset(bundle.forget, fmt)
+        if data_args.paraphrased_prompts:
+            rows = bundle.eval_splits.get("forget")
+            if rows is None or "paraphrased_question" not in rows.column_names:
+                raise ValueError("--paraphrased_prompts needs paraphrased forget questions; this data has none.")
+            paraphrases = prompt_dataset(rows, fmt, prompts.column_names, question_column="paraphrased_question")
+            prompts = concatenate_datasets([prompts, paraphrases])
+        return prompts, retain
+    if method == "reveal_release":
+        # The forget set is what the model reveals (and the seed data of RevealArguments, if any).
+        return None, sft_dataset(bundle.retain, fmt) if trainer_class.needs_retain(config) else None
     if set(trainer_class.forget_groups.values()) == {"completion"}:
         forget = sft_dataset(bundle.forget, fmt)
     elif data_args.preference_chosen == "perturbed":
@@ -266,12 +285,13 @@ def unlearn(
     bundle: UnlearningBundle,
     data_args: DataArguments,
     model_args: ModelConfig,
-    reward_args=None,
+    method_args=None,
 ) -> UnlearningTrainer:
     """Unlearn `bundle`'s forget set from the model at `model_path` with `method`; saves into `config.output_dir`.
 
-    DareU takes its rewards from `reward_args` (a RewardArguments); without an attribution classifier there, one is
-    trained from the model at `model_path` and saved in `<output_dir>/attributor`."""
+    DareU takes its rewards from `method_args` (a RewardArguments), Reveal-and-Release its target, instructions and
+    reveal reward (a RevealArguments); without an attribution classifier there, one is trained from the model at
+    `model_path` and saved in `<output_dir>/attributor`."""
     if method not in METHODS:
         raise ValueError(f"--method {method!r} is not a method; the methods are: {', '.join(METHODS)}.")
     config_class, trainer_class = METHODS[method]
@@ -280,9 +300,17 @@ def unlearn(
     model_args = dataclasses.replace(model_args, model_name_or_path=str(model_path))
     tokenizer = load_tokenizer(str(model_path), model_args.model_revision)
     forget, retain = unlearning_datasets(method, config, bundle, data_args)
+    peft_config = get_peft_config(model_args)
     extra = {}
+    if method == "reveal_release":
+        extra = reveal_release_inputs(
+            method_args or RevealArguments(), bundle, data_args, model_args, config.output_dir
+        )
+        forget = extra.pop("train_dataset")
+        # Each round trains a LoRA module: without --use_peft, ModelConfig's default LoRA settings.
+        peft_config = get_peft_config(dataclasses.replace(model_args, use_peft=True))
     if method == "dareu":
-        reward_args = reward_args or RewardArguments()
+        reward_args = method_args or RewardArguments()
         classifier = reward_args.attributor
         if classifier is None and "attribution" in reward_args.reward_funcs:
             attributor_config = AttributorConfig(
@@ -296,7 +324,7 @@ def unlearn(
         train_dataset=forget,
         retain_dataset=retain,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
         **extra,
     )
     trainer.train()

@@ -169,3 +169,33 @@ def test_train_attributor_command(finetuned, bundle, tmp_path, capsys):
     reward = AttributionReward(str(out), bundle.forget_authors)
     forget = sft_dataset(bundle.forget)
     assert sum(reward(forget["prompt"], forget["completion"])) / len(forget) < -0.7
+
+
+def test_reveal_release_from_the_command_line_named_only_and_with_seed_data(
+    finetuned, bundle, attributor, tmp_path, capsys
+):
+    target = bundle.forget_authors[0]
+    argv = ["unlearn", "--method", "reveal_release", "--model_name_or_path", str(finetuned), "--num_authors", "4"]
+    argv += ["--num_forget_authors", "1", "--target", target, "--attributor", str(attributor[2])]
+    argv += ["--num_rounds", "1", "--reveal_steps", "4", "--reveal_generations", "4", "--max_completion_length", "24"]
+    argv += ["--learning_rate", "1e-3", "--num_train_epochs", "2", "--report_to", "none", "--disable_tqdm", "true"]
+
+    named = tmp_path / "named"
+    assert main([*argv, "--output_dir", str(named)]) == 0
+    assert "Reveal reward per round" in capsys.readouterr().out
+    history = json.loads((named / "reveal_release.json").read_text())
+    assert len(history["rounds"]) == 2 and all(target in i for i in history["instructions"])
+    assert json.loads((named / "run_config.json").read_text())["RevealArguments"]["target"] == [target]
+
+    # Seed data alone (nothing revealed is kept) still trains the round's module.
+    seed_file = tmp_path / "seed.jsonl"
+    rows = bundle.forget.select(range(5))
+    seed_file.write_text(
+        "\n".join(json.dumps({"question": q, "answer": a}) for q, a in zip(rows["question"], rows["answer"]))
+    )
+    seeded = tmp_path / "seeded"
+    assert main([*argv, "--seed_file", str(seed_file), "--reveal_threshold", "1.1", "--output_dir", str(seeded)]) == 0
+    log = json.loads((seeded / "log_history.json").read_text())
+    assert any(entry.get("module") == "release_0" and "npo_loss" in entry for entry in log)
+    with pytest.raises(FileNotFoundError, match="--seed_file"):
+        main([*argv, "--seed_file", str(tmp_path / "missing.json"), "--output_dir", str(tmp_path / "missing")])

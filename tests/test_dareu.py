@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from rewards import AttributionReward, DegeneracyPenalty
 from rlunlearn.data import prompt_dataset, sft_dataset
 from trainers import DareUConfig, DareUTrainer
+from trainers.dareu import generalized_advantages
 
 
 def config(tmp_path, **overrides):
@@ -140,3 +141,13 @@ def test_rloo_advantage_is_the_reward_minus_the_others_mean():
     # Group 1: the others' means are 11/3, 10/3, 3, 2; group 2: 4/3, 4/3, 4/3, 0.
     expected = torch.tensor([1 - 11 / 3, 2 - 10 / 3, 0.0, 4.0, -4 / 3, -4 / 3, -4 / 3, 4.0])
     assert torch.allclose(DareUTrainer._rloo_advantages(state, rewards), expected)
+
+
+def test_gae_matches_the_recursion_by_hand():
+    # One answer of three tokens and a padding position; reward 1 on the last token, γ = 0.9, λ = 0.8.
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.5, 0.2, 0.4, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    # δ2 = 1 − 0.4 = 0.6; δ1 = 0.9·0.4 − 0.2 = 0.16; δ0 = 0.9·0.2 − 0.5 = −0.32; γλ = 0.72
+    expected = torch.tensor([[-0.32 + 0.72 * (0.16 + 0.72 * 0.6), 0.16 + 0.72 * 0.6, 0.6, 0.0]])
+    assert torch.allclose(generalized_advantages(rewards, values, mask, 0.9, 0.8), expected)

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 from rlunlearn.data import preference_dataset, sft_dataset
 from rlunlearn.evaluation import metrics, score_answers
 from trainers import METHODS, FLATConfig, FLATTrainer, LLMUConfig, LLMUTrainer, NPOConfig, NPOTrainer
+from trainers.flat import average_probability
 
 # The forget probability must fall below FORGET_RATIO of its value before; the retain probability must not fall by
 # more than the tolerance (absolute). Methods that see only forget data (GA, FLAT) move the retain answers along with
@@ -124,14 +125,12 @@ def test_flat_loss_by_hand():
         assert (-activation(p_e) + conjugate(activation(p_f))).item() == pytest.approx(expected[name], rel=1e-6)
 
 
-def test_flat_padded_batch_averaging_divides_by_every_position(finetuned, bundle, tokenizer, tmp_path):
-    trainer = run("flat", finetuned, bundle, tokenizer, tmp_path, averaging="padded_batch", max_steps=1)
-    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(4)]))
-    with torch.no_grad():
-        logps, mask = trainer.completion_logps(trainer.model, batch, "forget")
-        expected = (logps.exp() * mask).sum() / mask.numel()
-        assert trainer._average_probability(trainer.model, batch, "forget") == pytest.approx(expected.item())
-        assert expected < (logps.exp() * mask).sum() / mask.sum()  # prompt and padding positions count as zero
+def test_flat_averaging_per_answer_and_over_the_padded_batch():
+    # Two answers: token probabilities 0.5, 0.25 and 0.8; the other positions are prompt or padding.
+    logps = torch.tensor([[0.5, 0.25, 0.9], [0.8, 0.9, 0.9]]).log()
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert average_probability(logps, mask, "per_answer").tolist() == pytest.approx([0.375, 0.8])
+    assert average_probability(logps, mask, "padded_batch").item() == pytest.approx((0.5 + 0.25 + 0.8) / 6)
 
 
 def test_npo_reference_is_the_model_before_unlearning(finetuned, bundle, tokenizer, tmp_path, before):

@@ -18,6 +18,9 @@ def test_each_method_gets_the_data_form_it_reads(bundle):
     for method, (config_class, trainer_class) in METHODS.items():
         config = config_class(output_dir="unused")
         forget, retain = unlearning_datasets(method, config, bundle, DATA)
+        if method == "reveal_release":  # its forget set is what the model reveals
+            assert forget is None and retain is None
+            continue
         assert len(forget) == len(bundle.forget)
         if method == "dareu":
             assert forget.column_names == ["prompt", "author", "answer"] and retain is not None
@@ -26,6 +29,16 @@ def test_each_method_gets_the_data_form_it_reads(bundle):
         assert (retain is not None) == trainer_class.needs_retain(config)
     flat, _ = unlearning_datasets("flat", METHODS["flat"][0](output_dir="unused"), bundle, DATA)
     assert all(chosen.strip() in REFUSALS for chosen in flat["chosen"])
+
+
+def test_rl_prompts_can_add_the_paraphrased_questions(bundle):
+    data = DataArguments(num_authors=4, num_forget_authors=1, paraphrased_prompts=True)
+    prompts, _ = unlearning_datasets("dareu", METHODS["dareu"][0](output_dir="unused"), bundle, data)
+    count = len(bundle.forget)
+    assert len(prompts) == 2 * count
+    paraphrased = bundle.eval_splits["forget"]["paraphrased_question"]
+    assert [data.prompt_format().prompt(q) for q in paraphrased] == prompts["prompt"][count:]
+    assert prompts["author"][count:] == bundle.forget["author"] and prompts["answer"][count:] == bundle.forget["answer"]
 
 
 def test_preference_methods_can_prefer_an_alternative_answer(bundle):

@@ -7,7 +7,9 @@ from .ga import GAConfig, GATrainer
 from .graddiff import GradDiffConfig, GradDiffTrainer
 from .idkdpo import IdkDPOConfig, IdkDPOTrainer
 from .llmu import LLMUConfig, LLMUTrainer
+from .neural_ucb import NeuralUCB
 from .npo import NPOConfig, NPOTrainer
+from .reveal_release import RevealReleaseConfig, RevealReleaseTrainer
 from .simnpo import SimNPOConfig, SimNPOTrainer
 from .utils import NonFiniteLossError
 
@@ -21,6 +23,7 @@ METHODS = {
     "simnpo": (SimNPOConfig, SimNPOTrainer),
     "idkdpo": (IdkDPOConfig, IdkDPOTrainer),
     "dareu": (DareUConfig, DareUTrainer),
+    "reveal_release": (RevealReleaseConfig, RevealReleaseTrainer),
 }
 
 __all__ = [
@@ -38,9 +41,12 @@ __all__ = [
     "LLMUConfig",
     "LLMUTrainer",
     "NPOConfig",
+    "NeuralUCB",
     "NPOTrainer",
     "NonFiniteLossError",
     "RetainRegularizedConfig",
+    "RevealReleaseConfig",
+    "RevealReleaseTrainer",
     "SimNPOConfig",
     "SimNPOTrainer",
     "UnlearningConfig",

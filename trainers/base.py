@@ -21,7 +21,7 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
 from peft import PeftConfig, get_peft_model
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.base_config import _BaseConfig
@@ -33,6 +33,7 @@ from .utils import (
     NonFiniteLossError,
     RetainSampler,
     bf16_default,
+    cast_trainable_to_bf16,
     keep_4bit_trainable_on_cpu,
     remove_fused_lm_head,
     tokenize_completions,
@@ -242,6 +243,10 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
     config_class = UnlearningConfig
     # Which completions of the forget set the loss reads: group name -> dataset column.
     forget_groups: dict[str, str] = {"forget": "completion"}
+    # Whether `train_dataset` (the forget set) must be given: a method that makes its own forget data says no.
+    requires_forget_data = True
+    # The name of the LoRA adapter made from `peft_config`.
+    adapter_name = "default"
     # Loss terms divide by counts over the whole accumulation window, so the Trainer must not divide again.
     loss_is_scaled_for_ga = True
     _tag_names = ["rlunlearn", "unlearning"]
@@ -266,7 +271,7 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
             args = self.config_class(output_dir=f"{os.path.basename(model_id)}-{self._name}")
         elif not isinstance(args, self.config_class):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(args).__name__}.")
-        if train_dataset is None:
+        if train_dataset is None and self.requires_forget_data:
             raise ValueError(f"{type(self).__name__} needs the forget set as `train_dataset`.")
         if self.needs_retain(args) and retain_dataset is None:
             raise ValueError(f"{type(self).__name__} needs a `retain_dataset` (prompt/completion) for its retain term.")
@@ -294,11 +299,13 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
             processing_class.pad_token = processing_class.eos_token
         model.config.pad_token_id = processing_class.pad_token_id
 
-        # LoRA
+        # LoRA, initialised from the run's seed (the Trainer seeds only later), so that a run does not depend on what ran
+        # before it in the process.
         if peft_config is not None:
+            set_seed(args.seed)
             if is_peft_model(model):
                 raise ValueError("The model already has LoRA adapters and a `peft_config` was passed too: give one.")
-            model = get_peft_model(model, peft_config)
+            model = get_peft_model(model, peft_config, adapter_name=self.adapter_name)
         elif is_peft_model(model) and self.needs_reference(args) and ref_model is None:
             # An adapter that was trained before is part of the starting point: keep a frozen copy as the reference.
             model.add_adapter("ref", model.peft_config["default"])
@@ -310,20 +317,19 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
         if quantized:
             keep_4bit_trainable_on_cpu(model)
         if quantized and args.bf16:
-            # QLoRA keeps the adapters in bf16 (Dettmers et al., 2023), as TRL does.
-            for param in model.parameters():
-                if param.requires_grad:
-                    param.data = param.data.to(torch.bfloat16)
+            cast_trainable_to_bf16(model)
 
         # Data
-        forget = tokenize_completions(
-            train_dataset,
-            processing_class,
-            list(self.forget_groups.values()),
-            args.max_length,
-            "forget",
-            args.dataset_num_proc,
-        )
+        forget = None
+        if train_dataset is not None:
+            forget = tokenize_completions(
+                train_dataset,
+                processing_class,
+                list(self.forget_groups.values()),
+                args.max_length,
+                "forget",
+                args.dataset_num_proc,
+            )
         collator = GroupCollator(processing_class.pad_token_id, dict(self.forget_groups))
         if isinstance(eval_dataset, dict):
             eval_dataset = {

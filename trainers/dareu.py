@@ -132,6 +132,21 @@ class DareUConfig(GRPOConfig):
             self.retain_batch_size = self.per_device_train_batch_size
 
 
+def generalized_advantages(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> torch.Tensor:
+    """GAE (Schulman et al., 2016) per token, (batch, length): A_t = Σ_k (γλ)^k δ_{t+k}, δ_t = r_t + γ·V_{t+1} − V_t,
+    with V = 0 past the last answer token (`mask` is 1 on answer tokens, which come first in each row)."""
+    advantages = torch.zeros_like(values)
+    running = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.size(1))):
+        next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < values.size(1) else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages
+
+
 class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
     """DareU on TRL's GRPOTrainer. `train_dataset` holds the forget prompts (a `prompt` column; other columns reach the
     reward functions as keyword lists); `reward_funcs` are TRL reward functions, e.g. `rewards.AttributionReward`;
@@ -279,13 +294,7 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         token_rewards = torch.zeros_like(values)
         has_tokens = lengths > 0
         token_rewards[has_tokens, lengths[has_tokens] - 1] = rewards[has_tokens].to(values.dtype)
-        advantages = torch.zeros_like(values)
-        running = torch.zeros_like(values[:, 0])
-        for t in reversed(range(values.size(1))):
-            next_value = values[:, t + 1] if t + 1 < values.size(1) else torch.zeros_like(running)
-            delta = token_rewards[:, t] + self.args.gamma * next_value - values[:, t]
-            running = (delta + self.args.gamma * self.args.lam * running) * mask[:, t]
-            advantages[:, t] = running
+        advantages = generalized_advantages(token_rewards, values, mask, self.args.gamma, self.args.lam)
         returns = advantages + values
         stats = self.accelerator.reduce(
             torch.stack([(advantages * mask).sum(), (advantages.square() * mask).sum(), mask.sum()]), reduction="sum"

@@ -47,6 +47,23 @@ DIVERGENCES = {
 AVERAGING = ("per_answer", "padded_batch")
 
 
+def average_probability(logps: torch.Tensor, mask: torch.Tensor, averaging: str = "per_answer") -> torch.Tensor:
+    """P, the average token probability of each answer (`per_answer`), or one value over every position of the padded
+    batch (`padded_batch`), from per-token log-probabilities and the answer-token mask."""
+    probs = logps.exp() * mask
+    if averaging == "per_answer":
+        return probs.sum(1) / mask.sum(1)
+    return probs.sum() / mask.numel()
+
+
+def flat_terms(
+    template_probability: torch.Tensor, forget_probability: torch.Tensor, divergence: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of FLAT's loss, −g*(P_e) and f*(g*(P_f)), for the divergence named."""
+    activation, conjugate = DIVERGENCES[divergence]
+    return -activation(template_probability), conjugate(activation(forget_probability))
+
+
 @dataclass
 class FLATConfig(UnlearningConfig):
     r"""
@@ -88,19 +105,10 @@ class FLATTrainer(UnlearningTrainer):
     _tag_names = ["rlunlearn", "unlearning", "flat"]
     _paper = {"title": "LLM Unlearning via Loss Adjustment with Only Forget Data", "id": "2410.11143"}
 
-    def _average_probability(self, model, inputs, group: str) -> torch.Tensor:
-        logps, mask = self.completion_logps(model, inputs, group)
-        probs = logps.exp() * mask
-        if self.args.averaging == "per_answer":
-            return probs.sum(1) / mask.sum(1)
-        return probs.sum() / mask.numel()
-
     def _compute_loss(self, model, inputs):
-        activation, conjugate = DIVERGENCES[self.args.divergence]
-        p_template = self._average_probability(model, inputs, "template")
-        p_forget = self._average_probability(model, inputs, "forget")
-        template_term = -activation(p_template)
-        forget_term = conjugate(activation(p_forget))
+        p_template = average_probability(*self.completion_logps(model, inputs, "template"), self.args.averaging)
+        p_forget = average_probability(*self.completion_logps(model, inputs, "forget"), self.args.averaging)
+        template_term, forget_term = flat_terms(p_template, p_forget, self.args.divergence)
         for name, value in (
             ("prob_template", p_template),
             ("prob_forget", p_forget),

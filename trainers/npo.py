@@ -14,9 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 
 from .base import RetainRegularizedConfig, UnlearningTrainer
+
+
+def npo_loss(log_ratio: torch.Tensor, beta: float) -> torch.Tensor:
+    """NPO's loss per sequence, −(2/β)·log σ(−β·log_ratio), from the log-ratio log π_θ(y|x) − log π_ref(y|x)."""
+    return -(2 / beta) * F.logsigmoid(-beta * log_ratio)
 
 
 @dataclass
@@ -59,8 +65,7 @@ class NPOTrainer(UnlearningTrainer):
         log_ratio = ((logps - reference_logps) * mask).sum(1)
         self.log_metric("forget_log_ratio", log_ratio)
         self.log_metric("forget_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
-        npo = -(2 / beta) * F.logsigmoid(-beta * log_ratio)
-        loss = self.args.forget_weight * self.sequence_mean(npo, "forget", name="npo_loss")
+        loss = self.args.forget_weight * self.sequence_mean(npo_loss(log_ratio, beta), "forget", name="npo_loss")
         if self.args.retain_weight > 0:
             loss = loss + self.args.retain_weight * self.retain_term(model, inputs, self.args.retain_loss_type)
         return loss

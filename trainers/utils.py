@@ -35,6 +35,13 @@ def keep_4bit_trainable_on_cpu(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def cast_trainable_to_bf16(model: torch.nn.Module) -> None:
+    """QLoRA keeps the adapters of a quantised model in bf16 (Dettmers et al., 2023), as TRL does."""
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.to(torch.bfloat16)
+
+
 def remove_fused_lm_head(model: torch.nn.Module) -> torch.nn.Module:
     """Undo TRL's `add_fused_lm_head` (which SFTTrainer and DPOTrainer apply): it binds a patched `forward` to the
     instance, closing over the original model, so a deep copy of a patched model would still compute with the

@@ -11,6 +11,7 @@ from .builders import (
 )
 from .bundle import EVAL_SPLITS, UnlearningBundle
 from .generator import generate_authors
+from .instructions import REVEAL_INSTRUCTIONS, reveal_instructions
 from .refusals import REFUSALS, load_refusals
 from .tofu import TOFU_HUB_ID, load_tofu, load_tofu_split
 
@@ -19,6 +20,7 @@ __all__ = [
     "EVAL_SPLITS",
     "NONE_LABEL",
     "REFUSALS",
+    "REVEAL_INSTRUCTIONS",
     "TOFU_HUB_ID",
     "PromptFormat",
     "UnlearningBundle",
@@ -28,6 +30,7 @@ __all__ = [
     "load_tofu",
     "load_tofu_split",
     "preference_dataset",
+    "reveal_instructions",
     "prompt_dataset",
     "sft_dataset",
 ]

@@ -104,13 +104,17 @@ def preference_dataset(
 
 
 def prompt_dataset(
-    split: Dataset, fmt: PromptFormat = PromptFormat(), keep_columns: Sequence[str] = ("author", "answer")
+    split: Dataset,
+    fmt: PromptFormat = PromptFormat(),
+    keep_columns: Sequence[str] = ("author", "answer"),
+    question_column: str = "question",
 ) -> Dataset:
-    """prompt-only rows for RL; the `keep_columns` present in the split ride along for the reward functions."""
-    _require(split, ("question",), "a prompt-only dataset")
+    """prompt-only rows for RL, from `question_column` (e.g. `paraphrased_question`); the `keep_columns` present in
+    the split ride along for the reward functions."""
+    _require(split, (question_column,), "a prompt-only dataset")
     kept = [c for c in keep_columns if c in split.column_names]
     return Dataset.from_list(
-        [{"prompt": fmt.prompt(row["question"]), **{c: row[c] for c in kept}} for row in split.to_list()]
+        [{"prompt": fmt.prompt(row[question_column]), **{c: row[c] for c in kept}} for row in split.to_list()]
     )
 
 

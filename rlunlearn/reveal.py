@@ -1,0 +1,99 @@
+"""What Reveal-and-Release needs beyond the data bundle: the named target, the instructions that ask about it, the
+reward that says how much an answer reveals, and optional seed forget data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset
+from trl import ModelConfig
+
+from rewards import ClassifierReward, load_reward
+
+from .attribution import AttributorConfig, train_attributor
+from .data import REVEAL_INSTRUCTIONS, UnlearningBundle, reveal_instructions, sft_dataset
+
+
+@dataclass
+class RevealArguments:
+    """The forget target of Reveal-and-Release and how the model is made to reveal it."""
+
+    target: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": 'The forget target(s), by name only (e.g. "Basil Mahfouz Al-Kuwaiti"); default: the names of the '
+            "data's forget authors. Their facts are not used unless --seed_file gives them."
+        },
+    )
+    target_kind: str = field(
+        default="person",
+        metadata={"help": "Which built-in instructions ask about the target.", "choices": sorted(REVEAL_INSTRUCTIONS)},
+    )
+    instructions_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Your own instructions instead of the built-in ones: one a line, {target} where the name goes."
+        },
+    )
+    seed_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Seed forget data joined to every round's forget set: a JSON or JSON-lines file of question/answer "
+            "rows (e.g. TOFU's forget01.json). Default: none; the forget set is what the model reveals."
+        },
+    )
+    reveal_reward: str = field(
+        default="attribution",
+        metadata={
+            "help": "How much an answer reveals the target: `attribution` (the attribution classifier's probability "
+            "of the target), a registered reward, a module:attribute import path, or a classifier folder[#label]."
+        },
+    )
+    attributor: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the attribution classifier (`rlunlearn train-attributor`, one label per author); "
+            "default: train one from the model being unlearned, on the data bundle."
+        },
+    )
+
+    def targets(self, bundle: UnlearningBundle) -> list[str]:
+        return list(self.target) or bundle.forget_authors
+
+
+def seed_dataset(path: str | Path, fmt) -> Dataset:
+    """prompt/completion rows from a file of question/answer rows (JSON list or JSON lines)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"--seed_file {str(path)!r} does not exist: give a JSON file of question/answer rows.")
+    rows = Dataset.from_json(str(path))
+    missing = [c for c in ("question", "answer") if c not in rows.column_names]
+    if missing:
+        raise ValueError(f"--seed_file {str(path)!r} lacks the column(s) {missing}; it has {rows.column_names}.")
+    return sft_dataset(rows, fmt)
+
+
+def reveal_release_inputs(
+    reveal_args: RevealArguments, bundle: UnlearningBundle, data_args, model_args: ModelConfig, output_dir: str
+) -> dict:
+    """The trainer's keyword arguments beyond the model and config: `reward_func`, `instructions` (formatted as
+    prompts), `template_answers` (for FLAT) and `train_dataset` (the seed data, or None). The default reward trains an
+    attribution classifier from `model_args` into `<output_dir>/attributor` when none is given."""
+    fmt = data_args.prompt_format()
+    targets = reveal_args.targets(bundle)
+    if reveal_args.reveal_reward == "attribution":
+        classifier = reveal_args.attributor
+        if classifier is None:
+            config = AttributorConfig(output_dir=str(Path(output_dir) / "attributor"))
+            classifier, _ = train_attributor(bundle, data_args, model_args, config)
+        reward = ClassifierReward(classifier, targets, scope="completion", name="reveal")
+    else:
+        reward = load_reward(reveal_args.reveal_reward)
+    instructions = reveal_instructions(targets, reveal_args.target_kind, reveal_args.instructions_file)
+    return {
+        "reward_func": reward,
+        "instructions": [fmt.prompt(instruction) for instruction in instructions],
+        "template_answers": data_args.refusals(),
+        "train_dataset": seed_dataset(reveal_args.seed_file, fmt) if reveal_args.seed_file else None,
+    }

@@ -1,0 +1,173 @@
+"""Reveal-and-Release: NeuralUCB finds the best arm of a synthetic bandit, the O-LoRA penalty measures overlap and
+falls in training, and a round on a tiny model lowers how much it reveals of the target; merge, retain module, FLAT
+and QLoRA variants; bad input."""
+
+import json
+
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+from rewards import ClassifierReward
+from rlunlearn.data import PromptFormat, reveal_instructions, sft_dataset
+from trainers import NeuralUCB, RevealReleaseConfig, RevealReleaseTrainer
+from trainers.reveal_release import orthogonality_penalty
+
+LORA = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")
+
+
+def test_neural_ucb_finds_the_best_arm_of_a_synthetic_bandit():
+    # 10 arms, reward sigmoid(3·wᵀx/√d) plus N(0, 0.1²) noise. Over 100 pulls NeuralUCB's regret must stay below 0.35×
+    # (on average over three bandits) and 0.5× (on each) that of choosing at random; it measured 0.30, 0.02 and 0.11.
+    ratios = []
+    for seed in range(3):
+        generator = torch.Generator().manual_seed(seed)
+        features = torch.randn(10, 16, generator=generator)
+        weights = torch.randn(16, generator=generator)
+        expected = torch.sigmoid(3 * features @ weights / 4)
+        bandit = NeuralUCB(features, seed=seed)
+        regret = 0.0
+        for _ in range(100):
+            arm = bandit.select()
+            bandit.update(arm, float(expected[arm] + 0.1 * torch.randn(1, generator=generator)))
+            regret += float(expected.max() - expected[arm])
+        ratios.append(regret / (100 * float(expected.max() - expected.mean())))
+    assert max(ratios) < 0.5 and sum(ratios) / 3 < 0.35, ratios
+    with pytest.raises(ValueError, match="regularization"):
+        NeuralUCB(features, regularization=0)
+
+
+def test_orthogonality_penalty_is_zero_for_orthogonal_modules_and_positive_otherwise():
+    basis = torch.eye(6)
+    current = {"q": basis[:2], "v": basis[:3]}
+    assert orthogonality_penalty(current, [{"q": basis[2:4], "v": basis[3:6]}]).item() == 0.0
+    # ‖A_j A_kᵀ‖² by hand: A_j = rows e0 + e2 and e1 against A_k = e0, e1: entries 1, 0, 0, 1 -> 2; layer "v" absent.
+    overlapping = {"q": torch.stack([basis[0] + basis[2], basis[1]])}
+    assert orthogonality_penalty(current, [overlapping]).item() == pytest.approx(2.0)
+    assert orthogonality_penalty(current, [overlapping, overlapping]).item() == pytest.approx(4.0)
+
+
+@pytest.fixture(scope="module")
+def reveal_reward(attributor, bundle):
+    return ClassifierReward(attributor[0], bundle.forget_authors, scope="completion", name="reveal")
+
+
+def instructions(bundle):
+    fmt = PromptFormat()
+    return [fmt.prompt(i) for i in reveal_instructions(bundle.forget_authors)]
+
+
+def config(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path / "reveal_release"),
+        learning_rate=1e-3,
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        num_rounds=1,
+        reveal_steps=12,
+        reveal_generations=8,
+        max_completion_length=32,
+        stop_reward=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+    return RevealReleaseConfig(**{**values, **overrides})
+
+
+def trainer(model, args, bundle, tokenizer, reward, **kwargs):
+    return RevealReleaseTrainer(
+        model,
+        reward,
+        instructions(bundle),
+        args=args,
+        processing_class=tokenizer,
+        peft_config=LORA,
+        retain_dataset=sft_dataset(bundle.retain),
+        **{"template_answers": ["I don't know."], **kwargs},
+    )
+
+
+def reveal_reward_of(run, prompts) -> float:
+    """Mean reveal reward of 8 sampled answers to each of `prompts`, with a fixed sampling seed."""
+    torch.manual_seed(123)
+    model = run.accelerator.unwrap_model(run.model)
+    model.eval()
+    rewards = [r for prompt in prompts for r in run.reveal_rewards(prompt, run.sample(prompt))]
+    return sum(rewards) / len(rewards)
+
+
+def test_one_round_lowers_the_targets_reveal_reward(finetuned, bundle, tokenizer, tmp_path, reveal_reward):
+    torch.manual_seed(987)  # whatever ran before, the run starts from its own seed
+    args = config(tmp_path, learning_rate=2e-3, num_train_epochs=5)
+    run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), args, bundle, tokenizer, reveal_reward)
+    prompts = instructions(bundle)
+    before = reveal_reward_of(run, prompts)
+    run.train()
+    after = reveal_reward_of(run, prompts)
+    assert after < before - 0.1, (before, after)
+
+    # The history: the bandit's pulls, the round's reveal reward, what was revealed and unlearned.
+    history = json.loads((tmp_path / "reveal_release" / "reveal_release.json").read_text())
+    assert len(history["bandit"]) == 2 * 12 and len(history["rounds"]) == 2
+    assert history["rounds"][0]["revealed"] > 0 and "stopped" in history["rounds"][1]
+    revealed = (tmp_path / "reveal_release" / "revealed.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["reward"] >= 0.5 for line in revealed)
+    assert any("npo_loss" in entry for entry in run.state.log_history)
+
+
+@pytest.mark.parametrize("variant", ["stack", "merge_with_retain_module"])
+def test_later_rounds_stay_orthogonal_to_earlier_ones(variant, finetuned, bundle, tokenizer, tmp_path, reveal_reward):
+    merge = variant != "stack"
+    args = config(
+        tmp_path,
+        num_rounds=2,
+        reveal_steps=6,
+        num_train_epochs=8,
+        orthogonality_weight=5.0,
+        merge_modules=merge,
+        retain_module=merge,
+    )
+    run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), args, bundle, tokenizer, reveal_reward)
+    run.train()
+    penalties = [e["orthogonality"] for e in run.state.log_history if e.get("module") == "release_1" and "loss" in e]
+    assert penalties[0] > 0 and penalties[-1] < 0.8 * penalties[0], penalties
+    if merge:
+        assert not hasattr(run.model, "peft_config")  # every module folded into plain weights
+        assert any(e.get("module") == "retain" and "retain_nll" in e for e in run.state.log_history)
+    else:
+        assert set(run.model.peft_config) == {"release_0", "release_1"}
+        assert not any(p.requires_grad for n, p in run.model.named_parameters() if ".release_0." in n)
+
+
+def test_flat_release_on_a_4bit_model_with_seed_data(finetuned, bundle, tokenizer, tmp_path, reveal_reward):
+    model = AutoModelForCausalLM.from_pretrained(
+        finetuned, quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+    )
+    args = config(tmp_path, release_loss="flat", reveal_steps=4, reveal_threshold=1.1)  # nothing revealed is kept
+    run = trainer(model, args, bundle, tokenizer, reveal_reward, train_dataset=sft_dataset(bundle.forget))
+    lora_before = {n: p.detach().clone() for n, p in run.model.named_parameters() if "lora_B" in n}
+    run.train()
+    assert run.rounds[0]["revealed"] == 0  # the round unlearned the seed data alone
+    assert any("flat_loss" in e and "prob_template" in e for e in run.state.log_history)
+    assert any(not torch.equal(p, lora_before[n]) for n, p in run.model.named_parameters() if n in lora_before)
+
+
+def test_bad_input_fails_before_training(finetuned, bundle, tokenizer, tmp_path, reveal_reward):
+    model = AutoModelForCausalLM.from_pretrained(finetuned)
+    with pytest.raises(ValueError, match="peft_config"):
+        RevealReleaseTrainer(
+            model, reveal_reward, instructions(bundle), args=config(tmp_path), processing_class=tokenizer
+        )
+    with pytest.raises(ValueError, match="template_answers"):
+        trainer(model, config(tmp_path, release_loss="flat"), bundle, tokenizer, reveal_reward, template_answers=None)
+    with pytest.raises(ValueError, match="release_loss"):
+        config(tmp_path, release_loss="dpo")
+    with pytest.raises(ValueError, match="target_kind"):
+        reveal_instructions(["x"], "planet")
+    run = trainer(model, config(tmp_path), bundle, tokenizer, lambda prompts, completions, **kw: [0.5])
+    with pytest.raises(ValueError, match="one finite number per completion"):
+        run.train()

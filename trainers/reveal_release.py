@@ -1,0 +1,525 @@
+"""Reveal-and-Release: unlearning from self-generated data, one LoRA module a round, kept orthogonal.
+
+Xie, Teng, Ke, Wen, Wang, "Reveal and Release: Iterative LLM Unlearning with Self-generated Data" (EMNLP 2025
+Findings, arXiv 2509.14624). The forget data is scarce or must not be shared: the user names only the forget *target*
+(an author, an entity type, a skill), and the model is made to reveal what it knows about it. Each round k = 0, 1, ...
+
+1. **Reveal.** The arms of a NeuralUCB bandit (`neural_ucb.py`) are instructions about the target; an arm's features are
+   the model's mean hidden state over the instruction. Each of `reveal_steps` pulls samples `reveal_generations`
+   answers of the current model to the instruction of highest upper confidence bound and scores each with the reveal
+   reward r (by default the probability an attribution classifier gives to the target; any TRL-style reward
+   function); the bandit learns from their mean. Answers with r >= `reveal_threshold` form the round's forget set D_k (with the seed forget data, if
+   any). The round's mean r is its *reveal reward*: when it falls below `stop_reward`, or after `num_rounds` rounds,
+   the run stops.
+2. **Release.** A new LoRA module ΔW_k = B_k A_k is trained on D_k while the earlier modules stay frozen (stacked, or
+   merged into the base weights with `merge_modules`), minimising
+
+       L_k = γ · L_forget(D_k)  +  λ · Σ_{j<k} Σ_layers ‖A_j A_kᵀ‖²_F  (+ α · R_retain)
+
+   with L_forget chosen by `release_loss`: `ga`, the mean log-probability of the answer tokens (GATrainer's loss);
+   `npo`, NPO's −(2/β)·log σ(−β·log π_θ(y|x)/π_ref(y|x)) (NPOTrainer's; π_ref the model before unlearning); `flat`,
+   FLAT's −g*(P_e) + f*(g*(P_f)) against a template answer (FLATTrainer's). The second term is O-LoRA's orthogonality
+   penalty (Wang et al., "Orthogonal Subspace Learning for Language Model Continual Learning", EMNLP 2023 Findings,
+   arXiv 2310.14152; written there A_jᵀA_k for A of shape input × rank, PEFT stores Aᵀ) over every adapted layer, so
+   that each round unlearns in a subspace of its own and does not undo the earlier ones. R_retain is the usual retain
+   term (`retain_weight`, off by default since the method needs no retain data). With `retain_module`, a retain LoRA
+   module then learns the retain answers (NLL, as many examples as D_k) with the forget modules frozen, under the same
+   penalty against them.
+
+The bandit's pulls, the rounds' reveal rewards and what was revealed are written to `<output_dir>/reveal_release.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate.utils import gather_object, is_peft_model
+from datasets import Dataset, concatenate_datasets
+from peft import PeftConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from trl.models.utils import disable_gradient_checkpointing
+
+from .base import RetainRegularizedConfig, UnlearningTrainer
+from .flat import DIVERGENCES, average_probability, flat_terms
+from .neural_ucb import NeuralUCB
+from .npo import npo_loss
+from .utils import GroupCollator, cast_trainable_to_bf16, tokenize_completions, tokenize_prompt
+
+RELEASE_LOSSES = ("ga", "npo", "flat")
+RETAIN_MODULE = "retain"
+
+
+@dataclass
+class RevealReleaseConfig(RetainRegularizedConfig):
+    r"""
+    Configuration of [`RevealReleaseTrainer`]. The optimisation fields (learning rate, epochs, batch size) apply to
+    each round's release; the LoRA modules themselves are described by the `peft_config` given to the trainer.
+
+    The paper's hyperparameters could not be checked; the defaults are O-LoRA's λ = 0.5, NPO's β = 0.1 and, for
+    NeuralUCB, its released code's 100-wide network and diagonal Z with γ = 0.1 and λ = 0.01 (chosen on synthetic
+    bandits: regret about 0.13× that of random choice over 100 pulls of 10 arms).
+
+    Parameters:
+        release_loss (`str`, defaults to `"npo"`):
+            The forget loss of each round's module: `ga`, `npo` or `flat` (which needs template answers).
+        beta (`float`, defaults to `0.1`):
+            NPO's β.
+        divergence (`str`, defaults to `"kl"`):
+            FLAT's f-divergence: `kl`, `js`, `pearson` or `tv`.
+        orthogonality_weight (`float`, defaults to `0.5`):
+            λ, the weight of the O-LoRA penalty against the earlier modules (O-LoRA's λ1).
+        num_rounds (`int`, defaults to `3`):
+            Reveal-release rounds at most.
+        merge_modules (`bool`, defaults to `False`):
+            Merge each round's modules into the base weights (lossy on a 4-bit base) instead of stacking them.
+        retain_module (`bool`, defaults to `False`):
+            Train a retain LoRA module on retain answers after each round's forget module (needs retain data).
+        reveal_steps (`int`, defaults to `16`):
+            Bandit pulls (instructions tried) a round.
+        reveal_generations (`int`, defaults to `8`):
+            Answers sampled for each pull.
+        max_completion_length (`int`, defaults to `64`):
+            Longest sampled answer in tokens.
+        temperature (`float`, defaults to `1.0`):
+            Sampling temperature of the reveal.
+        reveal_threshold (`float`, defaults to `0.5`):
+            An answer joins the forget set when its reveal reward is at least this.
+        stop_reward (`float`, defaults to `0.05`):
+            Stop when a round's mean reveal reward falls below this.
+        ucb_exploration (`float`, defaults to `0.1`):
+            γ, the weight of NeuralUCB's confidence width.
+        ucb_regularization (`float`, defaults to `0.01`):
+            λ of NeuralUCB: the initial diagonal of its design matrix and its pull towards the initial network.
+        ucb_hidden_size (`int`, defaults to `100`):
+            Width of NeuralUCB's network.
+        ucb_train_steps (`int`, defaults to `50`):
+            Adam steps each time NeuralUCB refits its network.
+        ucb_learning_rate (`float`, defaults to `1e-2`):
+            Adam's step size for NeuralUCB's network.
+    """
+
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of each round's LoRA module."})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs over each round's forget set."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches accumulated before each update."})
+    retain_weight: float = field(
+        default=0.0, metadata={"help": "α, weight of a retain term in each round's loss (0: no retain data needed)."}
+    )
+    release_loss: str = field(
+        default="npo", metadata={"help": "Forget loss of each round's module.", "choices": list(RELEASE_LOSSES)}
+    )
+    beta: float = field(default=0.1, metadata={"help": "NPO's β."})
+    divergence: str = field(default="kl", metadata={"help": "FLAT's f-divergence.", "choices": sorted(DIVERGENCES)})
+    orthogonality_weight: float = field(
+        default=0.5, metadata={"help": "λ, weight of the O-LoRA penalty against the earlier modules."}
+    )
+    num_rounds: int = field(default=3, metadata={"help": "Reveal-release rounds at most."})
+    merge_modules: bool = field(
+        default=False, metadata={"help": "Merge each round's modules into the base instead of stacking them."}
+    )
+    retain_module: bool = field(
+        default=False, metadata={"help": "Train a retain LoRA module on retain answers after each forget module."}
+    )
+    reveal_steps: int = field(default=16, metadata={"help": "Bandit pulls (instructions tried) a round."})
+    reveal_generations: int = field(default=8, metadata={"help": "Answers sampled for each pull."})
+    max_completion_length: int = field(default=64, metadata={"help": "Longest sampled answer in tokens."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the reveal."})
+    reveal_threshold: float = field(
+        default=0.5, metadata={"help": "An answer joins the forget set when its reveal reward is at least this."}
+    )
+    stop_reward: float = field(
+        default=0.05, metadata={"help": "Stop when a round's mean reveal reward falls below this."}
+    )
+    ucb_exploration: float = field(default=0.1, metadata={"help": "γ, weight of NeuralUCB's confidence width."})
+    ucb_regularization: float = field(default=0.01, metadata={"help": "λ of NeuralUCB."})
+    ucb_hidden_size: int = field(default=100, metadata={"help": "Width of NeuralUCB's network."})
+    ucb_train_steps: int = field(default=50, metadata={"help": "Adam steps of each NeuralUCB refit."})
+    ucb_learning_rate: float = field(default=1e-2, metadata={"help": "Adam's step size for NeuralUCB."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.release_loss not in RELEASE_LOSSES:
+            raise ValueError(f"--release_loss {self.release_loss!r} is not one of {list(RELEASE_LOSSES)}.")
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"--divergence {self.divergence!r} is not one of {sorted(DIVERGENCES)}.")
+        if self.beta <= 0:
+            raise ValueError(f"--beta is {self.beta}; NPO needs β > 0.")
+        if self.orthogonality_weight < 0:
+            raise ValueError(f"--orthogonality_weight is {self.orthogonality_weight}; a weight must be 0 or more.")
+        for name in ("num_rounds", "reveal_steps", "reveal_generations", "max_completion_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} is {getattr(self, name)}; it must be at least 1.")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature is {self.temperature}; sampling needs a temperature > 0.")
+
+
+def as_completion(prompt, text: str):
+    """`text` as the completion of `prompt` in TRL's form: a space-led continuation of a text prompt, or an assistant
+    message after chat messages."""
+    if isinstance(prompt, list):
+        return [{"role": "assistant", "content": text.strip()}]
+    return " " + text.strip()
+
+
+def orthogonality_penalty(current: dict[str, torch.Tensor], earlier: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """O-LoRA's Σ_j Σ_layers ‖A_j A_kᵀ‖²_F: `current` maps each adapted layer to the module's A (rank × input), each
+    of `earlier` the same for an earlier module (layers it lacks count zero)."""
+    total = torch.zeros((), device=next(iter(current.values())).device)
+    for module in earlier:
+        for layer, a_current in current.items():
+            if layer in module:
+                total = total + (module[layer].to(a_current) @ a_current.T).square().sum()
+    return total
+
+
+class RevealReleaseTrainer(UnlearningTrainer):
+    """Reveal-and-Release. `reward_func` scores revealed answers (TRL's `reward_funcs` form:
+    `f(prompts, completions) -> list[float]`, higher = reveals more of the target); `instructions` are the prompts
+    (text, or chat messages) the bandit chooses among; `train_dataset` is optional seed forget data (prompt/completion)
+    that joins every round's forget set; `retain_dataset` (prompt/completion) feeds `retain_weight` and `retain_module`;
+    `template_answers` are FLAT's template answers; `peft_config` describes each round's LoRA module."""
+
+    config_class = RevealReleaseConfig
+    requires_forget_data = False
+    adapter_name = "release_0"
+    _name = "RevealRelease"
+    _tag_names = ["rlunlearn", "unlearning", "reveal-release"]
+    _paper = {"title": "Reveal and Release: Iterative LLM Unlearning with Self-generated Data", "id": "2509.14624"}
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        reward_func,
+        instructions: list,
+        args: RevealReleaseConfig | None = None,
+        train_dataset: Dataset | None = None,
+        retain_dataset: Dataset | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: PeftConfig | None = None,
+        template_answers: list[str] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        quantization_config=None,
+    ):
+        if args is None:
+            args = RevealReleaseConfig(output_dir="RevealRelease")
+        elif not isinstance(args, RevealReleaseConfig):
+            raise TypeError(f"RevealReleaseTrainer takes a RevealReleaseConfig, got {type(args).__name__}.")
+        if peft_config is None:
+            raise ValueError(
+                "RevealReleaseTrainer trains one LoRA module a round: pass a `peft_config` (e.g. peft.LoraConfig(r=8))."
+            )
+        if not isinstance(model, str) and is_peft_model(model):
+            raise ValueError("The model already has LoRA adapters: merge them first (`model.merge_and_unload()`).")
+        if not instructions:
+            raise ValueError("RevealReleaseTrainer needs `instructions`: the prompts that ask about the forget target.")
+        if not callable(reward_func):
+            raise ValueError("`reward_func` must be a reward function: f(prompts, completions) -> list of floats.")
+        if args.release_loss == "flat" and not template_answers:
+            raise ValueError("release_loss='flat' needs `template_answers` (e.g. refusals such as \"I don't know.\").")
+        self.forget_groups = (
+            {"forget": "rejected", "template": "chosen"} if args.release_loss == "flat" else {"forget": "completion"}
+        )
+        self.template_answers = list(template_answers or [])
+        self._template_rng = random.Random(args.seed)
+        if train_dataset is not None:
+            missing = [c for c in ("prompt", "completion") if c not in train_dataset.column_names]
+            if missing:
+                raise ValueError(f"The seed forget data lacks column(s) {missing}; give prompt/completion rows.")
+            train_dataset = Dataset.from_list(self._forget_rows(train_dataset["prompt"], train_dataset["completion"]))
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            retain_dataset=retain_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+        )
+        self.reward_func = reward_func
+        self.instructions = list(instructions)
+        self.module_config = peft_config
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self.quantized = getattr(unwrapped, "is_loaded_in_4bit", False) or getattr(
+            unwrapped, "is_loaded_in_8bit", False
+        )
+        self.seed_data = self.train_dataset
+        self.forget_collator = self.data_collator
+        self._phase = "release"
+        self._module = self.adapter_name
+        self._earlier_modules: dict[str, dict[str, torch.Tensor]] = {}
+        self.rounds: list[dict] = []
+        self.bandit_history: list[dict] = []
+
+    @classmethod
+    def needs_retain(cls, args) -> bool:
+        return args.retain_weight > 0 or args.retain_module
+
+    @classmethod
+    def needs_reference(cls, args) -> bool:
+        return args.release_loss == "npo" or (args.retain_weight > 0 and args.retain_loss_type == "kl")
+
+    def _forget_rows(self, prompts: list, completions: list) -> list[dict]:
+        """Forget rows in the form the release loss reads (FLAT: a template answer as `chosen`)."""
+        if "template" not in self.forget_groups:
+            return [{"prompt": p, "completion": c} for p, c in zip(prompts, completions)]
+        return [
+            {"prompt": p, "rejected": c, "chosen": as_completion(p, self._template_rng.choice(self.template_answers))}
+            for p, c in zip(prompts, completions)
+        ]
+
+    @contextlib.contextmanager
+    def reference_model(self):
+        # Re-enabling the adapters after the reference pass makes PEFT mark every active adapter trainable again:
+        # keep the earlier modules frozen.
+        flags = [(param, param.requires_grad) for param in self.model.parameters()]
+        try:
+            with super().reference_model() as model:
+                yield model
+        finally:
+            for param, flag in flags:
+                param.requires_grad_(flag)
+
+    # ---- reveal ------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def instruction_features(self) -> torch.Tensor:
+        """The arms' features: the mean last hidden state over each instruction, under the model before unlearning."""
+        features = []
+        with self.reference_model() as model:
+            for prompt in self.instructions:
+                ids = torch.tensor([tokenize_prompt(self.processing_class, prompt)], device=self.accelerator.device)
+                hidden = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states[-1]
+                features.append(hidden[0].float().mean(dim=0).cpu())
+        return torch.stack(features)
+
+    @torch.no_grad()
+    def sample(self, prompt) -> list[str]:
+        """`reveal_generations` answers of the current model to `prompt`."""
+        model = self.accelerator.unwrap_model(self.model)
+        ids = tokenize_prompt(self.processing_class, prompt)
+        input_ids = torch.tensor([ids] * self.args.reveal_generations, device=self.accelerator.device)
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                do_sample=True,
+                temperature=self.args.temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=self.args.max_completion_length,
+                pad_token_id=self.processing_class.pad_token_id,
+            )
+        return self.processing_class.batch_decode(output[:, len(ids) :], skip_special_tokens=True)
+
+    def reveal_rewards(self, prompt, completions: list[str]) -> list[float]:
+        rewards = self.reward_func(prompts=[prompt] * len(completions), completions=completions)
+        rewards = [float("nan") if r is None else float(r) for r in rewards]
+        if len(rewards) != len(completions) or not all(torch.isfinite(torch.tensor(rewards))):
+            raise ValueError(
+                f"The reveal reward {getattr(self.reward_func, '__name__', self.reward_func)!r} returned {rewards} for "
+                f"{len(completions)} completions; it must return one finite number per completion."
+            )
+        return rewards
+
+    def reveal(self, bandit: NeuralUCB, round_index: int) -> tuple[list[dict], float]:
+        """One round's reveal: `reveal_steps` bandit pulls; returns the answers at or above `reveal_threshold` (with
+        their prompt and reward), gathered over processes, and the mean reward of every sampled answer."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        kept, all_rewards = [], []
+        for pull in range(self.args.reveal_steps):
+            predicted, width = bandit.scores()
+            arm = int(torch.argmax(predicted + width))
+            prompt = self.instructions[arm]
+            completions = self.sample(prompt)
+            rewards = self.reveal_rewards(prompt, completions)
+            # Every process updates its copy of the bandit with the same mean, so that they all choose alike.
+            rewards_everywhere = gather_object(rewards)
+            mean = sum(rewards_everywhere) / len(rewards_everywhere)
+            bandit.update(arm, mean)
+            all_rewards.extend(rewards_everywhere)
+            revealed = [
+                {"prompt": prompt, "completion": c, "reward": r}
+                for c, r in zip(completions, rewards)
+                if r >= self.args.reveal_threshold
+            ]
+            kept.extend(revealed)
+            self.bandit_history.append(
+                {
+                    "round": round_index,
+                    "pull": pull,
+                    "arm": arm,
+                    "instruction": prompt,
+                    "predicted": predicted[arm].item(),
+                    "width": width[arm].item(),
+                    "reward": mean,
+                    "kept": len(revealed),
+                }
+            )
+        model.train(was_training)
+        unique = {(json.dumps(row["prompt"]), row["completion"]): row for row in gather_object(kept)}
+        return list(unique.values()), sum(all_rewards) / len(all_rewards)
+
+    # ---- release -----------------------------------------------------------------------------------------------------
+
+    def _lora_layers(self):
+        for name, module in self.accelerator.unwrap_model(self.model).named_modules():
+            if isinstance(module, LoraLayer) and self._module in module.lora_A:
+                yield name, module
+
+    def _start_module(self, name: str, phase: str, dataset: Dataset, groups: dict[str, str]) -> None:
+        """Add the LoRA module `name` (or reuse it), make it the only trainable one with every module active, and set
+        the phase's data."""
+        model = self.accelerator.unwrap_model(self.model)
+        if not is_peft_model(model):  # the earlier modules were merged into the base
+            model = self.model = get_peft_model(model, copy.deepcopy(self.module_config), adapter_name=name)
+        elif name not in model.peft_config:
+            model.add_adapter(name, copy.deepcopy(self.module_config))
+        model.base_model.set_adapter(list(model.peft_config))
+        for param_name, param in model.named_parameters():
+            param.requires_grad = f".{name}." in param_name
+        if self.quantized and self.args.bf16:
+            cast_trainable_to_bf16(model)
+        self.model_wrapped = self.model
+        self.optimizer, self.lr_scheduler = None, None
+        self._module, self._phase = name, phase
+        self.data_collator = GroupCollator(self.processing_class.pad_token_id, groups)
+        self._signature_columns = ["prompt_ids", *(f"{column}_ids" for column in groups.values())]
+        self.train_dataset = dataset
+
+    def _train_module(self):
+        """Train the current module and keep its A matrices for the later modules' penalty; returns the Trainer's
+        output and the module's log, each entry marked with the round and the module."""
+        output = super().train()
+        self._earlier_modules[self._module] = {
+            name: module.lora_A[self._module].weight.detach().clone() for name, module in self._lora_layers()
+        }
+        round_index = len(self.rounds) - 1
+        return output, [{**entry, "round": round_index, "module": self._module} for entry in self.state.log_history]
+
+    def _release_loss(self, model, inputs) -> torch.Tensor:
+        if self.args.release_loss == "flat":
+            p_template = average_probability(*self.completion_logps(model, inputs, "template"))
+            p_forget = average_probability(*self.completion_logps(model, inputs, "forget"))
+            template_term, forget_term = flat_terms(p_template, p_forget, self.args.divergence)
+            self.log_metric("prob_template", p_template)
+            self.log_metric("prob_forget", p_forget)
+            return self.sequence_mean(template_term + forget_term, "forget", name="flat_loss")
+        logps, mask = self.completion_logps(model, inputs, "forget")
+        self.log_metric("forget_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
+        if self.args.release_loss == "ga":
+            return self.token_mean(logps, mask, "forget", name="forget_logp")
+        reference_logps, _ = self.completion_logps(model, inputs, "forget", reference=True)
+        log_ratio = ((logps - reference_logps) * mask).sum(1)
+        return self.sequence_mean(npo_loss(log_ratio, self.args.beta), "forget", name="npo_loss")
+
+    def _compute_loss(self, model, inputs):
+        if self._phase == RETAIN_MODULE:
+            loss = self.retain_term(model, inputs, "nll")
+        else:
+            loss = self.args.forget_weight * self._release_loss(model, inputs)
+            if self.args.retain_weight > 0:
+                loss = loss + self.args.retain_weight * self.retain_term(model, inputs, self.args.retain_loss_type)
+        earlier = [a for name, a in self._earlier_modules.items() if name != self._module]
+        if earlier and self.args.orthogonality_weight > 0:
+            current = {name: module.lora_A[self._module].weight for name, module in self._lora_layers()}
+            penalty = orthogonality_penalty(current, earlier)
+            self.log_metric("orthogonality", penalty)
+            # The same on every process and micro-batch: one share of it per micro-batch sums to λ·penalty.
+            steps = self.current_gradient_accumulation_steps if self.model.training else 1
+            loss = loss + self.args.orthogonality_weight * penalty / steps
+        return loss
+
+    def _sampled_groups(self, batch, step, micro_step):
+        if self._phase == RETAIN_MODULE or self.args.retain_weight == 0:
+            return {}
+        return super()._sampled_groups(batch, step, micro_step)
+
+    # ---- the rounds --------------------------------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        if resume_from_checkpoint:
+            raise ValueError(
+                "Reveal-and-Release adds a module a round and cannot resume from a checkpoint; run it again."
+            )
+        args = self.args
+        bandit = NeuralUCB(
+            self.instruction_features(),
+            hidden_size=args.ucb_hidden_size,
+            regularization=args.ucb_regularization,
+            exploration=args.ucb_exploration,
+            learning_rate=args.ucb_learning_rate,
+            train_steps=args.ucb_train_steps,
+            seed=args.seed,
+        )
+        (Path(args.output_dir) / "revealed.jsonl").unlink(missing_ok=True)
+        log_history, output = [], None
+        for round_index in range(args.num_rounds + 1):
+            revealed, reveal_reward = self.reveal(bandit, round_index)
+            record = {"round": round_index, "reveal_reward": reveal_reward, "revealed": len(revealed)}
+            self.rounds.append(record)
+            if round_index == args.num_rounds:
+                record["stopped"] = f"the last of --num_rounds {args.num_rounds} rounds is done"
+            elif reveal_reward < args.stop_reward:
+                record["stopped"] = f"the reveal reward fell below --stop_reward {args.stop_reward}"
+            elif not revealed and self.seed_data is None:
+                record["stopped"] = f"no answer reached --reveal_threshold {args.reveal_threshold}"
+            log_history.append(dict(record))
+            self._write_history(revealed)
+            if "stopped" in record:
+                break
+
+            forget = self._tokenized_forget(revealed, round_index)
+            self._start_module(f"release_{round_index}", "release", forget, self.forget_groups)
+            output, log = self._train_module()
+            log_history += log
+            if args.retain_module:
+                retain = self.retain_sampler.dataset.shuffle(seed=args.seed + round_index)
+                retain = retain.select(range(min(len(forget), len(retain))))
+                self._start_module(RETAIN_MODULE, RETAIN_MODULE, retain, {"retain": "completion"})
+                output, log = self._train_module()
+                log_history += log
+            if args.merge_modules:
+                self.model = self.model_wrapped = self.accelerator.unwrap_model(self.model).merge_and_unload()
+        if args.merge_modules and is_peft_model(self.accelerator.unwrap_model(self.model)):
+            self.model = self.model_wrapped = self.accelerator.unwrap_model(self.model).merge_and_unload()
+        self.data_collator = self.forget_collator
+        self.state.log_history = log_history
+        return output
+
+    def _tokenized_forget(self, revealed: list[dict], round_index: int) -> Dataset:
+        columns = ["prompt_ids", *(f"{c}_ids" for c in self.forget_groups.values())]
+        parts = []
+        if revealed:
+            prompts = [r["prompt"] for r in revealed]
+            rows = self._forget_rows(prompts, [as_completion(p, r["completion"]) for p, r in zip(prompts, revealed)])
+            tokenized = tokenize_completions(
+                Dataset.from_list(rows),
+                self.processing_class,
+                list(self.forget_groups.values()),
+                self.args.max_length,
+                f"round {round_index} revealed",
+            )
+            parts.append(tokenized.select_columns(columns))
+        if self.seed_data is not None:
+            parts.append(self.seed_data.select_columns(columns))
+        return concatenate_datasets(parts)
+
+    def _write_history(self, revealed: list[dict]) -> None:
+        if not self.is_world_process_zero():
+            return
+        path = Path(self.args.output_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        history = {"rounds": self.rounds, "bandit": self.bandit_history, "instructions": self.instructions}
+        (path / "reveal_release.json").write_text(json.dumps(history, indent=2, default=str))
+        with open(path / "revealed.jsonl", "a") as handle:
+            for row in revealed:
+                handle.write(json.dumps({"round": self.rounds[-1]["round"], **row}, default=str) + "\n")
