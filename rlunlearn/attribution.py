@@ -82,6 +82,17 @@ def train_attributor(
     return classifier, metrics
 
 
+def attributor_for_run(
+    attributor: str | None, bundle: UnlearningBundle, data_args, model_args: ModelConfig, output_dir: str, seed: int
+) -> SequenceClassifier | str:
+    """The attribution classifier an unlearning run reads: the folder `attributor`, or, when none is given, one trained
+    from `model_args` (the model being unlearned) into `<output_dir>/attributor` with the run's seed."""
+    if attributor is not None:
+        return attributor
+    config = AttributorConfig(output_dir=str(Path(output_dir) / "attributor"), seed=seed)
+    return train_attributor(bundle, data_args, model_args, config)[0]
+
+
 @dataclass
 class RewardArguments:
     """The rewards of DareU."""

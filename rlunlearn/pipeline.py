@@ -17,7 +17,7 @@ from trl import ModelConfig, get_peft_config
 
 from trainers import METHODS, UnlearningConfig, UnlearningTrainer
 
-from .attribution import AttributorConfig, RewardArguments, build_rewards, train_attributor
+from .attribution import RewardArguments, attributor_for_run, build_rewards
 from .data import (
     DEFAULT_QUESTION_TEMPLATE,
     REFUSALS,
@@ -304,19 +304,18 @@ def unlearn(
     extra = {}
     if method == "reveal_release":
         extra = reveal_release_inputs(
-            method_args or RevealArguments(), bundle, data_args, model_args, config.output_dir
+            method_args or RevealArguments(), bundle, data_args, model_args, config.output_dir, config.seed
         )
         forget = extra.pop("train_dataset")
         # Each round trains a LoRA module: without --use_peft, ModelConfig's default LoRA settings.
         peft_config = get_peft_config(dataclasses.replace(model_args, use_peft=True))
     if method == "dareu":
         reward_args = method_args or RewardArguments()
-        classifier = reward_args.attributor
-        if classifier is None and "attribution" in reward_args.reward_funcs:
-            attributor_config = AttributorConfig(
-                output_dir=str(Path(config.output_dir) / "attributor"), seed=config.seed
+        classifier = None
+        if "attribution" in reward_args.reward_funcs:
+            classifier = attributor_for_run(
+                reward_args.attributor, bundle, data_args, model_args, config.output_dir, config.seed
             )
-            classifier, _ = train_attributor(bundle, data_args, model_args, attributor_config)
         extra["reward_funcs"] = build_rewards(reward_args, bundle, data_args, classifier)
     trainer = trainer_class(
         model=load_model(model_args),

@@ -11,7 +11,7 @@ from trl import ModelConfig
 
 from rewards import ClassifierReward, load_reward
 
-from .attribution import AttributorConfig, train_attributor
+from .attribution import attributor_for_run
 from .data import REVEAL_INSTRUCTIONS, UnlearningBundle, reveal_instructions, sft_dataset
 
 
@@ -75,7 +75,12 @@ def seed_dataset(path: str | Path, fmt) -> Dataset:
 
 
 def reveal_release_inputs(
-    reveal_args: RevealArguments, bundle: UnlearningBundle, data_args, model_args: ModelConfig, output_dir: str
+    reveal_args: RevealArguments,
+    bundle: UnlearningBundle,
+    data_args,
+    model_args: ModelConfig,
+    output_dir: str,
+    seed: int,
 ) -> dict:
     """The trainer's keyword arguments beyond the model and config: `reward_func`, `instructions` (formatted as
     prompts), `template_answers` (for FLAT) and `train_dataset` (the seed data, or None). The default reward trains an
@@ -83,10 +88,7 @@ def reveal_release_inputs(
     fmt = data_args.prompt_format()
     targets = reveal_args.targets(bundle)
     if reveal_args.reveal_reward == "attribution":
-        classifier = reveal_args.attributor
-        if classifier is None:
-            config = AttributorConfig(output_dir=str(Path(output_dir) / "attributor"))
-            classifier, _ = train_attributor(bundle, data_args, model_args, config)
+        classifier = attributor_for_run(reveal_args.attributor, bundle, data_args, model_args, output_dir, seed)
         reward = ClassifierReward(classifier, targets, scope="completion", name="reveal")
     else:
         reward = load_reward(reveal_args.reveal_reward)

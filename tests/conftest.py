@@ -15,6 +15,17 @@ from rlunlearn.models import build_model, train_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Training arguments every test run shares: a log entry per step, no checkpoints, no reporting, one seed.
+QUIET_TRAINING = dict(logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
+
+
+def mean_probability(model, tokenizer, dataset) -> float:
+    """Mean answer probability (TOFU's) of a prompt/completion dataset under `model`."""
+    from rlunlearn.evaluation import metrics, score_answers
+
+    scores = score_answers(model, tokenizer, dataset["prompt"], dataset["completion"])
+    return float(metrics.probability([s.mean_logp for s in scores]).mean())
+
 
 def tofu_folder() -> Path | None:
     """The local TOFU copy: $RLUNLEARN_TOFU_DIR, ../shared/data/tofu beside the checkout, or the workplace's copy."""

@@ -5,8 +5,8 @@ import logging
 
 import pytest
 import torch
+from conftest import QUIET_TRAINING, mean_probability
 from peft import LoraConfig
-from test_methods import mean_probability
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from rewards import AttributionReward, DegeneracyPenalty
@@ -23,11 +23,7 @@ def config(tmp_path, **overrides):
         per_device_train_batch_size=8,
         num_generations=4,
         max_completion_length=24,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=0,
+        **QUIET_TRAINING,
     )
     return DareUConfig(**{**values, **overrides})
 

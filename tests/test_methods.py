@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from conftest import QUIET_TRAINING, mean_probability
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
 from rlunlearn.data import preference_dataset, sft_dataset
-from rlunlearn.evaluation import metrics, score_answers
 from trainers import METHODS, FLATConfig, FLATTrainer, LLMUConfig, LLMUTrainer, NPOConfig, NPOTrainer
 from trainers.flat import average_probability
 
@@ -32,11 +32,6 @@ TINY_SETTINGS = {
 }
 
 
-def mean_probability(model, tokenizer, dataset) -> float:
-    scores = score_answers(model, tokenizer, dataset["prompt"], dataset["completion"])
-    return float(metrics.probability([s.mean_logp for s in scores]).mean())
-
-
 def forget_dataset(trainer_class, bundle):
     if set(trainer_class.forget_groups.values()) == {"completion"}:
         return sft_dataset(bundle.forget)
@@ -51,11 +46,7 @@ def run(method, finetuned, bundle, tokenizer, tmp_path, model=None, peft_config=
         per_device_train_batch_size=4,
         gradient_accumulation_steps=1,
         warmup_steps=0.0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=0,
+        **QUIET_TRAINING,
         **TINY_SETTINGS[method],
     )
     config = config_class(**{**values, **overrides})

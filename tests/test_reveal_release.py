@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import QUIET_TRAINING
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -69,11 +70,7 @@ def config(tmp_path, **overrides):
         reveal_generations=8,
         max_completion_length=32,
         stop_reward=0.0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=0,
+        **QUIET_TRAINING,
     )
     return RevealReleaseConfig(**{**values, **overrides})
 

@@ -2,11 +2,11 @@ import math
 
 import pytest
 import torch
+from conftest import QUIET_TRAINING, mean_probability
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from rlunlearn.data import sft_dataset
-from rlunlearn.evaluation import metrics, score_answers
 from rlunlearn.models import build_model
 from trainers import GAConfig, GATrainer, NonFiniteLossError
 from trainers.utils import GroupCollator, RetainSampler, tokenize_completions
@@ -20,19 +20,10 @@ def config(tmp_path, **overrides) -> GAConfig:
         per_device_train_batch_size=4,
         gradient_accumulation_steps=1,
         warmup_steps=0.0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=0,
+        **QUIET_TRAINING,
     )
     values.update(overrides)
     return GAConfig(**values)
-
-
-def mean_probability(model, tokenizer, dataset) -> float:
-    scores = score_answers(model, tokenizer, dataset["prompt"], dataset["completion"])
-    return float(metrics.probability([s.mean_logp for s in scores]).mean())
 
 
 def test_ga_lowers_the_forget_probability_and_changes_weights(tmp_path, bundle, tokenizer, finetuned):

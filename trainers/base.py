@@ -35,6 +35,7 @@ from .utils import (
     bf16_default,
     cast_trainable_to_bf16,
     keep_4bit_trainable_on_cpu,
+    mean_answer_logp,
     remove_fused_lm_head,
     tokenize_completions,
 )
@@ -415,8 +416,16 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
         model before unlearning (`"kl"`); logged as `retain_nll` / `retain_kl`, with `retain_prob`."""
         values, mask = self.retain_values(model, inputs, loss_type)
         if loss_type == "nll":
-            self.log_metric("retain_prob", (-(values * mask).sum(1) / mask.sum(1)).exp())
+            self.log_metric("retain_prob", mean_answer_logp(-values, mask).exp())
         return self.token_mean(values, mask, "retain", name=f"retain_{loss_type}")
+
+    def log_ratio(self, model, inputs: dict[str, torch.Tensor], group: str) -> torch.Tensor:
+        """Per answer of `group`, log π_θ(y|x) − log π_ref(y|x) summed over its tokens (π_ref the model before
+        unlearning); logs the answers' probability as `<group>_prob`."""
+        logps, mask = self.completion_logps(model, inputs, group)
+        reference_logps, _ = self.completion_logps(model, inputs, group, reference=True)
+        self.log_metric(f"{group}_prob", mean_answer_logp(logps, mask).exp())
+        return ((logps - reference_logps) * mask).sum(1)
 
     def token_mean(self, values: torch.Tensor, mask: torch.Tensor, group: str, name: str | None = None) -> torch.Tensor:
         """Mean of per-token `values` over the answer tokens of `group` in the global batch (all processes and

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import UnlearningConfig, UnlearningTrainer
+from .utils import mean_answer_logp
 
 
 @dataclass
@@ -34,5 +35,5 @@ class GATrainer(UnlearningTrainer):
 
     def _compute_loss(self, model, inputs):
         logps, mask = self.completion_logps(model, inputs, "forget")
-        self.log_metric("forget_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
+        self.log_metric("forget_prob", mean_answer_logp(logps, mask).exp())
         return self.token_mean(logps, mask, "forget", name="forget_logp")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import RetainRegularizedConfig, UnlearningTrainer
+from .utils import mean_answer_logp
 
 
 @dataclass
@@ -34,7 +35,7 @@ class GradDiffTrainer(UnlearningTrainer):
 
     def _compute_loss(self, model, inputs):
         logps, mask = self.completion_logps(model, inputs, "forget")
-        self.log_metric("forget_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
+        self.log_metric("forget_prob", mean_answer_logp(logps, mask).exp())
         loss = self.args.forget_weight * self.token_mean(logps, mask, "forget", name="forget_logp")
         if self.args.retain_weight > 0:
             loss = loss + self.args.retain_weight * self.retain_term(model, inputs, self.args.retain_loss_type)

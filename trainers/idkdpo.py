@@ -56,15 +56,9 @@ class IdkDPOTrainer(UnlearningTrainer):
     def needs_reference(cls, args):
         return True
 
-    def _log_ratio(self, model, inputs, group):
-        logps, mask = self.completion_logps(model, inputs, group)
-        reference_logps, _ = self.completion_logps(model, inputs, group, reference=True)
-        self.log_metric(f"{group}_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
-        return ((logps - reference_logps) * mask).sum(1)
-
     def _compute_loss(self, model, inputs):
         beta = self.args.beta
-        margin = self._log_ratio(model, inputs, "refusal") - self._log_ratio(model, inputs, "forget")
+        margin = self.log_ratio(model, inputs, "refusal") - self.log_ratio(model, inputs, "forget")
         self.log_metric("reward_margin", beta * margin)
         dpo = -(2 / beta) * F.logsigmoid(beta * margin)
         loss = self.args.forget_weight * self.sequence_mean(dpo, "forget", name="dpo_loss")

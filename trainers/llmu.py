@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .base import RetainRegularizedConfig, UnlearningTrainer
+from .utils import mean_answer_logp
 
 
 @dataclass
@@ -80,7 +81,7 @@ class LLMUTrainer(UnlearningTrainer):
 
     def _compute_loss(self, model, inputs):
         logps, mask = self.completion_logps(model, inputs, "forget")
-        self.log_metric("forget_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
+        self.log_metric("forget_prob", mean_answer_logp(logps, mask).exp())
         loss = self.args.forget_weight * self.token_mean(logps, mask, "forget", name="forget_logp")
         if self.args.random_weight > 0:
             random_logps, random_mask = self.completion_logps(model, inputs, "random")

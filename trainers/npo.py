@@ -59,13 +59,10 @@ class NPOTrainer(UnlearningTrainer):
         return True
 
     def _compute_loss(self, model, inputs):
-        beta = self.args.beta
-        logps, mask = self.completion_logps(model, inputs, "forget")
-        reference_logps, _ = self.completion_logps(model, inputs, "forget", reference=True)
-        log_ratio = ((logps - reference_logps) * mask).sum(1)
+        log_ratio = self.log_ratio(model, inputs, "forget")
         self.log_metric("forget_log_ratio", log_ratio)
-        self.log_metric("forget_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
-        loss = self.args.forget_weight * self.sequence_mean(npo_loss(log_ratio, beta), "forget", name="npo_loss")
+        npo = npo_loss(log_ratio, self.args.beta)
+        loss = self.args.forget_weight * self.sequence_mean(npo, "forget", name="npo_loss")
         if self.args.retain_weight > 0:
             loss = loss + self.args.retain_weight * self.retain_term(model, inputs, self.args.retain_loss_type)
         return loss

@@ -50,7 +50,7 @@ from .base import RetainRegularizedConfig, UnlearningTrainer
 from .flat import DIVERGENCES, average_probability, flat_terms
 from .neural_ucb import NeuralUCB
 from .npo import npo_loss
-from .utils import GroupCollator, cast_trainable_to_bf16, tokenize_completions, tokenize_prompt
+from .utils import GroupCollator, cast_trainable_to_bf16, mean_answer_logp, tokenize_completions, tokenize_prompt
 
 RELEASE_LOSSES = ("ga", "npo", "flat")
 RETAIN_MODULE = "retain"
@@ -253,6 +253,7 @@ class RevealReleaseTrainer(UnlearningTrainer):
         self.forget_collator = self.data_collator
         self._phase = "release"
         self._module = self.adapter_name
+        self._module_A: dict[str, torch.Tensor] = {}
         self._earlier_modules: dict[str, dict[str, torch.Tensor]] = {}
         self.rounds: list[dict] = []
         self.bandit_history: list[dict] = []
@@ -370,11 +371,6 @@ class RevealReleaseTrainer(UnlearningTrainer):
 
     # ---- release -----------------------------------------------------------------------------------------------------
 
-    def _lora_layers(self):
-        for name, module in self.accelerator.unwrap_model(self.model).named_modules():
-            if isinstance(module, LoraLayer) and self._module in module.lora_A:
-                yield name, module
-
     def _start_module(self, name: str, phase: str, dataset: Dataset, groups: dict[str, str]) -> None:
         """Add the LoRA module `name` (or reuse it), make it the only trainable one with every module active, and set
         the phase's data."""
@@ -388,6 +384,12 @@ class RevealReleaseTrainer(UnlearningTrainer):
             param.requires_grad = f".{name}." in param_name
         if self.quantized and self.args.bf16:
             cast_trainable_to_bf16(model)
+        # The module's A matrix in each adapted layer: what the orthogonality penalty reads.
+        self._module_A = {
+            layer: module.lora_A[name].weight
+            for layer, module in model.named_modules()
+            if isinstance(module, LoraLayer) and name in module.lora_A
+        }
         self.model_wrapped = self.model
         self.optimizer, self.lr_scheduler = None, None
         self._module, self._phase = name, phase
@@ -399,9 +401,7 @@ class RevealReleaseTrainer(UnlearningTrainer):
         """Train the current module and keep its A matrices for the later modules' penalty; returns the Trainer's
         output and the module's log, each entry marked with the round and the module."""
         output = super().train()
-        self._earlier_modules[self._module] = {
-            name: module.lora_A[self._module].weight.detach().clone() for name, module in self._lora_layers()
-        }
+        self._earlier_modules[self._module] = {layer: a.detach().clone() for layer, a in self._module_A.items()}
         round_index = len(self.rounds) - 1
         return output, [{**entry, "round": round_index, "module": self._module} for entry in self.state.log_history]
 
@@ -413,13 +413,12 @@ class RevealReleaseTrainer(UnlearningTrainer):
             self.log_metric("prob_template", p_template)
             self.log_metric("prob_forget", p_forget)
             return self.sequence_mean(template_term + forget_term, "forget", name="flat_loss")
+        if self.args.release_loss == "npo":
+            npo = npo_loss(self.log_ratio(model, inputs, "forget"), self.args.beta)
+            return self.sequence_mean(npo, "forget", name="npo_loss")
         logps, mask = self.completion_logps(model, inputs, "forget")
-        self.log_metric("forget_prob", ((logps * mask).sum(1) / mask.sum(1)).exp())
-        if self.args.release_loss == "ga":
-            return self.token_mean(logps, mask, "forget", name="forget_logp")
-        reference_logps, _ = self.completion_logps(model, inputs, "forget", reference=True)
-        log_ratio = ((logps - reference_logps) * mask).sum(1)
-        return self.sequence_mean(npo_loss(log_ratio, self.args.beta), "forget", name="npo_loss")
+        self.log_metric("forget_prob", mean_answer_logp(logps, mask).exp())
+        return self.token_mean(logps, mask, "forget", name="forget_logp")
 
     def _compute_loss(self, model, inputs):
         if self._phase == RETAIN_MODULE:
@@ -430,8 +429,7 @@ class RevealReleaseTrainer(UnlearningTrainer):
                 loss = loss + self.args.retain_weight * self.retain_term(model, inputs, self.args.retain_loss_type)
         earlier = [a for name, a in self._earlier_modules.items() if name != self._module]
         if earlier and self.args.orthogonality_weight > 0:
-            current = {name: module.lora_A[self._module].weight for name, module in self._lora_layers()}
-            penalty = orthogonality_penalty(current, earlier)
+            penalty = orthogonality_penalty(self._module_A, earlier)
             self.log_metric("orthogonality", penalty)
             # The same on every process and micro-batch: one share of it per micro-batch sums to λ·penalty.
             steps = self.current_gradient_accumulation_steps if self.model.training else 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 
 from .base import RetainRegularizedConfig, UnlearningTrainer
+from .utils import mean_answer_logp
 
 
 @dataclass
@@ -59,7 +60,7 @@ class SimNPOTrainer(UnlearningTrainer):
     def _compute_loss(self, model, inputs):
         beta = self.args.beta
         logps, mask = self.completion_logps(model, inputs, "forget")
-        mean_logps = (logps * mask).sum(1) / mask.sum(1)
+        mean_logps = mean_answer_logp(logps, mask)
         self.log_metric("forget_prob", mean_logps.exp())
         simnpo = -(2 / beta) * F.logsigmoid(-beta * mean_logps - self.args.delta)
         loss = self.args.forget_weight * self.sequence_mean(simnpo, "forget", name="simnpo_loss")

@@ -35,6 +35,12 @@ def keep_4bit_trainable_on_cpu(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def mean_answer_logp(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each answer's mean log-probability per token, from per-token log-probabilities and the answer-token mask; its
+    exp is the answer probability the trainers log (TOFU's probability)."""
+    return (logps * mask).sum(1) / mask.sum(1)
+
+
 def cast_trainable_to_bf16(model: torch.nn.Module) -> None:
     """QLoRA keeps the adapters of a quantised model in bf16 (Dettmers et al., 2023), as TRL does."""
     for param in model.parameters():
