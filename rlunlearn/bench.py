@@ -28,6 +28,7 @@ from .evaluation import (
     build_report,
     evaluate_model,
     format_table,
+    markdown_table,
     plot_tradeoff,
 )
 from .finetune import FinetuneConfig
@@ -279,7 +280,7 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
     table = format_table(rows, BENCH_COLUMNS)
     print(f"\n{bundle.name} ({args.preset} preset):\n{table}")
     (run / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (run / "table.md").write_text(_markdown(rows, BENCH_COLUMNS))
+    (run / "table.md").write_text(markdown_table(rows, BENCH_COLUMNS))
     plot_tradeoff(report, run / "tradeoff.png", f"{bundle.name}: unlearning methods ({args.preset} preset)")
     print(f"Report: {run / 'report.json'}; table: {run / 'table.md'}; plot: {run / 'tradeoff.png'}")
     return report
@@ -321,17 +322,6 @@ def plot_reveal_rewards(rounds: list[dict], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
-
-def _markdown(rows: list[dict], columns: list[str]) -> str:
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
-        return "" if value is None else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 TASKS = {"eval": bench_eval, "unlearn": bench_unlearn}

@@ -38,6 +38,7 @@ from .evaluation import (
     summary_table,
 )
 from .finetune import FinetuneConfig
+from .launch import ScriptArguments, run_unlearning
 from .models import load_model, load_tokenizer
 from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, finetune_models, prepare_models, unlearn
 from .reveal import RevealArguments
@@ -266,9 +267,16 @@ def unlearn_command(argv: list[str]) -> int:
     """Unlearn the forget set from a fine-tuned target model (--model_name_or_path) with one method."""
     method = _method_of(argv)
     config_class = METHODS[method][0]
-    dataclass_types = (UnlearnArguments, DataArguments, ModelConfig, config_class, *METHOD_ARGUMENTS.get(method, ()))
+    dataclass_types = (
+        UnlearnArguments,
+        ScriptArguments,
+        DataArguments,
+        ModelConfig,
+        config_class,
+        *METHOD_ARGUMENTS.get(method, ()),
+    )
     parser = _parser(dataclass_types, f"rlunlearn unlearn --method {method}")
-    args, data_args, model_args, config, *method_args = parser.parse_args_and_config(argv)
+    args, script_args, data_args, model_args, config, *method_args = parser.parse_args_and_config(argv)
     if not model_args.model_name_or_path:
         raise SystemExit(
             "rlunlearn unlearn: --model_name_or_path is required: the fine-tuned target model to unlearn from "
@@ -276,30 +284,25 @@ def unlearn_command(argv: list[str]) -> int:
         )
     run = _run_folder(config.output_dir, "unlearn")
     config.output_dir = str(run)
-    bundle = data_args.bundle()
-    settings = EvalSettings()
     _write_json(
         run / "run_config.json",
         {
             "method": method,
+            "script": _to_json(script_args),
             "data": _to_json(data_args),
             "model": _to_json(model_args),
             "unlearning": config.to_dict(),
             **{type(extra).__name__: _to_json(extra) for extra in method_args},
         },
     )
-    trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, *method_args)
-    _write_json(run / "log_history.json", trainer.state.log_history)
+    trainer, report = run_unlearning(method, script_args, data_args, model_args, config, *method_args)
     if method == "reveal_release":
         print(f"Reveal reward per round (bandit history in {run / 'reveal_release.json'}):")
         for record in trainer.rounds:
             print(f"  round {record['round']}: {record['reveal_reward']:.3f}, {record['revealed']} answers revealed")
-    result = evaluate_model(
-        trainer.model, trainer.processing_class, bundle, data_args.prompt_format(), settings=settings
-    )
-    report = build_report({method: result}, {method: UNLEARNED}, None, _report_info(bundle, data_args, settings))
-    _write_report(run, report, f"{bundle.name}: {method}")
-    print(f"Unlearned model saved in {run}. `rlunlearn eval --retain_model ...` compares it with the retain model.")
+    if report is not None:
+        _write_report(run, report, f"{report['bundle']['name']}: {method}")
+    print(f"Unlearned model and its card (README.md) saved in {run}.")
     return 0
 
 

@@ -278,6 +278,13 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
     return forget, retain
 
 
+def unlearning_eval_sets(bundle: UnlearningBundle, fmt: PromptFormat) -> dict:
+    """What the trainers score at `eval_steps` (`eval_forget_prob`, `eval_retain_prob`): the forget set, and the
+    evaluation's retain split (the retain set where the data has none)."""
+    retain = bundle.eval_splits.get("retain", bundle.retain)
+    return {"forget": sft_dataset(bundle.forget, fmt), "retain": sft_dataset(retain, fmt)}
+
+
 def unlearn(
     method: str,
     config: UnlearningConfig,
@@ -317,6 +324,8 @@ def unlearn(
                 reward_args.attributor, bundle, data_args, model_args, config.output_dir, config.seed
             )
         extra["reward_funcs"] = build_rewards(reward_args, bundle, data_args, classifier)
+    if config.eval_strategy != "no":
+        extra["eval_dataset"] = unlearning_eval_sets(bundle, data_args.prompt_format())
     trainer = trainer_class(
         model=load_model(model_args),
         args=config,

@@ -35,6 +35,7 @@ from .utils import (
     bf16_default,
     cast_trainable_to_bf16,
     keep_4bit_trainable_on_cpu,
+    multiprocess_cpu,
     mean_answer_logp,
     remove_fused_lm_head,
     tokenize_completions,
@@ -107,6 +108,7 @@ class UnlearningConfig(_BaseConfig):
     def __post_init__(self):
         if self.bf16 is None:
             self.bf16 = bf16_default() and not self.fp16
+        self.use_cpu = self.use_cpu or multiprocess_cpu()
         super().__post_init__()
         if self.retain_batch_size is None:
             self.retain_batch_size = self.per_device_train_batch_size
@@ -212,6 +214,54 @@ class ReferenceAndGuardMixin:
             return self.reference_kl(model, inputs, "retain")
         logps, mask = self.completion_logps(model, inputs, "retain")
         return -logps, mask
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The unlearning metrics at evaluation (`eval_strategy`/`eval_steps`, or a call): the mean answer probability
+        (TOFU's exp(−mean answer-token NLL) per example) of each eval set, logged as `<prefix>_<name>_prob`, e.g.
+        `eval_forget_prob` and `eval_retain_prob` for `eval_dataset={"forget": ..., "retain": ...}`.
+
+        Eval sets are prompt/completion datasets. Every process scores its share of the examples and the shares are
+        gathered, so the figures do not depend on the number of processes (and sharded models see the same forward
+        passes on every process)."""
+        datasets = self.eval_dataset if eval_dataset is None else eval_dataset
+        if datasets is None:
+            raise ValueError(
+                "Evaluation needs `eval_dataset`: prompt/completion datasets, e.g. {'forget': ..., 'retain': ...}."
+            )
+        if not isinstance(datasets, dict):
+            datasets = {None: datasets}
+        was_training = self.model.training
+        self.model.eval()
+        metrics = {
+            "_".join(filter(None, (metric_key_prefix, name, "prob"))): self.answer_probability(dataset)
+            for name, dataset in datasets.items()
+        }
+        self.model.train(was_training)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def answer_probability(self, dataset: Dataset) -> float:
+        """Mean over the examples of a prompt/completion dataset of exp(mean log-probability of the answer tokens)."""
+        for column in ("prompt", "completion"):
+            if column not in dataset.column_names:
+                raise ValueError(
+                    f"An eval set needs `prompt` and `completion` columns; this one has {dataset.column_names}."
+                )
+        tokenized = tokenize_completions(dataset, self.processing_class, ["completion"], self.args.max_length, "eval")
+        loader = self.accelerator.prepare(
+            torch.utils.data.DataLoader(
+                tokenized.select_columns(["prompt_ids", "completion_ids"]),
+                batch_size=self.args.per_device_eval_batch_size,
+                collate_fn=GroupCollator(self.processing_class.pad_token_id, {"eval": "completion"}),
+            )
+        )
+        probabilities = []
+        with torch.no_grad():
+            for batch in loader:
+                logps, mask = self.completion_logps(self.model, batch, "eval")
+                probabilities.append(self.accelerator.gather_for_metrics(mean_answer_logp(logps, mask).exp()))
+        return torch.cat(probabilities).float().mean().item()
 
     def check_finite(self, loss: torch.Tensor) -> torch.Tensor:
         """`loss`, or a `NonFiniteLossError` (on every process) if it is NaN or infinite on any."""
@@ -332,15 +382,6 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
                 args.dataset_num_proc,
             )
         collator = GroupCollator(processing_class.pad_token_id, dict(self.forget_groups))
-        if isinstance(eval_dataset, dict):
-            eval_dataset = {
-                key: tokenize_completions(ds, processing_class, list(self.forget_groups.values()), args.max_length, key)
-                for key, ds in eval_dataset.items()
-            }
-        elif eval_dataset is not None:
-            eval_dataset = tokenize_completions(
-                eval_dataset, processing_class, list(self.forget_groups.values()), args.max_length, "eval"
-            )
 
         super().__init__(
             model=model,
@@ -391,6 +432,7 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._normalizers: dict[str, torch.Tensor] = {}
         self._loss_scale = 1
+        self._num_tokens = 0  # tokens of every forward pass on all processes, as TRL's trainers log them
         self.model.add_model_tags(self._tag_names)
 
     # ---- what a method declares ------------------------------------------------------------------------------------
@@ -474,41 +516,34 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
         groups = sorted(
             {key.removesuffix("_completion_mask") for b in batches for key in b if key.endswith("_completion_mask")}
         )
-        counts = torch.zeros(2 * len(groups), device=device)
+        # Answer tokens and sequences of each group, then every token of every forward pass (logged as num_tokens).
+        counts = torch.zeros(2 * len(groups) + 1, device=device)
         for batch in batches:
             for i, group in enumerate(groups):
                 mask = batch[f"{group}_completion_mask"]
                 counts[2 * i] += mask[:, 1:].sum()
                 counts[2 * i + 1] += mask.size(0)
+                counts[-1] += batch[f"{group}_attention_mask"].sum()
         counts = self.accelerator.reduce(counts, reduction="sum")
+        self._num_tokens += int(counts[-1].item())
         return {
             **{f"{g}_tokens": counts[2 * i] for i, g in enumerate(groups)},
             **{f"{g}_sequences": counts[2 * i + 1] for i, g in enumerate(groups)},
         }
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if isinstance(num_items_in_batch, dict):
-            # Training: each process holds a share of the global mean; DDP averages gradients over processes.
-            self._normalizers, self._loss_scale = num_items_in_batch, self.accelerator.num_processes
-        else:
-            # Evaluation: the batch at hand is the whole batch.
-            self._normalizers, self._loss_scale = {}, 1
-            sampled = self._sampled_groups(inputs, -1, 0)
-            inputs = {**inputs, **self._prepare_inputs({k: v for k, v in sampled.items() if k not in inputs})}
+        # Each process holds a share of the global mean; DDP averages gradients over processes.
+        self._normalizers, self._loss_scale = num_items_in_batch, self.accelerator.num_processes
         loss = self.check_finite(self._compute_loss(model, inputs))
         return (loss, {}) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
         metrics = {key: sum(values) / len(values) for key, values in self._metrics[mode].items() if values}
         if mode == "eval":
             metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        else:
+            metrics["num_tokens"] = self._num_tokens
         logs.update(metrics)
         super().log(logs, start_time)
         self._metrics[mode].clear()

@@ -46,6 +46,7 @@ from .utils import (
     RetainSampler,
     bf16_default,
     keep_4bit_trainable_on_cpu,
+    multiprocess_cpu,
     remove_fused_lm_head,
     tokenize_completions,
 )
@@ -115,6 +116,7 @@ class DareUConfig(GRPOConfig):
     def __post_init__(self):
         if self.bf16 is None:
             self.bf16 = bf16_default() and not self.fp16
+        self.use_cpu = self.use_cpu or multiprocess_cpu()
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm {self.algorithm!r} is not one of {list(ALGORITHMS)}.")
         if self.beta <= 0:

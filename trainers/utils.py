@@ -4,6 +4,7 @@ retain batches per process."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,12 @@ class NonFiniteLossError(RuntimeError):
 def bf16_default() -> bool:
     """bf16 where the hardware has it (a recent GPU), fp32 elsewhere: TRL's bf16=True default fails on a CPU."""
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def multiprocess_cpu() -> bool:
+    """Whether this is one of several processes (torchrun, `accelerate launch`) on a machine without a GPU: such a run
+    must set `use_cpu` so that accelerate joins the processes over gloo, or each would train alone on its own copy."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def keep_4bit_trainable_on_cpu(model: torch.nn.Module) -> None:

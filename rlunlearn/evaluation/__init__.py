@@ -13,8 +13,10 @@ from .report import (
     build_report,
     compare_with_retain,
     format_table,
+    markdown_table,
     plot_tradeoff,
     retain_from_report,
+    summary_rows,
     summary_table,
 )
 from .scoring import Generation, TokenScores, generate_answers, score_answers
@@ -33,10 +35,12 @@ __all__ = [
     "evaluate_split",
     "format_table",
     "generate_answers",
+    "markdown_table",
     "metrics",
     "plot_tradeoff",
     "retain_from_report",
     "rouge_l",
     "score_answers",
+    "summary_rows",
     "summary_table",
 ]

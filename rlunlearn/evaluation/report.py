@@ -88,27 +88,39 @@ def retain_from_report(path: str | Path) -> dict:
     return found[0]
 
 
+def _cell(value) -> str:
+    """Floats with 3 decimals (scientific below 0.001), missing values as '-'."""
+    if isinstance(value, float):
+        return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
 def format_table(rows: list[dict], columns: list[str]) -> str:
-    """A plain fixed-width table; floats with 3 decimals (scientific below 0.001), missing values as '-'."""
-
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
-        return "-" if value is None else str(value)
-
-    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    """A plain fixed-width table of `rows` (dicts) in `columns`."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
     return "\n".join(lines)
 
 
-def summary_table(report: dict, columns: Mapping[str, str] = SUMMARY_COLUMNS) -> str:
-    rows = [
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """The same table in Markdown."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def summary_rows(report: dict, columns: Mapping[str, str] = SUMMARY_COLUMNS) -> list[dict]:
+    """One row a model of the report: its name and the summary values of `columns` (label -> summary key)."""
+    return [
         {"model": name, **{label: model["summary"].get(key) for label, key in columns.items()}}
         for name, model in report["models"].items()
     ]
-    return format_table(rows, ["model", *columns])
+
+
+def summary_table(report: dict, columns: Mapping[str, str] = SUMMARY_COLUMNS) -> str:
+    return format_table(summary_rows(report, columns), ["model", *columns])
 
 
 def plot_tradeoff(report: dict, path: str | Path, title: str | None = None) -> Path:

@@ -1,0 +1,168 @@
+"""One method end to end, as the example scripts (`accelerate launch examples/<method>.py`) and `rlunlearn unlearn`
+run it: unlearn, save a model that plain transformers/peft load, evaluate it, and write a model card beside it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from accelerate import PartialState
+from huggingface_hub import ModelCard, ModelCardData
+from trl import ModelConfig
+
+from trainers import METHODS, UnlearningConfig
+
+from .data import UnlearningBundle
+from .evaluation import RETAIN, UNLEARNED, EvalSettings, build_report, evaluate_model, markdown_table, summary_rows
+from .models import load_model, load_tokenizer
+from .pipeline import DataArguments, unlearn
+
+
+@dataclass
+class ScriptArguments:
+    """What a run does after unlearning."""
+
+    evaluate: bool = field(
+        default=True,
+        metadata={"help": "Evaluate the unlearned model (TOFU/MUSE metrics) and put the figures in its card."},
+    )
+    retain_model: str | None = field(
+        default=None,
+        metadata={"help": "The retain model (never saw the forget set): forget quality and privleak compare with it."},
+    )
+    max_new_tokens: int = field(default=200, metadata={"help": "Evaluation: longest greedy answer (TOFU: 200)."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation: examples a forward pass."})
+
+
+def run_unlearning(
+    method: str,
+    script_args: ScriptArguments,
+    data_args: DataArguments,
+    model_args: ModelConfig,
+    config: UnlearningConfig,
+    method_args=None,
+):
+    """Unlearn the data's forget set from `--model_name_or_path` with `method` into `config.output_dir`; then, on the
+    main process, evaluate the saved model (with the retain model, if given) into report.json and write README.md, its
+    model card. Returns the trainer and the report (None where not evaluated, and on the other processes)."""
+    if not model_args.model_name_or_path:
+        raise ValueError(
+            "--model_name_or_path is required: the fine-tuned target model to unlearn from (e.g. "
+            "runs/finetune-.../target from `rlunlearn finetune`)."
+        )
+    bundle = data_args.bundle()
+    trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, method_args)
+    output_dir = Path(config.output_dir)
+    report = None
+    if PartialState().is_main_process:
+        (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+        if script_args.evaluate:
+            report = _evaluate(trainer, method, script_args, bundle, data_args, output_dir)
+            (output_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        write_model_card(output_dir, method, config, bundle, model_args.model_name_or_path, report)
+    PartialState().wait_for_everyone()
+    return trainer, report
+
+
+def _evaluate(trainer, method, script_args, bundle, data_args, output_dir: Path) -> dict:
+    settings = EvalSettings(script_args.max_new_tokens, script_args.eval_batch_size)
+    fmt = data_args.prompt_format()
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        # The weights are sharded over the processes: evaluate what was saved.
+        model = load_model(ModelConfig(model_name_or_path=str(output_dir)), for_training=False)
+    else:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+    results = {method: evaluate_model(model, trainer.processing_class, bundle, fmt, settings=settings)}
+    roles = {method: UNLEARNED}
+    if script_args.retain_model:
+        retain = load_model(ModelConfig(model_name_or_path=script_args.retain_model), for_training=False)
+        results[RETAIN] = evaluate_model(
+            retain, load_tokenizer(script_args.retain_model), bundle, fmt, settings=settings
+        )
+        roles[RETAIN] = RETAIN
+    info = {"bundle": bundle.summary(), "settings": dataclasses.asdict(settings)}
+    return build_report(results, roles, results.get(RETAIN), info)
+
+
+def _method_settings(config: UnlearningConfig) -> dict:
+    """The training settings every run records, and the fields the method's config adds to its TRL base config."""
+    base = next(c for c in type(config).__mro__ if not c.__module__.startswith("trainers"))
+    own = {f.name for f in dataclasses.fields(type(config))} - {f.name for f in dataclasses.fields(base)}
+    common = ["learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "seed"]
+    settings = {name: getattr(config, name) for name in common + sorted(own - set(common))}
+    settings = {name: value for name, value in settings.items() if value is not None}
+    settings["processes"] = config.world_size
+    return settings
+
+
+def write_model_card(
+    folder: Path, method: str, config: UnlearningConfig, bundle: UnlearningBundle, base_model: str, report: dict | None
+) -> Path:
+    """README.md in `folder`: the method and its paper, the forget set, the settings and the evaluation."""
+    trainer_class = METHODS[method][1]
+    method_doc = sys.modules[trainer_class.__module__].__doc__.strip()
+    is_adapter = (folder / "adapter_config.json").is_file()
+    data = ModelCardData(
+        library_name="peft" if is_adapter else "transformers",
+        base_model=None if Path(base_model).expanduser().exists() else base_model,
+        tags=["rlunlearn", "unlearning", method],
+    )
+    summary = bundle.summary()
+    load = (
+        f"from peft import AutoPeftModelForCausalLM\n\nmodel = AutoPeftModelForCausalLM.from_pretrained({str(folder)!r})"
+        if is_adapter
+        else f"from transformers import AutoModelForCausalLM\n\nmodel = AutoModelForCausalLM.from_pretrained({str(folder)!r})"
+    )
+    settings = "\n".join(f"| {name} | {value} |" for name, value in _method_settings(config).items())
+    lines = [
+        "---",
+        data.to_yaml(),
+        "---",
+        "",
+        f"# {folder.name}: `{base_model}` after unlearning with {trainer_class._name}",
+        "",
+        "Unlearned with rlunlearn.",
+        "",
+        "## Method",
+        "",
+        method_doc,
+        "",
+        "## Forget set",
+        "",
+        f"Data `{summary['name']}`: {summary['forget']} forget examples of "
+        f"{', '.join(summary['forget_authors'])}; {summary['retain']} retain examples of "
+        f"{summary['num_retain_authors']} other authors.",
+        "",
+        "## Settings",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        settings,
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if report is None:
+        lines.append("Not evaluated (`--evaluate false`).")
+    else:
+        columns = [
+            "model",
+            "forget quality",
+            "model utility",
+            "forget ROUGE-L",
+            "forget prob",
+            "privleak",
+            "tug-of-war",
+        ]
+        lines += [
+            "TOFU/MUSE metrics of `rlunlearn.evaluation` (forget quality, privleak and Tug-of-War need the retain "
+            "model). Every figure and the per-example values are in report.json.",
+            "",
+            markdown_table(summary_rows(report), columns),
+        ]
+    lines += ["## Use", "", "```python", load, "```", ""]
+    ModelCard("\n".join(lines)).save(folder / "README.md")
+    return folder / "README.md"
