@@ -18,6 +18,7 @@ import torch
 from trl import ModelConfig
 
 from trainers import METHODS
+from trainers.utils import bf16_default
 
 from .attribution import AttributorConfig, RewardArguments, cached_attributor
 from .evaluation import (
@@ -32,7 +33,7 @@ from .evaluation import (
     plot_tradeoff,
 )
 from .finetune import FinetuneConfig
-from .models import load_model, load_tokenizer
+from .models import MODEL_PRESETS, load_model, load_tokenizer
 from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, prepare_models, unlearn
 from .reveal import RevealArguments
 
@@ -190,13 +191,15 @@ BENCH_COLUMNS = [
     "forget ROUGE-L",
     "privleak",
     "wall time (s)",
+    "tokens/s",
     "peak memory (MB)",
 ]
 
 
 def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
     """Every method (or `--methods`) on the preset: forget quality, model utility and its ratio to the target's, forget
-    ROUGE-L, privleak, wall time and peak memory of the unlearning, beside the target and retain models."""
+    ROUGE-L, privleak, and the unlearning's wall time, training tokens a second and peak memory, beside the target and
+    retain models."""
     methods = args.methods or list(PRESETS[args.preset]["unlearning"])
     unknown = [m for m in methods if m not in PRESETS[args.preset]["unlearning"]]
     if unknown:
@@ -236,7 +239,14 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         started = time.time()
         with PeakMemory() as memory:
             trainer = unlearn(method, config, prepared.target, bundle, data_args, ModelConfig(), method_args)
-        costs[method] = {"wall time (s)": round(time.time() - started, 1), "peak memory (MB)": memory.megabytes}
+        seconds = time.time() - started
+        # Tokens of every forward pass of training (and, for DareU, of every rollout), as the trainers log them.
+        tokens = max((entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry), default=0)
+        costs[method] = {
+            "wall time (s)": round(seconds, 1),
+            "tokens/s": round(tokens / seconds, 1),
+            "peak memory (MB)": memory.megabytes,
+        }
         configs[method] = config.to_dict()
         results[method] = evaluate_model(
             trainer.model,
@@ -324,4 +334,179 @@ def plot_reveal_rewards(rounds: list[dict], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-TASKS = {"eval": bench_eval, "unlearn": bench_unlearn}
+# How each precision loads and trains the model: full fine-tuning in fp32 or bf16 weights, or QLoRA (NF4 weights with
+# double quantisation, bf16 compute, LoRA adapters in every linear layer).
+MEMORY_MODES = {
+    "fp32": {"dtype": "float32"},
+    "bf16": {"dtype": "bfloat16"},
+    "4bit-lora": {"dtype": "bfloat16", "load_in_4bit": True, "use_bnb_nested_quant": True, "use_peft": True},
+}
+
+
+@dataclass
+class MemoryBenchArguments:
+    model_preset: str = field(
+        default="large",
+        metadata={"help": "Size of the random Llama (large: 12 layers, hidden 768).", "choices": sorted(MODEL_PRESETS)},
+    )
+    vocab_size: int = field(
+        default=32000, metadata={"help": "Vocabulary of the model (large + 32000: 110M parameters)."}
+    )
+    method: str = field(
+        default="ga", metadata={"help": "Unlearning method whose steps are measured.", "choices": sorted(METHODS)}
+    )
+    modes: list[str] = field(
+        default_factory=lambda: list(MEMORY_MODES),
+        metadata={"help": f"Precisions to compare: {', '.join(MEMORY_MODES)}."},
+    )
+    steps: int = field(default=3, metadata={"help": "Unlearning steps measured in each precision."})
+    batch_size: int = field(default=8, metadata={"help": "Forget examples a step."})
+    lora_r: int = field(default=16, metadata={"help": "4bit-lora: LoRA rank (on every linear layer)."})
+    activation_checkpointing: bool = field(
+        default=True,
+        metadata={"help": "Recompute activations in the backward pass, in every precision (the QLoRA recipe)."},
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-memory-<time>)."})
+
+
+MEMORY_COLUMNS = [
+    "precision",
+    "parameters (M)",
+    "trainable (M)",
+    "model footprint (MB)",
+    "peak memory (MB)",
+    "peak / fp32",
+    "peak above start (MB)",
+    "s / step",
+]
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap that loading freed back to the OS (glibc's malloc_trim), so that the resident set measures what
+    the process holds rather than what the allocator kept."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        libc = ctypes.CDLL(name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+
+
+def _measure_memory(mode: str, model_dir: str, args: MemoryBenchArguments, queue) -> None:
+    """In a fresh process (so that no earlier run's memory counts): load the model in `mode`, run `args.steps`
+    unlearning steps, and report its footprint and the peak memory of the steps."""
+    from trl import get_peft_config
+
+    from .data import generate_authors, sft_dataset
+
+    start_rss = psutil.Process(os.getpid()).memory_info().rss
+    model_args = ModelConfig(
+        model_name_or_path=model_dir, lora_r=args.lora_r, lora_target_modules=["all-linear"], **MEMORY_MODES[mode]
+    )
+    model = load_model(model_args)
+    config_class, trainer_class = METHODS[args.method]
+    config = config_class(
+        output_dir=os.path.join(model_dir, f"run-{mode}"),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        bf16=bf16_default() and mode != "fp32",
+        activation_checkpointing=args.activation_checkpointing,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=args.steps,
+    )
+    bundle = generate_authors(20, 2)
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=sft_dataset(bundle.forget),
+        retain_dataset=sft_dataset(bundle.retain) if trainer_class.needs_retain(config) else None,
+        processing_class=load_tokenizer(model_dir),
+        peft_config=get_peft_config(model_args),
+    )
+    if not torch.cuda.is_available():
+        _return_freed_memory()
+    footprint = trainer.model.get_memory_footprint()
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    started = time.time()
+    with PeakMemory() as memory:
+        trainer.train()
+    queue.put(
+        {
+            "precision": mode,
+            "trainable (M)": float(f"{trainable / 1e6:.3g}"),
+            "model footprint (MB)": round(footprint / 2**20, 1),
+            "peak memory (MB)": memory.megabytes,
+            "peak above start (MB)": round(memory.megabytes - (0 if memory.cuda else start_rss / 2**20), 1),
+            "s / step": round((time.time() - started) / args.steps, 2),
+        }
+    )
+
+
+def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Path) -> list[dict]:
+    """Memory of unlearning steps on the same random model in fp32 and bf16 (full fine-tuning) and in 4-bit + LoRA
+    (QLoRA): the model's footprint, and the peak memory of the steps (allocated GPU memory, or the process's resident
+    set on a CPU, where "peak above start" leaves out what the interpreter and libraries hold before the model loads).
+    """
+    import multiprocessing
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .data import generate_authors
+    from .models import train_tokenizer
+
+    unknown = [mode for mode in args.modes if mode not in MEMORY_MODES]
+    if unknown:
+        raise SystemExit(f"rlunlearn bench memory: unknown --modes {unknown}; the modes are {list(MEMORY_MODES)}.")
+    tokenizer = train_tokenizer(generate_authors(20, 2).corpus(), 4096)
+    size = MODEL_PRESETS[args.model_preset]
+    config = LlamaConfig(
+        vocab_size=max(args.vocab_size, len(tokenizer)),
+        num_key_value_heads=size["num_attention_heads"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        **size,
+    )
+    model_dir = run / "model"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    parameters = model.num_parameters()
+    model.to(torch.bfloat16).save_pretrained(model_dir)  # as checkpoints are published
+    del model
+    tokenizer.save_pretrained(model_dir)
+
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    for mode in args.modes:
+        queue = context.Queue()
+        process = context.Process(target=_measure_memory, args=(mode, str(model_dir), args, queue))
+        process.start()
+        rows.append({"parameters (M)": float(f"{parameters / 1e6:.3g}"), **queue.get()})
+        process.join()
+        print(f"{mode}: peak {rows[-1]['peak memory (MB)']} MB", flush=True)
+    shutil.rmtree(model_dir)
+    fp32 = next((row["peak memory (MB)"] for row in rows if row["precision"] == "fp32"), None)
+    for row in rows:
+        row["peak / fp32"] = round(row["peak memory (MB)"] / fp32, 3) if fp32 else None
+    where = "GPU memory allocated" if torch.cuda.is_available() else "process resident set"
+    table = format_table(rows, MEMORY_COLUMNS)
+    print(f"\n{args.method} steps on a random {args.model_preset} Llama, batch {args.batch_size} ({where}):\n{table}")
+    (run / "memory.json").write_text(json.dumps({"arguments": vars(args), "where": where, "rows": rows}, indent=2))
+    (run / "memory.md").write_text(markdown_table(rows, MEMORY_COLUMNS))
+    print(f"Results: {run / 'memory.json'}; table: {run / 'memory.md'}")
+    return rows
+
+
+# Each task: the function and its arguments.
+TASKS = {
+    "unlearn": (bench_unlearn, BenchArguments),
+    "eval": (bench_eval, BenchArguments),
+    "memory": (bench_memory, MemoryBenchArguments),
+}

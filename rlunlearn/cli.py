@@ -24,7 +24,7 @@ from trl import ModelConfig, TrlParser
 from trainers import METHODS
 
 from .attribution import AttributorConfig, RewardArguments, train_attributor
-from .bench import TASKS, BenchArguments, preset_unlearning_config
+from .bench import TASKS, preset_unlearning_config
 from .data import UnlearningBundle
 from .evaluation import (
     RETAIN,
@@ -398,14 +398,18 @@ def train_attributor_command(argv: list[str]) -> int:
 
 
 def bench(argv: list[str]) -> int:
-    """Benchmarks that print their figures: `bench eval` (evaluation speed), `bench unlearn` (every method)."""
-    if not argv or argv[0] not in TASKS:
+    """Benchmarks that print their figures: every method on a preset (`bench [unlearn]`), `bench eval` (evaluation
+    speed), `bench memory` (fp32, bf16 and 4-bit+LoRA unlearning memory)."""
+    task = argv[0] if argv and not argv[0].startswith("-") else "unlearn"
+    if task not in TASKS:
         raise SystemExit(
-            f"usage: rlunlearn bench {{{','.join(TASKS)}}} [options]; `rlunlearn bench unlearn --help` lists them."
+            f"usage: rlunlearn bench [{'|'.join(TASKS)}] [options] (default: unlearn); `rlunlearn bench {task} --help` "
+            "lists the options."
         )
-    parser = _parser((BenchArguments, CacheArguments), f"rlunlearn bench {argv[0]}")
-    args, cache_args = parser.parse_args_and_config(argv[1:])
-    TASKS[argv[0]](args, cache_args, _run_folder(args.output_dir, f"bench-{argv[0]}"))
+    argv = argv[1:] if argv and argv[0] == task else argv
+    parser = _parser((TASKS[task][1], CacheArguments), f"rlunlearn bench {task}")
+    args, cache_args = parser.parse_args_and_config(argv)
+    TASKS[task][0](args, cache_args, _run_folder(args.output_dir, f"bench-{task}"))
     return 0
 
 

@@ -33,13 +33,14 @@ from trainers.utils import keep_4bit_trainable_on_cpu
 logger = logging.getLogger(__name__)
 
 # Sizes of the models built from scratch. "small" is the CPU preset (4 layers, hidden 256: about 4M parameters with a
-# 4k vocabulary); "tiny" is for tests; "large" (about 110M with a 32k vocabulary) for memory benchmarks. Every width
-# is a multiple of 32, which bitsandbytes' 4-bit CPU inference kernel requires.
+# 4k vocabulary); "tiny" is for tests; "large" and "xlarge" (110M and 341M with a 32k vocabulary) for memory
+# benchmarks. Every width is a multiple of 32, which bitsandbytes' 4-bit CPU inference kernel requires.
 MODEL_PRESETS = {
     "tiny": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4},
     "small": {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4, "num_attention_heads": 4},
     "medium": {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8, "num_attention_heads": 8},
     "large": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12},
+    "xlarge": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 24, "num_attention_heads": 16},
 }
 ARCHITECTURES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
 

@@ -199,3 +199,19 @@ def test_reveal_release_from_the_command_line_named_only_and_with_seed_data(
     assert any(entry.get("module") == "release_0" and "npo_loss" in entry for entry in log)
     with pytest.raises(FileNotFoundError, match="--seed_file"):
         main([*argv, "--seed_file", str(tmp_path / "missing.json"), "--output_dir", str(tmp_path / "missing")])
+
+
+def test_memory_bench_compares_full_and_qlora_steps(tmp_path, capsys):
+    options = ["--model_preset", "tiny", "--vocab_size", "512", "--steps", "1", "--batch_size", "2", "--lora_r", "2"]
+    assert main(["bench", "memory", *options, "--output_dir", str(tmp_path)]) == 0
+    rows = {row["precision"]: row for row in json.loads((tmp_path / "memory.json").read_text())["rows"]}
+    assert list(rows) == ["fp32", "bf16", "4bit-lora"]
+    assert rows["fp32"]["peak / fp32"] == 1.0 and all(row["peak memory (MB)"] > 0 for row in rows.values())
+    # Full fine-tuning trains every parameter, QLoRA only the adapters; the 4-bit model is the smallest.
+    assert rows["fp32"]["trainable (M)"] == rows["bf16"]["trainable (M)"] > 10 * rows["4bit-lora"]["trainable (M)"]
+    assert (
+        rows["4bit-lora"]["model footprint (MB)"]
+        < rows["bf16"]["model footprint (MB)"]
+        < rows["fp32"]["model footprint (MB)"]
+    )
+    assert "4bit-lora" in capsys.readouterr().out and not (tmp_path / "model").exists()

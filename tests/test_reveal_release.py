@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from conftest import QUIET_TRAINING
-from peft import LoraConfig
+from peft import AutoPeftModelForCausalLM, LoraConfig
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from rewards import ClassifierReward
@@ -138,6 +138,14 @@ def test_later_rounds_stay_orthogonal_to_earlier_ones(variant, finetuned, bundle
     else:
         assert set(run.model.peft_config) == {"release_0", "release_1"}
         assert not any(p.requires_grad for n, p in run.model.named_parameters() if ".release_0." in n)
+        # Saved as one adapter that plain peft loads, computing what the stacked modules compute.
+        run.save_model(str(tmp_path / "saved"))
+        saved = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "saved")
+        assert saved.peft_config["default"].r == 2 * run.model.peft_config["release_0"].r
+        inputs = tokenizer(["Question: Where was the author born?"], return_tensors="pt")
+        run.model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(saved(**inputs).logits, run.model(**inputs).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_flat_release_on_a_4bit_model_with_seed_data(finetuned, bundle, tokenizer, tmp_path, reveal_reward):

@@ -35,8 +35,8 @@ from .utils import (
     bf16_default,
     cast_trainable_to_bf16,
     keep_4bit_trainable_on_cpu,
-    multiprocess_cpu,
     mean_answer_logp,
+    multiprocess_cpu,
     remove_fused_lm_head,
     tokenize_completions,
 )
@@ -285,7 +285,8 @@ class ReferenceAndGuardMixin:
 
 class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
     """Base trainer: forget set as `train_dataset` (prompt/completion, or prompt/chosen/rejected), optional
-    `retain_dataset` (prompt/completion), and a loss written by the subclass in `_compute_loss`.
+    `retain_dataset` (prompt/completion), and a loss written by the subclass in `_compute_loss`. `eval_dataset`
+    (prompt/completion sets, e.g. {"forget": ..., "retain": ...}) is scored for its answers' probability at evaluation.
 
     In `_compute_loss`, `self.completion_logps(model, inputs, group)` gives per-token log-probabilities of a group's
     answers, and `self.token_mean` / `self.sequence_mean` average a term over the global batch and log it.

@@ -152,7 +152,9 @@ def generalized_advantages(
 class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
     """DareU on TRL's GRPOTrainer. `train_dataset` holds the forget prompts (a `prompt` column; other columns reach the
     reward functions as keyword lists); `reward_funcs` are TRL reward functions, e.g. `rewards.AttributionReward`;
-    `retain_dataset` (prompt/completion) feeds the retain regulariser."""
+    `retain_dataset` (prompt/completion) feeds the retain regulariser; `eval_dataset` (prompt/completion sets, e.g.
+    {"forget": ..., "retain": ...}) is scored for its answers' probability at evaluation, as in every rlunlearn
+    trainer."""
 
     _tag_names = ["trl", "grpo", "rlunlearn", "dareu"]
     _name = "DareU"
@@ -164,7 +166,7 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         args: DareUConfig | None = None,
         train_dataset: Dataset | None = None,
         retain_dataset: Dataset | None = None,
-        eval_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
         processing_class: PreTrainedTokenizerBase | None = None,
         reward_processing_classes=None,
         callbacks: list[TrainerCallback] | None = None,

@@ -495,6 +495,22 @@ class RevealReleaseTrainer(UnlearningTrainer):
         self.state.log_history = log_history
         return output
 
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Stacked modules are saved as one LoRA adapter whose update is exactly their sum (peft's `cat` combination:
+        its rank is the sum of theirs), so that the folder loads with plain peft (`AutoPeftModelForCausalLM`)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if not is_peft_model(model) or list(model.peft_config) == ["default"]:
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        modules = list(model.peft_config)
+        model.add_weighted_adapter(modules, [1.0] * len(modules), "default", combination_type="cat")
+        try:
+            model.save_pretrained(output_dir, selected_adapters=["default"])
+        finally:
+            model.delete_adapter("default")
+            model.base_model.set_adapter(modules)
+        self.processing_class.save_pretrained(output_dir)
+
     def _tokenized_forget(self, revealed: list[dict], round_index: int) -> Dataset:
         columns = ["prompt_ids", *(f"{c}_ids" for c in self.forget_groups.values())]
         parts = []
