@@ -46,8 +46,9 @@ def run_unlearning(
     method_args=None,
 ):
     """Unlearn the data's forget set from `--model_name_or_path` with `method` into `config.output_dir`; then, on the
-    main process, evaluate the saved model (with the retain model, if given) into report.json and write README.md, its
-    model card. Returns the trainer and the report (None where not evaluated, and on the other processes)."""
+    main process, evaluate the unlearned model (with the retain model, if given) into report.json and write README.md,
+    its model card. The other processes return when training ends (no barrier: an evaluation may outlast the process
+    group's timeout). Returns the trainer and the report (None where not evaluated, and on the other processes)."""
     if not model_args.model_name_or_path:
         raise ValueError(
             "--model_name_or_path is required: the fine-tuned target model to unlearn from (e.g. "
@@ -63,7 +64,6 @@ def run_unlearning(
             report = _evaluate(trainer, method, script_args, bundle, data_args, output_dir)
             (output_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
         write_model_card(output_dir, method, config, bundle, model_args.model_name_or_path, report)
-    PartialState().wait_for_everyone()
     return trainer, report
 
 

@@ -17,6 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Training arguments every test run shares: a log entry per step, no checkpoints, no reporting, one seed.
 QUIET_TRAINING = dict(logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
+# The same for the example scripts, on the data of the `bundle` fixture.
+SCRIPT_ARGS = (
+    "--num_authors 4 --num_forget_authors 1 --gradient_accumulation_steps 1 --save_strategy no --logging_steps 1 "
+    "--disable_tqdm true --seed 0"
+).split()
 
 
 def mean_probability(model, tokenizer, dataset) -> float:

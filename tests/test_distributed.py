@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, SCRIPT_ARGS
 
 # 1 and 2 processes cannot give identical runs: NPO draws its retain batches per process, so they see different
 # retain examples, and DareU's processes sample completions from their own random streams. The forget and retain
@@ -56,28 +56,15 @@ def run_example(method: str, processes: int, model, output_dir, *args: str) -> l
         processes,
         "--model_name_or_path",
         str(model),
-        "--num_authors",
-        "4",
-        "--num_forget_authors",
-        "1",
         "--output_dir",
         str(output_dir),
         "--per_device_train_batch_size",
         str((8 if method == "dareu" else 4) // processes),
-        "--gradient_accumulation_steps",
-        "1",
         "--eval_strategy",
         "steps",
         "--report_to",
         "none",
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "1",
-        "--disable_tqdm",
-        "true",
-        "--seed",
-        "0",
+        *SCRIPT_ARGS,
         *args,
     )
     return json.loads((output_dir / "log_history.json").read_text())

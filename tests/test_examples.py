@@ -6,7 +6,7 @@ import runpy
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, SCRIPT_ARGS
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoConfig
 
@@ -18,24 +18,7 @@ def run_script(method: str, monkeypatch, *args: str) -> None:
     runpy.run_path(str(REPO / "examples" / f"{method}.py"), run_name="__main__")
 
 
-COMMON = [
-    "--num_authors",
-    "4",
-    "--num_forget_authors",
-    "1",
-    "--per_device_train_batch_size",
-    "4",
-    "--gradient_accumulation_steps",
-    "1",
-    "--save_strategy",
-    "no",
-    "--logging_steps",
-    "1",
-    "--disable_tqdm",
-    "true",
-    "--seed",
-    "0",
-]
+COMMON = [*SCRIPT_ARGS, "--per_device_train_batch_size", "4"]
 
 
 def test_qlora_end_to_end_with_a_4bit_reward_classifier(tmp_path, finetuned, monkeypatch):
