@@ -39,7 +39,7 @@ from .evaluation import (
 )
 from .finetune import FinetuneConfig
 from .launch import ScriptArguments, run_unlearning
-from .models import load_model, load_tokenizer
+from .models import check_same_tokenizer, load_model, load_tokenizer
 from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, finetune_models, prepare_models, unlearn
 from .reveal import RevealArguments
 
@@ -354,6 +354,10 @@ def eval_command(argv: list[str]) -> int:
     for name, path in models.items():
         if not Path(path).expanduser().is_dir():
             raise SystemExit(f"rlunlearn eval: the model {name!r} at {path!r} is not a folder.")
+    if args.retain_model:
+        for name, path in models.items():
+            if name != RETAIN:
+                check_same_tokenizer(path, args.retain_model, "--retain_model")
     run = _run_folder(args.output_dir, "eval")
     bundle, fmt = data_args.bundle(), data_args.prompt_format()
     settings = EvalSettings(args.max_new_tokens, args.eval_batch_size)

@@ -17,7 +17,7 @@ from trainers import METHODS, UnlearningConfig
 
 from .data import UnlearningBundle
 from .evaluation import RETAIN, UNLEARNED, EvalSettings, build_report, evaluate_model, markdown_table, summary_rows
-from .models import load_model, load_tokenizer
+from .models import check_same_tokenizer, load_model, load_tokenizer
 from .pipeline import DataArguments, unlearn
 
 
@@ -54,6 +54,8 @@ def run_unlearning(
             "--model_name_or_path is required: the fine-tuned target model to unlearn from (e.g. "
             "runs/finetune-.../target from `rlunlearn finetune`)."
         )
+    if script_args.retain_model:
+        check_same_tokenizer(model_args.model_name_or_path, script_args.retain_model, "--retain_model")
     bundle = data_args.bundle()
     trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, method_args)
     output_dir = Path(config.output_dir)

@@ -140,6 +140,17 @@ def load_tokenizer(name_or_path: str, revision: str = "main") -> PreTrainedToken
     return tokenizer
 
 
+def check_same_tokenizer(model: str, other: str, option: str) -> None:
+    """`other` (given by `option`) is compared with `model` example by example: both must tokenise text alike."""
+    vocabulary, other_vocabulary = load_tokenizer(model).get_vocab(), load_tokenizer(other).get_vocab()
+    if vocabulary != other_vocabulary:
+        raise ValueError(
+            f"{option} {other!r} has another tokenizer than {model!r} ({len(other_vocabulary)} against "
+            f"{len(vocabulary)} tokens): its losses and probabilities would not compare with the model's. Give the "
+            "model fine-tuned from the same base (e.g. both from `rlunlearn finetune`)."
+        )
+
+
 def quantization_device_map() -> dict | None:
     """bitsandbytes places quantised weights at load time: on this process's GPU, or (None) on the CPU."""
     if torch.cuda.is_available():

@@ -335,7 +335,9 @@ def unlearn(
         peft_config=peft_config,
         **extra,
     )
-    trainer.train()
+    # "true" (or "last") resumes from the newest checkpoint in output_dir, a path from that checkpoint.
+    resume = config.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=True if str(resume).lower() in ("true", "last") else resume)
     trainer.save_model(config.output_dir)
     tokenizer.save_pretrained(config.output_dir)
     return trainer

@@ -147,3 +147,13 @@ def test_gae_matches_the_recursion_by_hand():
     # δ2 = 1 − 0.4 = 0.6; δ1 = 0.9·0.4 − 0.2 = 0.16; δ0 = 0.9·0.2 − 0.5 = −0.32; γλ = 0.72
     expected = torch.tensor([[-0.32 + 0.72 * (0.16 + 0.72 * 0.6), 0.16 + 0.72 * 0.6, 0.6, 0.0]])
     assert torch.allclose(generalized_advantages(rewards, values, mask, 0.9, 0.8), expected)
+
+
+def test_a_reward_of_the_wrong_length_stops_at_the_first_step(finetuned, bundle, tokenizer, tmp_path):
+    def one_reward(prompts, completions, **kwargs):
+        return [0.0]
+
+    run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), [one_reward], config(tmp_path), bundle, tokenizer)
+    with pytest.raises(ValueError, match="'one_reward' returned 1 rewards, but 8 were expected"):
+        run.train()
+    assert run.state.global_step == 0

@@ -11,7 +11,7 @@ from .neural_ucb import NeuralUCB
 from .npo import NPOConfig, NPOTrainer
 from .reveal_release import RevealReleaseConfig, RevealReleaseTrainer
 from .simnpo import SimNPOConfig, SimNPOTrainer
-from .utils import NonFiniteLossError
+from .utils import NonFiniteLossError, RetainCollapseError, TrainingGuardError
 
 # Method name (as the command line spells it) -> (config class, trainer class).
 METHODS = {
@@ -44,11 +44,13 @@ __all__ = [
     "NeuralUCB",
     "NPOTrainer",
     "NonFiniteLossError",
+    "RetainCollapseError",
     "RetainRegularizedConfig",
     "RevealReleaseConfig",
     "RevealReleaseTrainer",
     "SimNPOConfig",
     "SimNPOTrainer",
+    "TrainingGuardError",
     "UnlearningConfig",
     "UnlearningTrainer",
 ]

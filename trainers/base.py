@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable
 from .utils import (
     GroupCollator,
     NonFiniteLossError,
+    RetainCollapseError,
     RetainSampler,
+    TrainingGuardError,
     bf16_default,
     cast_trainable_to_bf16,
     keep_4bit_trainable_on_cpu,
@@ -40,6 +43,8 @@ from .utils import (
     remove_fused_lm_head,
     tokenize_completions,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,6 +75,10 @@ class UnlearningConfig(_BaseConfig):
             on, which fails on a CPU).
         activation_checkpointing (`bool`, defaults to `False`):
             Recompute activations in the backward pass: less memory, about 20% slower. Turn it on for large models.
+        retain_probability_floor (`float`, *optional*):
+            A guard against collapse: stop training when the mean answer probability of the retain eval set
+            (`eval_dataset["retain"]`, measured every `eval_steps`) falls below this, and save the weights of the last
+            evaluation above it (or the starting weights) in `<output_dir>/last-good`.
     """
 
     learning_rate: float = field(
@@ -103,6 +112,13 @@ class UnlearningConfig(_BaseConfig):
     retain_batch_size: int | None = field(
         default=None,
         metadata={"help": "Retain examples per forget batch per process (default: the forget batch size)."},
+    )
+    retain_probability_floor: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training when the retain eval set's mean answer probability (at eval_steps) falls below "
+            "this; the last weights above it are saved in <output_dir>/last-good."
+        },
     )
 
     def __post_init__(self):
@@ -154,7 +170,23 @@ class RetainRegularizedConfig(UnlearningConfig):
 class ReferenceAndGuardMixin:
     """What every rlunlearn trainer shares, whatever TRL trainer it extends: the model before unlearning (a frozen copy
     in `self.ref_model`, or the policy with its LoRA adapter disabled), per-token log-probabilities and KL against it,
-    and the guard that stops training on a NaN or infinite loss with the last good weights saved."""
+    evaluation by answer probability, and the guards that stop training on a NaN or infinite loss, or on a retain
+    probability below `retain_probability_floor`, with the last good weights saved."""
+
+    _last_good_weights: dict[str, torch.Tensor] | None = None
+
+    def check_guard_inputs(self, args, eval_dataset) -> None:
+        """Bad guard settings fail here, before training."""
+        floor = args.retain_probability_floor
+        if floor is None:
+            return
+        if not 0 < floor < 1:
+            raise ValueError(f"--retain_probability_floor {floor}: give a probability between 0 and 1.")
+        if args.eval_strategy == "no" or not isinstance(eval_dataset, dict) or "retain" not in eval_dataset:
+            raise ValueError(
+                "--retain_probability_floor watches the retain eval set: give eval_dataset={'retain': ..., ...} and "
+                "--eval_strategy steps with --eval_steps N."
+            )
 
     @contextlib.contextmanager
     def reference_model(self):
@@ -239,7 +271,31 @@ class ReferenceAndGuardMixin:
         self.model.train(was_training)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._guard_retain_probability(metrics.get(f"{metric_key_prefix}_retain_prob"))
         return metrics
+
+    def _trainable_weights(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def _guard_retain_probability(self, retain_probability: float | None) -> None:
+        """During training with `retain_probability_floor`: keep the weights of an evaluation above the floor, or put
+        the last kept ones back and stop below it."""
+        floor = self.args.retain_probability_floor
+        if floor is None or retain_probability is None or self._last_good_weights is None:
+            return
+        if retain_probability >= floor:
+            self._last_good_weights, self._last_good_step = self._trainable_weights(), self.state.global_step
+            return
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name in self._last_good_weights:
+                    param.copy_(self._last_good_weights[name])
+        raise RetainCollapseError(
+            f"The retain probability fell to {retain_probability:.4f} at step {self.state.global_step}, below "
+            f"--retain_probability_floor {floor}: the model is losing what it should keep. Lower the learning rate or "
+            f"raise the retain weight. The weights are those of step {self._last_good_step}, the last evaluation above "
+            "the floor."
+        )
 
     def answer_probability(self, dataset: Dataset) -> float:
         """Mean over the examples of a prompt/completion dataset of exp(mean log-probability of the answer tokens)."""
@@ -274,13 +330,17 @@ class ReferenceAndGuardMixin:
         return loss
 
     def train(self, *args, **kwargs):
+        if self.args.retain_probability_floor is not None:
+            self._last_good_weights, self._last_good_step = self._trainable_weights(), self.state.global_step
         try:
             return super().train(*args, **kwargs)
-        except NonFiniteLossError as error:
-            # The failing step was never applied, so the weights in hand are the last good ones.
+        except TrainingGuardError as error:
+            # The failing step was never applied (or the last good weights were put back): save what is in hand.
             path = os.path.join(self.args.output_dir, "last-good")
             self.save_model(path)
-            raise NonFiniteLossError(f"{error} Training stopped; the last good weights are saved in {path}.") from None
+            raise type(error)(f"{error} Training stopped; the last good weights are saved in {path}.") from None
+        finally:
+            self._last_good_weights = None
 
 
 class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
@@ -327,6 +387,7 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
             raise ValueError(f"{type(self).__name__} needs the forget set as `train_dataset`.")
         if self.needs_retain(args) and retain_dataset is None:
             raise ValueError(f"{type(self).__name__} needs a `retain_dataset` (prompt/completion) for its retain term.")
+        self.check_guard_inputs(args, eval_dataset)
 
         # Model, as TRL's trainers load it
         model_init_kwargs = dict(args.model_init_kwargs or {})
@@ -349,6 +410,9 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
             processing_class = AutoTokenizer.from_pretrained(model_id)
         if processing_class.pad_token is None:
             processing_class.pad_token = processing_class.eos_token
+            logger.warning(
+                "The tokenizer has no pad token: padding with its EOS token, %r.", processing_class.eos_token
+            )
         model.config.pad_token_id = processing_class.pad_token_id
 
         # LoRA, initialised from the run's seed (the Trainer seeds only later), so that a run does not depend on what ran

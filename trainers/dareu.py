@@ -77,6 +77,10 @@ class DareUConfig(GRPOConfig):
             `nll`.
         retain_batch_size (`int`, *optional*):
             Retain examples for each micro-batch on each process; defaults to `per_device_train_batch_size`.
+        retain_probability_floor (`float`, *optional*):
+            Stop training when the mean answer probability of the retain eval set (`eval_dataset["retain"]`, at
+            `eval_steps`) falls below this, with the weights of the last evaluation above it saved in
+            `<output_dir>/last-good`.
         max_length (`int`, defaults to `512`):
             Longest retain prompt + answer in tokens.
         value_coef (`float`, defaults to `0.1`):
@@ -105,6 +109,13 @@ class DareUConfig(GRPOConfig):
         default=None, metadata={"help": "Retain examples per micro-batch per process (default: the batch size)."}
     )
     max_length: int = field(default=512, metadata={"help": "Longest retain prompt + answer in tokens."})
+    retain_probability_floor: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training when the retain eval set's mean answer probability (at eval_steps) falls below "
+            "this; the last weights above it are saved in <output_dir>/last-good."
+        },
+    )
     value_coef: float = field(default=0.1, metadata={"help": "PPO: weight of the value loss."})
     value_clip: float = field(default=0.2, metadata={"help": "PPO: clip range of the value update."})
     gamma: float = field(default=1.0, metadata={"help": "PPO: discount over answer tokens."})
@@ -178,6 +189,7 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
             args = DareUConfig(output_dir="DareU")
         elif not isinstance(args, DareUConfig):
             raise TypeError(f"DareUTrainer takes a DareUConfig, got {type(args).__name__}.")
+        self.check_guard_inputs(args, eval_dataset)
         if train_dataset is None or "prompt" not in train_dataset.column_names:
             raise ValueError("DareUTrainer needs the forget prompts as `train_dataset`, with a `prompt` column.")
         if args.retain_weight > 0 and retain_dataset is None:

@@ -15,8 +15,16 @@ from trl.data_utils import common_prefix_length
 from trl.trainer.utils import pad
 
 
-class NonFiniteLossError(RuntimeError):
+class TrainingGuardError(RuntimeError):
+    """A guard stopped training; the last good weights are saved."""
+
+
+class NonFiniteLossError(TrainingGuardError):
     """The loss became NaN or infinite; training stops before the step is applied."""
+
+
+class RetainCollapseError(TrainingGuardError):
+    """The retain probability fell below `retain_probability_floor`."""
 
 
 def bf16_default() -> bool:

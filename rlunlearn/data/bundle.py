@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 
 from datasets import Dataset
+
+logger = logging.getLogger(__name__)
 
 # Evaluation split names, as in TOFU: the forget and retain questions with paraphrased and perturbed answers, and
 # general knowledge the model must keep (real authors, world facts). `holdout` holds authors neither model saw,
@@ -48,6 +51,16 @@ class UnlearningBundle:
                 "The forget set is empty: there is nothing to unlearn. Select at least one forget author "
                 "(--num_forget_authors) or give a forget split with rows."
             )
+        overlap = self.overlap()
+        if overlap:
+            # Unlearning and keeping the same answer pull against each other: say so, and record it in the reports.
+            logger.warning(
+                "%d question(s) are in both the forget and the retain set, e.g. %r; they are listed in the report "
+                "under bundle.forget_retain_overlap.",
+                len(overlap),
+                overlap[0],
+            )
+            self.info["forget_retain_overlap"] = overlap
         unknown = sorted(set(self.eval_splits) - set(EVAL_SPLITS))
         if unknown:
             raise ValueError(f"Unknown evaluation split(s) {unknown}; the known ones are {list(EVAL_SPLITS)}.")
