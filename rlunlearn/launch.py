@@ -47,8 +47,7 @@ def run_unlearning(
 ):
     """Unlearn the data's forget set from `--model_name_or_path` with `method` into `config.output_dir`; then, on the
     main process, evaluate the unlearned model (with the retain model, if given) into report.json and write README.md,
-    its model card. The other processes return when training ends (no barrier: an evaluation may outlast the process
-    group's timeout). Returns the trainer and the report (None where not evaluated, and on the other processes)."""
+    its model card. Returns the trainer and the report (None where not evaluated, and on the other processes)."""
     if not model_args.model_name_or_path:
         raise ValueError(
             "--model_name_or_path is required: the fine-tuned target model to unlearn from (e.g. "
@@ -60,7 +59,12 @@ def run_unlearning(
     trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, method_args)
     output_dir = Path(config.output_dir)
     report = None
-    if PartialState().is_main_process:
+    state = PartialState()
+    is_main_process = state.is_main_process
+    # What follows needs no other process: end the process group on all of them now, so that none exits while it is
+    # alive and a long evaluation cannot outlast its timeout.
+    state.destroy_process_group()
+    if is_main_process:
         (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
         if script_args.evaluate:
             report = _evaluate(trainer, method, script_args, bundle, data_args, output_dir)
