@@ -59,17 +59,15 @@ def run_unlearning(
     trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, method_args)
     output_dir = Path(config.output_dir)
     report = None
-    state = PartialState()
-    is_main_process = state.is_main_process
-    # What follows needs no other process: end the process group on all of them now, so that none exits while it is
-    # alive and a long evaluation cannot outlast its timeout.
-    state.destroy_process_group()
-    if is_main_process:
+    if PartialState().is_main_process:
         (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
         if script_args.evaluate:
             report = _evaluate(trainer, method, script_args, bundle, data_args, output_dir)
             (output_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
         write_model_card(output_dir, method, config, bundle, model_args.model_name_or_path, report)
+    # The other processes wait (no process may exit while the group is alive); an evaluation longer than the group's
+    # timeout (--ddp_timeout, 30 minutes) needs a larger one.
+    PartialState().wait_for_everyone()
     return trainer, report
 
 

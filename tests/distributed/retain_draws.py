@@ -25,4 +25,3 @@ draws = [trainer.retain_sampler.indices(step, 0) for step in range(3)]
 gathered = gather_object([draws])
 if trainer.accelerator.is_main_process:
     json.dump({"num_processes": trainer.accelerator.num_processes, "draws": gathered}, open(output, "w"))
-trainer.accelerator.state.destroy_process_group()  # no process may exit while the group is alive
