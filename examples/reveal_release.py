@@ -4,10 +4,10 @@ Unlearns the forget set from a fine-tuned model, saves the result with a model c
 evaluation) that plain transformers/peft load, and evaluates it with the TOFU/MUSE metrics (report.json). Options come
 from flags, a YAML file (`--config reveal_release.yaml`, flags override it), or both; `--help` lists them all.
 
-    # The generated authors on the CPU, from the models `rlunlearn finetune --output_dir runs/finetune` made:
-    python examples/reveal_release.py --model_name_or_path runs/finetune/target \
-        --target "$(python -c 'from rlunlearn.data import generate_authors; print(generate_authors(20, 2).forget_authors[0])')" \
-        --retain_model runs/finetune/retain --output_dir runs/reveal_release --learning_rate 5e-4 --retain_module true
+    # The generated authors on the CPU, from the models `rlunlearn finetune --output_dir runs/finetune` made (without
+    # --target, the targets are the data's forget authors, named only):
+    python examples/reveal_release.py --model_name_or_path runs/finetune/target --retain_model runs/finetune/retain \
+        --output_dir runs/reveal_release --learning_rate 5e-4 --retain_module true
 
     # TOFU forget10 from a Llama fine-tuned on TOFU, on 8 GPUs with DeepSpeed ZeRO-3 (other engines:
     # examples/accelerate_configs/{single_gpu,multi_gpu,deepspeed_zero2,fsdp}.yaml):

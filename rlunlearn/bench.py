@@ -27,6 +27,7 @@ from .evaluation import (
     UNLEARNED,
     EvalSettings,
     build_report,
+    evaluate_folder,
     evaluate_model,
     format_table,
     markdown_table,
@@ -152,19 +153,12 @@ def _prepared(args: BenchArguments, cache_args: CacheArguments, run: Path):
     return data_args, bundle, prepared
 
 
-def _evaluate(path: Path, bundle, data_args, settings: EvalSettings) -> dict:
-    model = load_model(ModelConfig(model_name_or_path=str(path)), for_training=False)
-    return evaluate_model(
-        model, load_tokenizer(str(path)), bundle, data_args.prompt_format(), settings=settings, progress=False
-    )
-
-
 def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
     """Seconds per 100 examples of the whole evaluation suite on the preset's target model."""
     data_args, bundle, prepared = _prepared(args, cache_args, run)
     settings = EvalSettings()
     started = time.time()
-    result = _evaluate(prepared.target, bundle, data_args, settings)
+    result = evaluate_folder(prepared.target, bundle, data_args.prompt_format(), settings, progress=False)
     seconds = time.time() - started
     examples = sum(len(split) for split in bundle.eval_splits.values())
     timing = {
@@ -209,8 +203,8 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
     data_args, bundle, prepared = _prepared(args, cache_args, run)
     settings = EvalSettings()
     results = {
-        TARGET: _evaluate(prepared.target, bundle, data_args, settings),
-        RETAIN: _evaluate(prepared.retain, bundle, data_args, settings),
+        TARGET: evaluate_folder(prepared.target, bundle, data_args.prompt_format(), settings, progress=False),
+        RETAIN: evaluate_folder(prepared.retain, bundle, data_args.prompt_format(), settings, progress=False),
     }
     roles = {TARGET: TARGET, RETAIN: RETAIN}
     costs, configs = {}, {}

@@ -32,6 +32,7 @@ from .evaluation import (
     UNLEARNED,
     EvalSettings,
     build_report,
+    evaluate_folder,
     evaluate_model,
     plot_tradeoff,
     retain_from_report,
@@ -39,7 +40,7 @@ from .evaluation import (
 )
 from .finetune import FinetuneConfig
 from .launch import ScriptArguments, run_unlearning
-from .models import check_same_tokenizer, load_model, load_tokenizer
+from .models import check_same_tokenizer
 from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, finetune_models, prepare_models, unlearn
 from .reveal import RevealArguments
 
@@ -71,18 +72,13 @@ def _write_json(path: Path, content) -> None:
     path.write_text(json.dumps(content, indent=2, default=str))
 
 
-def _evaluate_folder(path: str | Path, bundle, fmt, settings: EvalSettings, dtype: str = "float32") -> dict:
-    model = load_model(ModelConfig(model_name_or_path=str(path), dtype=dtype), for_training=False)
-    return evaluate_model(model, load_tokenizer(str(path)), bundle, fmt, settings=settings)
-
-
 def _cached_evaluation(folder: Path, name: str, bundle, fmt, settings: EvalSettings) -> dict:
     """The evaluation of a cached target/retain model, itself cached next to the model (it never changes)."""
     key = hashlib.sha256(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode()).hexdigest()[:12]
     path = folder / f"eval-{name}-{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    result = _evaluate_folder(folder / name, bundle, fmt, settings)
+    result = evaluate_folder(folder / name, bundle, fmt, settings)
     _write_json(path, result)
     return result
 
@@ -220,7 +216,7 @@ def finetune_command(argv: list[str]) -> int:
         },
     )
     seconds = finetune_models(bundle, data_args, model_args, scratch_args, config, run, which)
-    results = {name: _evaluate_folder(run / name, bundle, data_args.prompt_format(), settings) for name in which}
+    results = {name: evaluate_folder(run / name, bundle, data_args.prompt_format(), settings) for name in which}
     report = build_report(
         results,
         {name: name for name in which},
@@ -366,7 +362,7 @@ def eval_command(argv: list[str]) -> int:
     results = {}
     for name, path in models.items():
         started = time.time()
-        results[name] = _evaluate_folder(path, bundle, fmt, settings, args.dtype)
+        results[name] = evaluate_folder(path, bundle, fmt, settings, args.dtype)
         print(f"Evaluated {name} in {time.time() - started:.0f}s")
     retain = results.get(RETAIN, retain)
     report = build_report(results, roles, retain, _report_info(bundle, data_args, settings))

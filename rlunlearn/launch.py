@@ -16,8 +16,17 @@ from trl import ModelConfig
 from trainers import METHODS, UnlearningConfig
 
 from .data import UnlearningBundle
-from .evaluation import RETAIN, UNLEARNED, EvalSettings, build_report, evaluate_model, markdown_table, summary_rows
-from .models import check_same_tokenizer, load_model, load_tokenizer
+from .evaluation import (
+    RETAIN,
+    UNLEARNED,
+    EvalSettings,
+    build_report,
+    evaluate_folder,
+    evaluate_model,
+    markdown_table,
+    summary_rows,
+)
+from .models import check_same_tokenizer
 from .pipeline import DataArguments, unlearn
 
 
@@ -76,17 +85,13 @@ def _evaluate(trainer, method, script_args, bundle, data_args, output_dir: Path)
     fmt = data_args.prompt_format()
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         # The weights are sharded over the processes: evaluate what was saved.
-        model = load_model(ModelConfig(model_name_or_path=str(output_dir)), for_training=False)
+        results = {method: evaluate_folder(output_dir, bundle, fmt, settings)}
     else:
         model = trainer.accelerator.unwrap_model(trainer.model)
-    results = {method: evaluate_model(model, trainer.processing_class, bundle, fmt, settings=settings)}
+        results = {method: evaluate_model(model, trainer.processing_class, bundle, fmt, settings=settings)}
     roles = {method: UNLEARNED}
     if script_args.retain_model:
-        retain = load_model(ModelConfig(model_name_or_path=script_args.retain_model), for_training=False)
-        results[RETAIN] = evaluate_model(
-            retain, load_tokenizer(script_args.retain_model), bundle, fmt, settings=settings
-        )
-        roles[RETAIN] = RETAIN
+        results[RETAIN], roles[RETAIN] = evaluate_folder(script_args.retain_model, bundle, fmt, settings), RETAIN
     info = {"bundle": bundle.summary(), "settings": dataclasses.asdict(settings)}
     return build_report(results, roles, results.get(RETAIN), info)
 

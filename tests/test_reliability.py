@@ -112,7 +112,8 @@ def test_bad_guard_settings_fail_before_training(tmp_path, bundle, tokenizer, ti
 
 
 def test_a_tokenizer_without_pad_token_gets_one_and_says_so(tmp_path, bundle, tokenizer, tiny_model, caplog):
-    unpadded = AutoTokenizer.from_pretrained(_saved(tokenizer, tmp_path))
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    unpadded = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
     unpadded.pad_token = None
     with caplog.at_level(logging.WARNING):
         GATrainer(
@@ -123,11 +124,6 @@ def test_a_tokenizer_without_pad_token_gets_one_and_says_so(tmp_path, bundle, to
         )
     assert unpadded.pad_token == unpadded.eos_token
     assert "no pad token" in caplog.text
-
-
-def _saved(tokenizer, tmp_path):
-    tokenizer.save_pretrained(tmp_path / "tokenizer")
-    return tmp_path / "tokenizer"
 
 
 def test_lora_target_modules_that_match_nothing_fail_before_training(tmp_path, bundle, tokenizer, tiny_model):

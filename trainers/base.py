@@ -174,6 +174,7 @@ class ReferenceAndGuardMixin:
     probability below `retain_probability_floor`, with the last good weights saved."""
 
     _last_good_weights: dict[str, torch.Tensor] | None = None
+    _eval_loaders: dict[int, tuple] | None = None  # id of an eval set -> (the set, its prepared loader)
 
     def check_guard_inputs(self, args, eval_dataset) -> None:
         """Bad guard settings fail here, before training."""
@@ -299,25 +300,35 @@ class ReferenceAndGuardMixin:
 
     def answer_probability(self, dataset: Dataset) -> float:
         """Mean over the examples of a prompt/completion dataset of exp(mean log-probability of the answer tokens)."""
-        for column in ("prompt", "completion"):
-            if column not in dataset.column_names:
-                raise ValueError(
-                    f"An eval set needs `prompt` and `completion` columns; this one has {dataset.column_names}."
-                )
-        tokenized = tokenize_completions(dataset, self.processing_class, ["completion"], self.args.max_length, "eval")
-        loader = self.accelerator.prepare(
-            torch.utils.data.DataLoader(
+        probabilities = []
+        with torch.no_grad():
+            for batch in self._eval_loader(dataset):
+                logps, mask = self.completion_logps(self.model, batch, "eval")
+                probabilities.append(self.accelerator.gather_for_metrics(mean_answer_logp(logps, mask).exp()))
+        return torch.cat(probabilities).float().mean().item()
+
+    def _eval_loader(self, dataset: Dataset):
+        """The dataset tokenised and in a prepared loader, made once for every evaluation of the run."""
+        if self._eval_loaders is None:
+            self._eval_loaders = {}
+        loaders = self._eval_loaders
+        if id(dataset) not in loaders:
+            for column in ("prompt", "completion"):
+                if column not in dataset.column_names:
+                    raise ValueError(
+                        f"An eval set needs `prompt` and `completion` columns; this one has {dataset.column_names}."
+                    )
+            tokenized = tokenize_completions(
+                dataset, self.processing_class, ["completion"], self.args.max_length, "eval"
+            )
+            loader = torch.utils.data.DataLoader(
                 tokenized.select_columns(["prompt_ids", "completion_ids"]),
                 batch_size=self.args.per_device_eval_batch_size,
                 collate_fn=GroupCollator(self.processing_class.pad_token_id, {"eval": "completion"}),
             )
-        )
-        probabilities = []
-        with torch.no_grad():
-            for batch in loader:
-                logps, mask = self.completion_logps(self.model, batch, "eval")
-                probabilities.append(self.accelerator.gather_for_metrics(mean_answer_logp(logps, mask).exp()))
-        return torch.cat(probabilities).float().mean().item()
+            # The set is kept beside its loader, so that its id cannot pass to another object.
+            loaders[id(dataset)] = (dataset, self.accelerator.prepare(loader))
+        return loaders[id(dataset)][1]
 
     def check_finite(self, loss: torch.Tensor) -> torch.Tensor:
         """`loss`, or a `NonFiniteLossError` (on every process) if it is NaN or infinite on any."""

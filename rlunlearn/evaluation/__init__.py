@@ -20,7 +20,7 @@ from .report import (
     summary_table,
 )
 from .scoring import Generation, TokenScores, generate_answers, score_answers
-from .suite import EvalSettings, evaluate_model, evaluate_split
+from .suite import EvalSettings, evaluate_folder, evaluate_model, evaluate_split
 
 __all__ = [
     "RETAIN",
@@ -31,6 +31,7 @@ __all__ = [
     "TokenScores",
     "build_report",
     "compare_with_retain",
+    "evaluate_folder",
     "evaluate_model",
     "evaluate_split",
     "format_table",

@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import ModelConfig
 
 from trainers.utils import tokenize_pair
 
 from ..data import EVAL_SPLITS, PromptFormat, UnlearningBundle
+from ..models import load_model, load_tokenizer
 from . import metrics
 from .scoring import generate_answers, score_answers
 
@@ -223,3 +225,16 @@ def evaluate_model(
                 np.array(results["holdout"]["per_example"][f"mia_{attack}"]),
             )
     return {"settings": asdict(settings), "splits": results, "summary": summary}
+
+
+def evaluate_folder(
+    path: str,
+    bundle: UnlearningBundle,
+    fmt: PromptFormat = PromptFormat(),
+    settings: EvalSettings = EvalSettings(),
+    dtype: str = "float32",
+    progress: bool = True,
+) -> dict:
+    """`evaluate_model` on the saved model in `path` (a LoRA adapter is merged into its base), with its tokenizer."""
+    model = load_model(ModelConfig(model_name_or_path=str(path), dtype=dtype), for_training=False)
+    return evaluate_model(model, load_tokenizer(str(path)), bundle, fmt, settings=settings, progress=progress)
