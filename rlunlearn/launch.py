@@ -74,9 +74,10 @@ def run_unlearning(
             report = _evaluate(trainer, method, script_args, bundle, data_args, output_dir)
             (output_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
         write_model_card(output_dir, method, config, bundle, model_args.model_name_or_path, report)
-    # The other processes wait (no process may exit while the group is alive); an evaluation longer than the group's
-    # timeout (--ddp_timeout, 30 minutes) needs a larger one.
-    PartialState().wait_for_everyone()
+    # The other processes wait for the evaluation (an evaluation longer than --ddp_timeout, 30 minutes, needs a larger
+    # one), then every process ends the process group: one that exits with the group alive aborts.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return trainer, report
 
 

@@ -25,3 +25,5 @@ draws = [trainer.retain_sampler.indices(step, 0) for step in range(3)]
 gathered = gather_object([draws])
 if trainer.accelerator.is_main_process:
     json.dump({"num_processes": trainer.accelerator.num_processes, "draws": gathered}, open(output, "w"))
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()  # a process that exits with the process group alive aborts
