@@ -27,14 +27,18 @@ from .attribution import AttributorConfig, RewardArguments, train_attributor
 from .bench import TASKS, preset_unlearning_config
 from .data import UnlearningBundle
 from .evaluation import (
+    PROBE_COLUMNS,
     RETAIN,
     TARGET,
     UNLEARNED,
     EvalSettings,
+    ProbeSettings,
     build_report,
     evaluate_folder,
     evaluate_model,
+    has_probes,
     plot_tradeoff,
+    resolve_probes,
     retain_from_report,
     summary_table,
 )
@@ -96,6 +100,8 @@ def _write_report(run: Path, report: dict, title: str) -> None:
     _write_json(run / "report.json", report)
     plot_tradeoff(report, run / "tradeoff.png", title)
     print(f"\n{title}\n{summary_table(report)}")
+    if has_probes(report):
+        print(f"\nRobustness probes (forget split)\n{summary_table(report, PROBE_COLUMNS)}")
     missing = {
         name: m["summary"]["model_utility_missing"]
         for name, m in report["models"].items()
@@ -326,13 +332,24 @@ class EvalArguments:
     )
     max_new_tokens: int = field(default=200, metadata={"help": "Longest greedy answer (TOFU: 200)."})
     eval_batch_size: int = field(default=64, metadata={"help": "Examples a forward pass."})
+    probes: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Robustness probes run on every model: paraphrase, quantization, relearning, extraction, or all "
+            "(options: the --relearning_* and --extraction_* flags)."
+        },
+    )
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/eval-<time>)."})
 
 
 def eval_command(argv: list[str]) -> int:
     """Evaluate models on a dataset's splits: TOFU and MUSE metrics, membership inference, a report and a plot."""
-    parser = _parser((EvalArguments, DataArguments), "rlunlearn eval")
-    args, data_args = parser.parse_args_and_config(argv)
+    parser = _parser((EvalArguments, DataArguments, ProbeSettings), "rlunlearn eval")
+    args, data_args, probe_settings = parser.parse_args_and_config(argv)
+    try:
+        probes = resolve_probes(args.probes)
+    except ValueError as error:
+        raise SystemExit(f"rlunlearn eval: {error}") from None
     if args.retain_model and args.retain_report:
         raise SystemExit("rlunlearn eval: give --retain_model or --retain_report, not both.")
     if args.names and len(args.names) != len(args.models):
@@ -358,14 +375,22 @@ def eval_command(argv: list[str]) -> int:
     bundle, fmt = data_args.bundle(), data_args.prompt_format()
     settings = EvalSettings(args.max_new_tokens, args.eval_batch_size)
     retain = retain_from_report(args.retain_report) if args.retain_report else None
-    _write_json(run / "run_config.json", {"eval": _to_json(args), "data": _to_json(data_args)})
+    _write_json(
+        run / "run_config.json",
+        {"eval": _to_json(args), "data": _to_json(data_args), "probes": _to_json(probe_settings)},
+    )
     results = {}
     for name, path in models.items():
         started = time.time()
-        results[name] = evaluate_folder(path, bundle, fmt, settings, args.dtype)
+        results[name] = evaluate_folder(
+            path, bundle, fmt, settings, args.dtype, probes=probes, probe_settings=probe_settings
+        )
         print(f"Evaluated {name} in {time.time() - started:.0f}s")
     retain = results.get(RETAIN, retain)
-    report = build_report(results, roles, retain, _report_info(bundle, data_args, settings))
+    info = _report_info(bundle, data_args, settings)
+    if probes:
+        info["probes"] = {"probes": list(probes), **dataclasses.asdict(probe_settings)}
+    report = build_report(results, roles, retain, info)
     _write_report(run, report, bundle.name)
     return 0
 

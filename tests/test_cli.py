@@ -3,6 +3,7 @@ import json
 import pytest
 
 from rlunlearn.cli import main
+from rlunlearn.evaluation import recovered_fraction
 
 TINY_DATA = ["--num_authors", "3", "--num_forget_authors", "1"]
 TINY_MODEL = ["--model_preset", "tiny", "--vocab_size", "300"]
@@ -110,6 +111,12 @@ def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
         str(eval_dir),
         "--max_new_tokens",
         "40",
+        "--probes",
+        "all",
+        "--relearning_learning_rate",
+        "5e-3",
+        "--extraction_samples",
+        "4",
     ]
     assert main(["eval", *args, *TINY_DATA]) == 0
     report = json.loads((eval_dir / "report.json").read_text())
@@ -119,6 +126,17 @@ def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
         "retain": "retain",
     }
     assert report["models"]["retain"]["summary"]["forget_quality"] == 1.0 and (eval_dir / "tradeoff.png").is_file()
+    # Every model is probed; the quantisation recovery is measured against the target.
+    assert report["probes"]["probes"] == ["paraphrase", "quantization", "relearning", "extraction"]
+    for model in report["models"].values():
+        assert set(model["probes"]) == {"paraphrase", "quantization", "relearning", "extraction"}
+        assert model["probes"]["extraction"]["samples"] == 4
+    ga, target = report["models"]["ga"]["summary"], report["models"]["target"]["summary"]
+    assert ga["probe_nf4_recovered"] == recovered_fraction(
+        ga["forget_rougeL_recall"], ga["probe_nf4_forget_rougeL_recall"], target["forget_rougeL_recall"]
+    )
+    assert target["probe_nf4_recovered"] is None  # the target forgot nothing
+    assert "Robustness probes" in capsys.readouterr().out
     # The retain model's values can come from a saved report instead of a second evaluation.
     again = tmp_path / "again"
     args = [
@@ -136,6 +154,9 @@ def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
     assert main(["eval", *args, *TINY_DATA]) == 0
     ga = json.loads((again / "report.json").read_text())["models"]["ga"]["summary"]
     assert ga["forget_quality"] == report["models"]["ga"]["summary"]["forget_quality"]
+    assert not any(key.startswith("probe_") for key in ga)
+    with pytest.raises(SystemExit, match=r"unknown probe\(s\) \['telepathy'\]; the probes are paraphrase"):
+        main(["eval", *args, "--probes", "telepathy", *TINY_DATA])
 
 
 def test_demo_reuses_its_cached_models(tmp_path, capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
+from .probes import QUANTIZATIONS, recovered_fraction
 from .suite import MIA_ATTACKS
 
 # Roles a model plays in a report: the model before unlearning, the gold standard, and unlearned ones.
@@ -26,6 +27,22 @@ SUMMARY_COLUMNS = {
     "privleak": "privleak",
     "tug-of-war": "tug_of_war",
 }
+
+# The robustness probes' summary values (see probes.py), shown when a report has them.
+PROBE_COLUMNS = {
+    "forget ROUGE-L": "forget_rougeL_recall",
+    "paraphrased ROUGE-L": "probe_paraphrase_forget_rougeL_recall",
+    "4-bit ROUGE-L": "probe_nf4_forget_rougeL_recall",
+    "4-bit recovered": "probe_nf4_recovered",
+    "8-bit ROUGE-L": "probe_int8_forget_rougeL_recall",
+    "8-bit recovered": "probe_int8_recovered",
+    "relearned ROUGE-L": "probe_relearned_forget_rougeL_recall",
+    "extraction rate": "probe_extraction_rate",
+}
+
+
+def has_probes(report: dict) -> bool:
+    return any(key.startswith("probe_") for model in report["models"].values() for key in model["summary"])
 
 
 def per_example(result: dict, split: str, key: str) -> np.ndarray:
@@ -65,14 +82,31 @@ def compare_with_retain(result: dict, retain: dict) -> dict:
     return compared
 
 
+def compare_with_target(result: dict, target: dict) -> dict:
+    """The quantisation probe's recovered fraction for each quantisation: how much of the forget ROUGE-L recall lost
+    between the target and `result` the quantised `result` gets back."""
+    summary, compared = result["summary"], {}
+    for name in QUANTIZATIONS:
+        key = f"probe_{name}_forget_rougeL_recall"
+        if key in summary and "forget_rougeL_recall" in summary and "forget_rougeL_recall" in target["summary"]:
+            compared[f"probe_{name}_recovered"] = recovered_fraction(
+                summary["forget_rougeL_recall"], summary[key], target["summary"]["forget_rougeL_recall"]
+            )
+    return compared
+
+
 def build_report(results: Mapping[str, dict], roles: Mapping[str, str], retain: dict | None, info: dict) -> dict:
     """One JSON-ready report of several models: each model's evaluation, its role, and its comparison with the
-    retain model (`retain`, None when no retain model was given)."""
+    retain model (`retain`, None when no retain model was given) and with the target model (when one is in
+    `results`)."""
+    target = next((results[name] for name, role in roles.items() if role == TARGET and name in results), None)
     models = {}
     for name, result in results.items():
         summary = dict(result["summary"])
         if retain is not None:
             summary.update(compare_with_retain(result, retain))
+        if target is not None:
+            summary.update(compare_with_target(result, target))
         models[name] = {**result, "role": roles.get(name, UNLEARNED), "summary": summary}
     return {**info, "models": models}
 

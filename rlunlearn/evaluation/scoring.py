@@ -1,4 +1,5 @@
-"""Batched forward passes and greedy generation: the raw material of every metric.
+"""Batched forward passes and generation (greedy, or sampled for the extraction probe): the raw material of every
+metric.
 
 Answers are tokenised exactly as the trainers tokenise them (`trainers.utils.tokenize_pair`), so a probability
 measured here is the probability the training loss saw. Examples are sorted by length before batching so that
@@ -16,6 +17,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trainers.utils import tokenize_pair, tokenize_prompt
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How answers are generated and scored. TOFU generates greedily, at most 200 new tokens."""
+
+    max_new_tokens: int = 200
+    batch_size: int = 64
 
 
 @dataclass
@@ -110,8 +119,44 @@ def generate_answers(
 ) -> list[Generation]:
     """Greedy continuations of `prompts` (texts, message lists, or token ids), left-padded in batches and cut at
     the end-of-sequence token."""
+    return [samples[0] for samples in _generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc)]
+
+
+def sample_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | list],
+    num_samples: int,
+    temperature: float = 1.0,
+    max_new_tokens: int = 200,
+    batch_size: int = 64,
+    seed: int = 0,
+    desc: str | None = None,
+) -> list[list[Generation]]:
+    """`num_samples` answers to each prompt, sampled at `temperature` from the whole distribution (no top-k or top-p
+    cut), from a generator seeded by `seed` (the global random state is left as it was)."""
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens,
+            max(1, batch_size // num_samples),
+            desc,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            num_return_sequences=num_samples,
+        )
+
+
+def _generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc, **sampling) -> list[list[Generation]]:
+    """Continuations of each prompt (one, or `num_return_sequences`), in batches of similar length."""
+    per_prompt = sampling.get("num_return_sequences", 1)
     prompt_ids = [p if p and isinstance(p[0], int) else tokenize_prompt(tokenizer, p) for p in prompts]
-    generations: list[Generation | None] = [None] * len(prompts)
+    generations: list[list[Generation] | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
     for batch in tqdm(_batches([len(p) for p in prompt_ids], batch_size), desc=desc, leave=False, disable=desc is None):
@@ -120,14 +165,17 @@ def generate_answers(
             input_ids=input_ids.to(model.device),
             attention_mask=attention_mask.to(model.device),
             max_new_tokens=max_new_tokens,
-            do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            **{"do_sample": False, **sampling},
         )
         for row, i in enumerate(batch):
-            new_tokens = output[row, input_ids.shape[1] :].tolist()
-            if tokenizer.eos_token_id in new_tokens:
-                new_tokens = new_tokens[: new_tokens.index(tokenizer.eos_token_id)]
-            generations[i] = Generation(tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), new_tokens)
+            generations[i] = []
+            for sequence in output[row * per_prompt : (row + 1) * per_prompt, input_ids.shape[1] :].tolist():
+                if tokenizer.eos_token_id in sequence:
+                    sequence = sequence[: sequence.index(tokenizer.eos_token_id)]
+                generations[i].append(
+                    Generation(tokenizer.decode(sequence, skip_special_tokens=True).strip(), sequence)
+                )
     model.train(was_training)
     return generations

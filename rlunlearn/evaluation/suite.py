@@ -7,7 +7,7 @@ Metrics that compare with the retain model (forget quality, privleak, the refere
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 from datasets import Dataset
@@ -19,7 +19,8 @@ from trainers.utils import tokenize_pair
 from ..data import EVAL_SPLITS, PromptFormat, UnlearningBundle
 from ..models import load_model, load_tokenizer
 from . import metrics
-from .scoring import generate_answers, score_answers
+from .probes import ProbeSettings, run_probes
+from .scoring import EvalSettings, generate_answers, score_answers
 
 # MUSE's generation settings: knowledge memorisation answers in at most 32 new tokens, cut at these strings;
 # verbatim memorisation continues a text for at most 128 new tokens.
@@ -28,14 +29,6 @@ KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
 VERBMEM_MAX_NEW_TOKENS = 128
 # Splits whose answers membership-inference attacks score (forget = members, holdout = non-members).
 MIA_SPLITS = ("forget", "holdout")
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How answers are generated and scored. TOFU generates greedily, at most 200 new tokens."""
-
-    max_new_tokens: int = 200
-    batch_size: int = 64
 
 
 def _cut(text: str, stops: Sequence[str]) -> str:
@@ -234,7 +227,17 @@ def evaluate_folder(
     settings: EvalSettings = EvalSettings(),
     dtype: str = "float32",
     progress: bool = True,
+    probes: Sequence[str] = (),
+    probe_settings: ProbeSettings = ProbeSettings(),
 ) -> dict:
-    """`evaluate_model` on the saved model in `path` (a LoRA adapter is merged into its base), with its tokenizer."""
+    """`evaluate_model` on the saved model in `path` (a LoRA adapter is merged into its base), with its tokenizer, and
+    the robustness `probes` (their results under `probes`, their summary values among the model's)."""
     model = load_model(ModelConfig(model_name_or_path=str(path), dtype=dtype), for_training=False)
-    return evaluate_model(model, load_tokenizer(str(path)), bundle, fmt, settings=settings, progress=progress)
+    tokenizer = load_tokenizer(str(path))
+    result = evaluate_model(model, tokenizer, bundle, fmt, settings=settings, progress=progress)
+    if probes:
+        result["probes"], probe_summary = run_probes(
+            model, tokenizer, bundle, fmt, probes, settings, probe_settings, model_path=str(path)
+        )
+        result["summary"].update(probe_summary)
+    return result
