@@ -35,7 +35,6 @@ from .evaluation import (
     markdown_table,
     plot_tradeoff,
     resolve_probes,
-    run_probes,
     summary_rows,
 )
 from .finetune import FinetuneConfig
@@ -224,7 +223,6 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         )
     data_args, bundle, prepared = _prepared(args, cache_args, run)
     fmt, settings = data_args.prompt_format(), EvalSettings()
-
     results = {}
     for name, path in ((TARGET, prepared.target), (RETAIN, prepared.retain)):
         started = time.time()
@@ -270,13 +268,15 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         configs[method] = config.to_dict()
         started = time.time()
         results[method] = evaluate_model(
-            trainer.model, trainer.processing_class, bundle, fmt, settings=settings, progress=False
+            trainer.model,
+            trainer.processing_class,
+            bundle,
+            fmt,
+            settings=settings,
+            progress=False,
+            probes=probes,
+            probe_settings=probe_settings,
         )
-        if probes:
-            results[method]["probes"], probe_summary = run_probes(
-                trainer.model, trainer.processing_class, bundle, fmt, probes, settings, probe_settings
-            )
-            results[method]["summary"].update(probe_summary)
         print(f"{method}: evaluated{' and probed' if probes else ''} in {time.time() - started:.0f}s", flush=True)
         roles[method] = UNLEARNED
         if method == "dareu":

@@ -126,3 +126,17 @@ def test_trainer_rejects_bad_input_before_training(tmp_path, bundle, tokenizer, 
             processing_class=tokenizer,
         )
     assert math.isclose(config(tmp_path).retain_batch_size, 4)
+
+
+def test_evaluation_logs_apart_from_the_training_metrics(tmp_path, bundle, tokenizer, tiny_model):
+    """Evaluating between two training logs leaves the steps' training metrics to the next training log."""
+    forget = sft_dataset(bundle.forget)
+    args = config(tmp_path, max_steps=4, eval_strategy="steps", eval_steps=1, logging_steps=2)
+    trainer = GATrainer(
+        model=tiny_model, args=args, train_dataset=forget, eval_dataset={"forget": forget}, processing_class=tokenizer
+    )
+    trainer.train()
+    evaluations = [entry for entry in trainer.state.log_history if "eval_forget_prob" in entry]
+    assert len(evaluations) == 4
+    assert all(set(entry) <= {"eval_forget_prob", "epoch", "step"} for entry in evaluations)
+    assert [entry["step"] for entry in trainer.state.log_history if "forget_logp" in entry] == [2, 4]

@@ -269,8 +269,9 @@ class ReferenceAndGuardMixin:
             "_".join(filter(None, (metric_key_prefix, name, "prob"))): self.answer_probability(dataset)
             for name, dataset in datasets.items()
         }
-        self.model.train(was_training)
+        # Logged in eval mode, so that the training metrics gathered since the last log stay in the next training log.
         self.log(metrics)
+        self.model.train(was_training)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         self._guard_retain_probability(metrics.get(f"{metric_key_prefix}_retain_prob"))
         return metrics

@@ -168,9 +168,14 @@ def evaluate_model(
     splits: Sequence[str] | None = None,
     settings: EvalSettings = EvalSettings(),
     progress: bool = True,
+    probes: Sequence[str] = (),
+    probe_settings: ProbeSettings = ProbeSettings(),
+    model_path: str | None = None,
 ) -> dict:
     """Every split of `bundle` (or `splits`), and the model-level summary: model utility (with the components it
-    misses named), the forget metrics, and the membership-inference AUC of each attack (forget vs holdout)."""
+    misses named), the forget metrics, and the membership-inference AUC of each attack (forget vs holdout). With
+    `probes`, the robustness probes too: their results under `probes`, their `probe_*` values in the summary
+    (`model_path`, the folder the model was loaded from, spares the quantisation probe a save)."""
     splits = [s for s in EVAL_SPLITS if s in bundle.eval_splits] if splits is None else list(splits)
     for split in splits:
         if split not in bundle.eval_splits:
@@ -217,7 +222,13 @@ def evaluate_model(
                 np.array(results["forget"]["per_example"][f"mia_{attack}"]),
                 np.array(results["holdout"]["per_example"][f"mia_{attack}"]),
             )
-    return {"settings": asdict(settings), "splits": results, "summary": summary}
+    evaluation = {"settings": asdict(settings), "splits": results, "summary": summary}
+    if probes:
+        evaluation["probes"], probe_summary = run_probes(
+            model, tokenizer, bundle, fmt, probes, settings, probe_settings, model_path
+        )
+        summary.update(probe_summary)
+    return evaluation
 
 
 def evaluate_folder(
@@ -230,14 +241,17 @@ def evaluate_folder(
     probes: Sequence[str] = (),
     probe_settings: ProbeSettings = ProbeSettings(),
 ) -> dict:
-    """`evaluate_model` on the saved model in `path` (a LoRA adapter is merged into its base), with its tokenizer, and
-    the robustness `probes` (their results under `probes`, their summary values among the model's)."""
+    """`evaluate_model` (with the robustness `probes`) on the saved model in `path` (a LoRA adapter is merged into its
+    base), with its tokenizer."""
     model = load_model(ModelConfig(model_name_or_path=str(path), dtype=dtype), for_training=False)
-    tokenizer = load_tokenizer(str(path))
-    result = evaluate_model(model, tokenizer, bundle, fmt, settings=settings, progress=progress)
-    if probes:
-        result["probes"], probe_summary = run_probes(
-            model, tokenizer, bundle, fmt, probes, settings, probe_settings, model_path=str(path)
-        )
-        result["summary"].update(probe_summary)
-    return result
+    return evaluate_model(
+        model,
+        load_tokenizer(str(path)),
+        bundle,
+        fmt,
+        settings=settings,
+        progress=progress,
+        probes=probes,
+        probe_settings=probe_settings,
+        model_path=str(path),
+    )
