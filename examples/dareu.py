@@ -9,10 +9,13 @@ from flags, a YAML file (`--config dareu.yaml`, flags override it), or both; `--
         --output_dir runs/dareu --learning_rate 1e-4 --num_train_epochs 5
 
     # TOFU forget10 from a Llama fine-tuned on TOFU, on 8 GPUs with DeepSpeed ZeRO-3 (other engines:
-    # examples/accelerate_configs/{single_gpu,multi_gpu,deepspeed_zero2,fsdp}.yaml):
+    # examples/accelerate_configs/{single_gpu,multi_gpu,deepspeed_zero2,fsdp}.yaml). Under DeepSpeed and FSDP the
+    # attribution classifier is trained first, on one process:
+    rlunlearn train-attributor --model_name_or_path open-unlearning/tofu_Llama-3.2-1B-Instruct_full \
+        --prompt_style chat --data tofu --forget_split forget10 --output_dir runs/attributor-tofu
     accelerate launch --config_file examples/accelerate_configs/deepspeed_zero3.yaml examples/dareu.py \
         --model_name_or_path open-unlearning/tofu_Llama-3.2-1B-Instruct_full --prompt_style chat \
-        --data tofu --forget_split forget10 \
+        --data tofu --forget_split forget10 --attributor runs/attributor-tofu \
         --retain_model open-unlearning/tofu_Llama-3.2-1B-Instruct_retain90 --output_dir runs/dareu-tofu --algorithm grpo --num_generations 8
 
     # QLoRA on one GPU: NF4 weights with double quantisation, bf16 compute, LoRA on every linear layer:

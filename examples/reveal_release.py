@@ -9,9 +9,9 @@ from flags, a YAML file (`--config reveal_release.yaml`, flags override it), or 
     python examples/reveal_release.py --model_name_or_path runs/finetune/target --retain_model runs/finetune/retain \
         --output_dir runs/reveal_release --learning_rate 5e-4 --retain_module true
 
-    # TOFU forget10 from a Llama fine-tuned on TOFU, on 8 GPUs with DeepSpeed ZeRO-3 (other engines:
-    # examples/accelerate_configs/{single_gpu,multi_gpu,deepspeed_zero2,fsdp}.yaml):
-    accelerate launch --config_file examples/accelerate_configs/deepspeed_zero3.yaml examples/reveal_release.py \
+    # TOFU forget10 from a Llama fine-tuned on TOFU, on 8 GPUs with data parallelism (each round adds a LoRA module with
+    # its own optimizer, so DeepSpeed and FSDP, which set their engine up once a run, do not apply):
+    accelerate launch --config_file examples/accelerate_configs/multi_gpu.yaml examples/reveal_release.py \
         --model_name_or_path open-unlearning/tofu_Llama-3.2-1B-Instruct_full --prompt_style chat \
         --data tofu --forget_split forget10 --target "Basil Mahfouz Al-Kuwaiti" \
         --retain_model open-unlearning/tofu_Llama-3.2-1B-Instruct_retain90 --output_dir runs/reveal_release-tofu --num_rounds 3

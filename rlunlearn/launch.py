@@ -11,6 +11,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 from huggingface_hub import ModelCard, ModelCardData
+from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from trl import ModelConfig
 
 from trainers import METHODS, UnlearningConfig
@@ -66,6 +67,9 @@ def run_unlearning(
         check_same_tokenizer(model_args.model_name_or_path, script_args.retain_model, "--retain_model")
     bundle = data_args.bundle()
     trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, method_args)
+    # Under ZeRO-3, transformers partitions every model it loads across the processes, which then must all take part;
+    # the main process alone loads the models it evaluates, whole.
+    unset_hf_deepspeed_config()
     output_dir = Path(config.output_dir)
     report = None
     if PartialState().is_main_process:

@@ -7,6 +7,7 @@ User options arrive as TRL's `ModelConfig` (`--model_name_or_path`, `--dtype`, `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -25,7 +26,9 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    TrainingArguments,
 )
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
 from trl import ModelConfig, get_quantization_config
 
 from trainers.utils import keep_4bit_trainable_on_cpu
@@ -149,6 +152,21 @@ def check_same_tokenizer(model: str, other: str, option: str) -> None:
             f"{len(vocabulary)} tokens): its losses and probabilities would not compare with the model's. Give the "
             "model fine-tuned from the same base (e.g. both from `rlunlearn finetune`)."
         )
+
+
+@contextlib.contextmanager
+def whole_models(args: TrainingArguments):
+    """Models loaded inside are whole on every process. Under DeepSpeed ZeRO-3, transformers partitions every model it
+    loads over the processes, for the training engine to gather; a model used outside the engine (a reward classifier)
+    must be loaded whole."""
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        args.deepspeed_plugin.set_deepspeed_weakref()
 
 
 def quantization_device_map() -> dict | None:

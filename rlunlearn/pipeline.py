@@ -16,6 +16,7 @@ from datasets import concatenate_datasets
 from trl import ModelConfig, get_peft_config
 
 from trainers import METHODS, UnlearningConfig, UnlearningTrainer
+from trainers.utils import sharding_engine
 
 from .attribution import RewardArguments, attributor_for_run, build_rewards
 from .data import (
@@ -32,7 +33,7 @@ from .data import (
     sft_dataset,
 )
 from .finetune import FinetuneConfig, finetune, training_data
-from .models import MODEL_PRESETS, build_model, load_model, load_tokenizer, train_tokenizer
+from .models import MODEL_PRESETS, build_model, load_model, load_tokenizer, train_tokenizer, whole_models
 from .reveal import RevealArguments, reveal_release_inputs
 
 logger = logging.getLogger(__name__)
@@ -319,11 +320,19 @@ def unlearn(
     if method == "dareu":
         reward_args = method_args or RewardArguments()
         classifier = None
-        if "attribution" in reward_args.reward_funcs:
-            classifier = attributor_for_run(
-                reward_args.attributor, bundle, data_args, model_args, config.output_dir, config.seed
+        engine = sharding_engine(config)
+        if "attribution" in reward_args.reward_funcs and reward_args.attributor is None and engine:
+            raise ValueError(
+                f"--attributor is required under {engine}: the attribution classifier cannot be trained inside the "
+                f"sharded run. Train it first, on one process (`rlunlearn train-attributor --model_name_or_path "
+                f"{model_path} --output_dir DIR` with this run's data options), and pass --attributor DIR."
             )
-        extra["reward_funcs"] = build_rewards(reward_args, bundle, data_args, classifier)
+        with whole_models(config):
+            if "attribution" in reward_args.reward_funcs:
+                classifier = attributor_for_run(
+                    reward_args.attributor, bundle, data_args, model_args, config.output_dir, config.seed
+                )
+            extra["reward_funcs"] = build_rewards(reward_args, bundle, data_args, classifier)
     if config.eval_strategy != "no":
         extra["eval_dataset"] = unlearning_eval_sets(bundle, data_args.prompt_format())
     trainer = trainer_class(

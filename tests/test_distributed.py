@@ -1,6 +1,7 @@
-"""Distributed correctness on the CPU: real 2-process runs of the example scripts (`accelerate launch --multi_gpu
---num_processes 2` starts them through torchrun; without a GPU the trainers set use_cpu, so they join over gloo) of one
-preference method (NPO) and one RL method (DareU), against 1-process runs with the same global batch."""
+"""Distributed correctness on the CPU: real 2-process runs of the example scripts against 1-process runs with the same
+global batch, of one preference method (NPO) and one RL method (DareU), with data parallelism (`accelerate launch
+--multi_gpu --num_processes 2` starts them through torchrun; without a GPU the trainers set use_cpu, so they join over
+gloo) and with DeepSpeed ZeRO-2 and ZeRO-3 from the shipped accelerate configs (DeepSpeed's CPU accelerator, gloo)."""
 
 import json
 import socket
@@ -8,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import REPO, SCRIPT_ARGS
+from transformers import AutoModelForCausalLM
 
 # 1 and 2 processes cannot give identical runs: NPO draws its retain batches per process, so they see different
 # retain examples, and DareU's processes sample completions from their own random streams. The forget and retain
@@ -23,7 +26,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(script: str, processes: int, *args: str) -> None:
+def launch(script: str, processes: int, *args: str, engine: str = "multi_gpu") -> subprocess.CompletedProcess:
+    """Run `script` on one process, or under `accelerate launch` with examples/accelerate_configs/<engine>.yaml."""
     if processes == 1:
         command = [sys.executable, script]
     else:
@@ -31,11 +35,10 @@ def launch(script: str, processes: int, *args: str) -> None:
             sys.executable,
             "-m",
             "accelerate.commands.launch",
-            "--multi_gpu",
+            "--config_file",
+            f"examples/accelerate_configs/{engine}.yaml",
             "--num_processes",
             str(processes),
-            "--num_machines",
-            "1",
             "--mixed_precision",
             "no",
             "--dynamo_backend",
@@ -44,14 +47,17 @@ def launch(script: str, processes: int, *args: str) -> None:
             str(_free_port()),
             script,
         ]
-    result = subprocess.run(command + list(args), cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command + list(args), cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def assert_succeeded(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
 
-def run_example(method: str, processes: int, model, output_dir, *args: str) -> list[dict]:
+def run_example(method: str, processes: int, model, output_dir, *args: str, engine: str = "multi_gpu") -> list[dict]:
     """Run examples/<method>.py on the test data with the same global batch at any process count (4 examples; DareU:
     8 completions) and return its log history."""
-    launch(
+    result = launch(
         f"examples/{method}.py",
         processes,
         "--model_name_or_path",
@@ -66,7 +72,9 @@ def run_example(method: str, processes: int, model, output_dir, *args: str) -> l
         "none",
         *SCRIPT_ARGS,
         *args,
+        engine=engine,
     )
+    assert_succeeded(result)
     return json.loads((output_dir / "log_history.json").read_text())
 
 
@@ -75,43 +83,99 @@ def _evaluations(history: list[dict]) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "method, extra",
+    "method, engines, extra",  # multi_gpu (DDP) first: the sharded engines are compared with it
     [
-        ("npo", ["--learning_rate", "1e-3", "--num_train_epochs", "2", "--eval_steps", "5"]),
+        (
+            "npo",
+            ["multi_gpu", "deepspeed_zero2", "deepspeed_zero3"],
+            ["--learning_rate", "1e-3", "--num_train_epochs", "2", "--eval_steps", "5"],
+        ),
         (
             "dareu",
+            ["multi_gpu", "deepspeed_zero3"],
             ["--learning_rate", "3e-3", "--max_steps", "6", "--eval_steps", "2", "--num_generations", "8"]
             + ["--max_completion_length", "16", "--reward_funcs", "attribution", "degeneracy"],
         ),
     ],
+    ids=["npo", "dareu"],
 )
-def test_one_and_two_processes_agree(tmp_path, finetuned, attributor, method, extra):
+def test_one_and_two_processes_agree(tmp_path, finetuned, attributor, method, engines, extra):
     extra = [*extra, "--eval_on_start", "true"]
     if method == "dareu":
         extra += ["--attributor", str(attributor[2])]
     single = run_example(method, 1, finetuned, tmp_path / "one", "--evaluate", "false", *extra)
-    double = run_example(method, 2, finetuned, tmp_path / "two", "--retain_model", str(finetuned), *extra)
-
-    # The same optimisation steps, and the unlearning metrics logged at every eval step on both.
     steps = [e["step"] for e in _evaluations(single)]
-    assert steps == [e["step"] for e in _evaluations(double)] and len(steps) >= 3
+    assert len(steps) >= 3
     tolerance = TOLERANCE[method]
-    for history in (single, double):
-        start, end = _evaluations(history)[0], _evaluations(history)[-1]
-        assert end["eval_forget_prob"] < start["eval_forget_prob"] - 2 * tolerance  # it unlearned
-    for key in ("eval_forget_prob", "eval_retain_prob"):
-        assert _evaluations(single)[-1][key] == pytest.approx(_evaluations(double)[-1][key], abs=tolerance), key
+    histories = {}
+    for engine in engines:
+        output_dir = tmp_path / engine
+        double = run_example(method, 2, finetuned, output_dir, "--retain_model", str(finetuned), *extra, engine=engine)
 
-    # The 2-process run saved a model, evaluated it against the "retain" model and wrote its card.
-    report = json.loads((tmp_path / "two" / "report.json").read_text())
-    assert set(report["models"]) == {method, "retain"}
-    card = (tmp_path / "two" / "README.md").read_text()
-    assert f"- {method}" in card and "| processes | 2 |" in card and "forget quality" in card
+        # The same optimisation steps, and the unlearning metrics logged at every eval step on both.
+        assert steps == [e["step"] for e in _evaluations(double)], engine
+        for history in (single, double):
+            start, end = _evaluations(history)[0], _evaluations(history)[-1]
+            assert end["eval_forget_prob"] < start["eval_forget_prob"] - 2 * tolerance, engine  # it unlearned
+        for key in ("eval_forget_prob", "eval_retain_prob"):
+            expected = pytest.approx(_evaluations(double)[-1][key], abs=tolerance)
+            assert _evaluations(single)[-1][key] == expected, (engine, key)
+
+        # ZeRO shards what DDP replicates, for the same arithmetic: the same figures at every evaluation, up to the
+        # order of float sums (measured: 6e-8).
+        histories[engine] = double
+        for ddp_entry, entry in zip(_evaluations(histories["multi_gpu"]), _evaluations(double)):
+            for key in ("eval_forget_prob", "eval_retain_prob"):
+                assert entry[key] == pytest.approx(ddp_entry[key], abs=1e-5), (engine, key, entry["step"])
+
+        # The 2-process run saved a whole model, evaluated it against the "retain" model and wrote its card. The model
+        # evaluated (under ZeRO the saved folder, gathered from the shards) is the one trained to the last evaluation.
+        report = json.loads((output_dir / "report.json").read_text())
+        assert set(report["models"]) == {method, "retain"}
+        evaluated = report["models"][method]["summary"]["forget_probability"]
+        assert evaluated == pytest.approx(_evaluations(double)[-1]["eval_forget_prob"], abs=1e-5), engine
+        card = (output_dir / "README.md").read_text()
+        assert f"- {method}" in card and "| processes | 2 |" in card and "forget quality" in card, engine
+
+
+def test_retain_guard_restores_the_sharded_weights(tmp_path, finetuned):
+    """Under ZeRO-3 each process holds a part of each weight: the retain guard gathers them to keep the last good
+    weights, and puts them back on every process before saving."""
+    result = launch(
+        "examples/npo.py",
+        2,
+        "--model_name_or_path",
+        str(finetuned),
+        "--output_dir",
+        str(tmp_path),
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--max_steps",
+        "4",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "2",
+        "--retain_probability_floor",
+        "0.99",  # below it at the first evaluation, after 2 steps that changed the weights
+        "--report_to",
+        "none",
+        *SCRIPT_ARGS,
+        engine="deepspeed_zero3",
+    )
+    assert result.returncode != 0 and "RetainCollapseError" in result.stderr, result.stderr[-5000:]
+    assert "at step 2" in result.stderr
+    start = AutoModelForCausalLM.from_pretrained(finetuned).state_dict()
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "last-good").state_dict()
+    for name, weight in start.items():
+        assert torch.equal(saved[name], weight), name
 
 
 def test_retain_batches_differ_across_ranks(tmp_path, finetuned):
     output = tmp_path / "draws.json"
-    launch("tests/distributed/retain_draws.py", 2, str(finetuned), str(output))
+    assert_succeeded(launch("tests/distributed/retain_draws.py", 2, str(finetuned), str(output)))
     result = json.loads(output.read_text())
     assert result["num_processes"] == 2
     rank0, rank1 = result["draws"]

@@ -9,10 +9,20 @@ from conftest import QUIET_TRAINING, mean_probability
 from datasets import Dataset
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from trl import ModelConfig
 
 from rlunlearn.data import UnlearningBundle, sft_dataset
 from rlunlearn.models import check_same_tokenizer, train_tokenizer
-from trainers import GAConfig, GATrainer, GradDiffConfig, GradDiffTrainer, RetainCollapseError
+from rlunlearn.pipeline import DataArguments, unlearn
+from trainers import (
+    DareUConfig,
+    GAConfig,
+    GATrainer,
+    GradDiffConfig,
+    GradDiffTrainer,
+    RetainCollapseError,
+    RevealReleaseConfig,
+)
 
 
 class StopAt(TrainerCallback):
@@ -154,3 +164,16 @@ def test_a_retain_model_with_another_tokenizer_is_refused(tmp_path, bundle, toke
     check_same_tokenizer(str(tmp_path / "target"), str(tmp_path / "target"), "--retain_model")
     with pytest.raises(ValueError, match="--retain_model .* has another tokenizer"):
         check_same_tokenizer(str(tmp_path / "target"), str(tmp_path / "retain"), "--retain_model")
+
+
+def test_what_a_sharded_run_cannot_do_fails_before_loading(tmp_path, bundle, finetuned, monkeypatch):
+    """Under DeepSpeed or FSDP (here FSDP as `accelerate launch` announces it), Reveal-and-Release refuses at once and
+    DareU asks for an attribution classifier trained beforehand, instead of training one inside the sharded run."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="Reveal-and-Release does not run under FSDP.*multi_gpu.yaml"):
+        RevealReleaseConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+
+    config = DareUConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="--attributor is required under FSDP.*rlunlearn train-attributor"):
+        unlearn("dareu", config, finetuned, bundle, DataArguments(), ModelConfig())
+    assert not (tmp_path / "attributor").exists()

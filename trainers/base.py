@@ -23,6 +23,7 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset
 from peft import PeftConfig, get_peft_model
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
+from transformers.integrations import is_deepspeed_zero3_enabled
 from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.base_config import _BaseConfig
@@ -37,6 +38,7 @@ from .utils import (
     TrainingGuardError,
     bf16_default,
     cast_trainable_to_bf16,
+    gathered,
     keep_4bit_trainable_on_cpu,
     mean_answer_logp,
     multiprocess_cpu,
@@ -277,7 +279,15 @@ class ReferenceAndGuardMixin:
         return metrics
 
     def _trainable_weights(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
+        """A CPU copy of the trainable weights. Under ZeRO-3 each process holds a part of each parameter: they are
+        gathered one at a time, and the main process alone keeps the copy (restoring broadcasts it)."""
+        weights = {}
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                with gathered(param):
+                    if self.accelerator.is_main_process or not hasattr(param, "ds_id"):
+                        weights[name] = param.detach().to("cpu", copy=True)
+        return weights
 
     def _guard_retain_probability(self, retain_probability: float | None) -> None:
         """During training with `retain_probability_floor`: keep the weights of an evaluation above the floor, or put
@@ -290,8 +300,10 @@ class ReferenceAndGuardMixin:
             return
         with torch.no_grad():
             for name, param in self.model.named_parameters():
-                if name in self._last_good_weights:
-                    param.copy_(self._last_good_weights[name])
+                if param.requires_grad:
+                    with gathered(param, modifier_rank=0):
+                        if name in self._last_good_weights:
+                            param.copy_(self._last_good_weights[name])
         raise RetainCollapseError(
             f"The retain probability fell to {retain_probability:.4f} at step {self.state.global_step}, below "
             f"--retain_probability_floor {floor}: the model is losing what it should keep. Lower the learning rate or "
@@ -483,12 +495,12 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
         # Reference model: the adapter-disabled base under LoRA, else a frozen copy of the starting weights.
         self.ref_model = None
         if self.needs_reference(args) and not is_peft_model(self.model):
-            if ref_model is None:
-                ref_model = (
-                    create_model_from_path(model_id, **model_init_kwargs)
-                    if loaded_from_name
-                    else copy.deepcopy(self.model)
-                )
+            if ref_model is None and (loaded_from_name or is_deepspeed_zero3_enabled()):
+                # ZeRO-3 partitions the weights as they load, so a copy of the model would hold only its shards: load
+                # the starting weights again, as TRL's trainers do.
+                ref_model = create_model_from_path(model_id, **{"dtype": self.model.dtype, **model_init_kwargs})
+            elif ref_model is None:
+                ref_model = copy.deepcopy(self.model)
             ref_model.requires_grad_(False)
             if self.is_deepspeed_enabled:
                 self.ref_model = prepare_deepspeed(ref_model, self.accelerator)

@@ -50,7 +50,14 @@ from .base import RetainRegularizedConfig, UnlearningTrainer
 from .flat import DIVERGENCES, average_probability, flat_terms
 from .neural_ucb import NeuralUCB
 from .npo import npo_loss
-from .utils import GroupCollator, cast_trainable_to_bf16, mean_answer_logp, tokenize_completions, tokenize_prompt
+from .utils import (
+    GroupCollator,
+    cast_trainable_to_bf16,
+    mean_answer_logp,
+    sharding_engine,
+    tokenize_completions,
+    tokenize_prompt,
+)
 
 RELEASE_LOSSES = ("ga", "npo", "flat")
 RETAIN_MODULE = "retain"
@@ -157,6 +164,13 @@ class RevealReleaseConfig(RetainRegularizedConfig):
                 raise ValueError(f"--{name} is {getattr(self, name)}; it must be at least 1.")
         if self.temperature <= 0:
             raise ValueError(f"--temperature is {self.temperature}; sampling needs a temperature > 0.")
+        engine = sharding_engine(self)
+        if engine:
+            raise ValueError(
+                f"Reveal-and-Release does not run under {engine}: it adds a LoRA module with a new optimizer every "
+                f"round, while {engine} sets up its engine once a run. Launch it on one process or with data "
+                "parallelism (examples/accelerate_configs/single_gpu.yaml or multi_gpu.yaml)."
+            )
 
 
 def as_completion(prompt, text: str):

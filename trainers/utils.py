@@ -3,14 +3,16 @@ retain batches per process."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import parse_flag_from_env
 from datasets import Dataset
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, TrainingArguments
 from trl.data_utils import common_prefix_length
 from trl.trainer.utils import pad
 
@@ -36,6 +38,26 @@ def multiprocess_cpu() -> bool:
     """Whether this is one of several processes (torchrun, `accelerate launch`) on a machine without a GPU: such a run
     must set `use_cpu` so that accelerate joins the processes over gloo, or each would train alone on its own copy."""
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def sharding_engine(args: TrainingArguments) -> str | None:
+    """The engine that shards the model over the processes of the run, "DeepSpeed" or "FSDP", named in the training
+    arguments or in `accelerate launch`'s config; None for one process or data parallelism."""
+    if args.deepspeed_plugin is not None:
+        return "DeepSpeed"
+    if args.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        return "FSDP"
+    return None
+
+
+def gathered(param: torch.nn.Parameter, modifier_rank: int | None = None):
+    """A context in which a parameter that DeepSpeed ZeRO-3 partitions over the processes is whole on each (every
+    process must enter it); what `modifier_rank` writes to it there is kept. Any other parameter is left as it is."""
+    if not hasattr(param, "ds_id"):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([param], modifier_rank=modifier_rank)
 
 
 def keep_4bit_trainable_on_cpu(model: torch.nn.Module) -> None:
