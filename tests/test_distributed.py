@@ -141,6 +141,9 @@ def test_one_and_two_processes_agree(tmp_path, finetuned, attributor, method, en
 def test_retain_guard_restores_the_sharded_weights(tmp_path, finetuned):
     """Under ZeRO-3 each process holds a part of each weight: the retain guard gathers them to keep the last good
     weights, and puts them back on every process before saving."""
+    # The retain probability is below the floor at the first evaluation, after 2 steps that changed the weights.
+    options = "--per_device_train_batch_size 2 --learning_rate 1e-3 --max_steps 4 --eval_strategy steps --eval_steps 2"
+    options += " --retain_probability_floor 0.99 --report_to none"
     result = launch(
         "examples/npo.py",
         2,
@@ -148,20 +151,7 @@ def test_retain_guard_restores_the_sharded_weights(tmp_path, finetuned):
         str(finetuned),
         "--output_dir",
         str(tmp_path),
-        "--per_device_train_batch_size",
-        "2",
-        "--learning_rate",
-        "1e-3",
-        "--max_steps",
-        "4",
-        "--eval_strategy",
-        "steps",
-        "--eval_steps",
-        "2",
-        "--retain_probability_floor",
-        "0.99",  # below it at the first evaluation, after 2 steps that changed the weights
-        "--report_to",
-        "none",
+        *options.split(),
         *SCRIPT_ARGS,
         engine="deepspeed_zero3",
     )
