@@ -39,7 +39,7 @@ from .evaluation import (
 )
 from .finetune import FinetuneConfig
 from .models import MODEL_PRESETS, load_model, load_tokenizer
-from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, prepare_models, unlearn
+from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, prepare_models, report_info, unlearn
 from .reveal import RevealArguments
 
 # Presets: the data, the model built from scratch, and each method's unlearning hyperparameters. A 4-layer model trained
@@ -294,7 +294,7 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         results[RETAIN],
         {
             "preset": args.preset,
-            "bundle": bundle.summary(),
+            **report_info(bundle, data_args, settings),
             "costs": costs,
             "configs": configs,
             "probes": {"probes": list(probes), **asdict(probe_settings)},

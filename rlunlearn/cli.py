@@ -25,7 +25,6 @@ from trainers import METHODS
 
 from .attribution import AttributorConfig, RewardArguments, train_attributor
 from .bench import TASKS, preset_unlearning_config
-from .data import UnlearningBundle
 from .evaluation import (
     PROBE_COLUMNS,
     RETAIN,
@@ -45,7 +44,15 @@ from .evaluation import (
 from .finetune import FinetuneConfig
 from .launch import ScriptArguments, run_unlearning
 from .models import check_same_tokenizer
-from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, finetune_models, prepare_models, unlearn
+from .pipeline import (
+    CacheArguments,
+    DataArguments,
+    ScratchModelArguments,
+    finetune_models,
+    prepare_models,
+    report_info,
+    unlearn,
+)
 from .reveal import RevealArguments
 
 logger = logging.getLogger("rlunlearn")
@@ -85,15 +92,6 @@ def _cached_evaluation(folder: Path, name: str, bundle, fmt, settings: EvalSetti
     result = evaluate_folder(folder / name, bundle, fmt, settings)
     _write_json(path, result)
     return result
-
-
-def _report_info(bundle: UnlearningBundle, data_args: DataArguments, settings: EvalSettings) -> dict:
-    return {
-        "bundle": bundle.summary(),
-        "prompt_format": dataclasses.asdict(data_args.prompt_format()),
-        "settings": dataclasses.asdict(settings),
-        "missing_splits": bundle.missing_eval_splits(),
-    }
 
 
 def _write_report(run: Path, report: dict, title: str) -> None:
@@ -170,7 +168,7 @@ def demo(argv: list[str]) -> int:
         roles,
         results[RETAIN],
         {
-            **_report_info(bundle, data_args, settings),
+            **report_info(bundle, data_args, settings),
             "seconds": round(time.time() - started, 1),
             "models_reused": prepared.reused,
         },
@@ -227,7 +225,7 @@ def finetune_command(argv: list[str]) -> int:
         results,
         {name: name for name in which},
         results.get(RETAIN),
-        {**_report_info(bundle, data_args, settings), "seconds": seconds},
+        {**report_info(bundle, data_args, settings), "seconds": seconds},
     )
     _write_report(run, report, f"{bundle.name}: fine-tuned models")
     print(f"Models saved in {', '.join(str(run / name) for name in which)}")
@@ -387,7 +385,7 @@ def eval_command(argv: list[str]) -> int:
         )
         print(f"Evaluated {name} in {time.time() - started:.0f}s")
     retain = results.get(RETAIN, retain)
-    info = _report_info(bundle, data_args, settings)
+    info = report_info(bundle, data_args, settings)
     if probes:
         info["probes"] = {"probes": list(probes), **dataclasses.asdict(probe_settings)}
     report = build_report(results, roles, retain, info)

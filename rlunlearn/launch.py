@@ -28,7 +28,7 @@ from .evaluation import (
     summary_rows,
 )
 from .models import check_same_tokenizer
-from .pipeline import DataArguments, unlearn
+from .pipeline import DataArguments, report_info, unlearn
 
 
 @dataclass
@@ -97,8 +97,7 @@ def _evaluate(trainer, method, script_args, bundle, data_args, output_dir: Path)
     roles = {method: UNLEARNED}
     if script_args.retain_model:
         results[RETAIN], roles[RETAIN] = evaluate_folder(script_args.retain_model, bundle, fmt, settings), RETAIN
-    info = {"bundle": bundle.summary(), "settings": dataclasses.asdict(settings)}
-    return build_report(results, roles, results.get(RETAIN), info)
+    return build_report(results, roles, results.get(RETAIN), report_info(bundle, data_args, settings))
 
 
 def _method_settings(config: UnlearningConfig) -> dict:

@@ -279,6 +279,17 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
     return forget, retain
 
 
+def report_info(bundle: UnlearningBundle, data_args: DataArguments, settings) -> dict:
+    """What every report (report.json) records of its data and evaluation beside the figures: the bundle, the prompt
+    format, the evaluation settings (an EvalSettings), and the evaluation splits the data lacks."""
+    return {
+        "bundle": bundle.summary(),
+        "prompt_format": dataclasses.asdict(data_args.prompt_format()),
+        "settings": dataclasses.asdict(settings),
+        "missing_splits": bundle.missing_eval_splits(),
+    }
+
+
 def unlearning_eval_sets(bundle: UnlearningBundle, fmt: PromptFormat) -> dict:
     """What the trainers score at `eval_steps` (`eval_forget_prob`, `eval_retain_prob`): the forget set, and the
     evaluation's retain split (the retain set where the data has none)."""

@@ -90,7 +90,9 @@ def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
         "none",
     ]
     assert main(["unlearn", *args, *TINY_DATA]) == 0
-    unlearned = json.loads((unlearn_dir / "report.json").read_text())["models"]["ga"]
+    report = json.loads((unlearn_dir / "report.json").read_text())
+    assert {"bundle", "prompt_format", "settings", "missing_splits"} <= set(report)  # as every report records them
+    unlearned = report["models"]["ga"]
     assert unlearned["splits"]["forget"]["metrics"]["probability"] < target_forget and unlearned["role"] == "unlearned"
     assert json.loads((unlearn_dir / "run_config.json").read_text())["method"] == "ga"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "log_history.json"):
