@@ -4,6 +4,7 @@ global batch, of one preference method (NPO) and one RL method (DareU), with dat
 gloo) and with DeepSpeed ZeRO-2 and ZeRO-3 from the shipped accelerate configs (DeepSpeed's CPU accelerator, gloo)."""
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -172,3 +173,38 @@ def test_retain_batches_differ_across_ranks(tmp_path, finetuned):
     assert all(len(draw) == 4 for draw in rank0 + rank1)
     assert all(a != b for a, b in zip(rank0, rank1))  # different examples at every step
     assert rank0[0] != rank0[1]  # and different ones from step to step
+
+
+def test_a_sharded_run_resumes_to_the_uninterrupted_weights(tmp_path, finetuned):
+    """ZeRO-3 checkpoints hold each process's shards (and its retain sampler's and generator's state): a run resumed
+    from the one at step 2 trains steps 3-4 only and ends with the weights of the run that was never stopped."""
+
+    def run(output_dir, *args):
+        options = "--per_device_train_batch_size 2 --learning_rate 1e-3 --max_steps 4 --save_strategy steps"
+        options += " --save_steps 2 --evaluate false --report_to none"
+        result = launch(
+            "examples/npo.py",
+            2,
+            "--model_name_or_path",
+            str(finetuned),
+            "--output_dir",
+            str(output_dir),
+            *SCRIPT_ARGS,
+            *options.split(),  # after SCRIPT_ARGS: its --save_strategy no gives way
+            *args,
+            engine="deepspeed_zero3",
+        )
+        assert_succeeded(result)
+        return result.stdout
+
+    run(tmp_path / "whole")
+    shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    stdout = run(tmp_path / "resumed", "--resume_from_checkpoint", "true")
+    assert stdout.count("'loss'") == 2  # steps 3 and 4
+
+    whole = AutoModelForCausalLM.from_pretrained(tmp_path / "whole").state_dict()
+    resumed = AutoModelForCausalLM.from_pretrained(tmp_path / "resumed").state_dict()
+    start = AutoModelForCausalLM.from_pretrained(finetuned).state_dict()
+    assert any(not torch.equal(whole[name], weight) for name, weight in start.items())
+    for name, weight in whole.items():
+        assert torch.equal(resumed[name], weight), name
