@@ -11,7 +11,6 @@ from pathlib import Path
 
 from accelerate import PartialState
 from huggingface_hub import ModelCard, ModelCardData
-from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from trl import ModelConfig
 
 from trainers import METHODS, UnlearningConfig
@@ -27,7 +26,7 @@ from .evaluation import (
     markdown_table,
     summary_rows,
 )
-from .models import check_same_tokenizer
+from .models import check_same_tokenizer, whole_models
 from .pipeline import DataArguments, report_info, unlearn
 
 
@@ -67,15 +66,14 @@ def run_unlearning(
         check_same_tokenizer(model_args.model_name_or_path, script_args.retain_model, "--retain_model")
     bundle = data_args.bundle()
     trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, method_args)
-    # Under ZeRO-3, transformers partitions every model it loads across the processes, which then must all take part;
-    # the main process alone loads the models it evaluates, whole.
-    unset_hf_deepspeed_config()
     output_dir = Path(config.output_dir)
     report = None
     if PartialState().is_main_process:
         (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
         if script_args.evaluate:
-            report = _evaluate(trainer, method, script_args, bundle, data_args, output_dir)
+            # The main process alone loads the models it evaluates: whole, also under ZeRO-3.
+            with whole_models(config):
+                report = _evaluate(trainer, method, script_args, bundle, data_args, output_dir)
             (output_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
         write_model_card(output_dir, method, config, bundle, model_args.model_name_or_path, report)
     # The other processes wait for the evaluation (an evaluation longer than --ddp_timeout, 30 minutes, needs a larger

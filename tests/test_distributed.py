@@ -125,9 +125,10 @@ def test_one_and_two_processes_agree(tmp_path, finetuned, attributor, method, en
         # ZeRO shards what DDP replicates, for the same arithmetic: the same figures at every evaluation, up to the
         # order of float sums (measured: 6e-8).
         histories[engine] = double
-        for ddp_entry, entry in zip(_evaluations(histories["multi_gpu"]), _evaluations(double)):
-            for key in ("eval_forget_prob", "eval_retain_prob"):
-                assert entry[key] == pytest.approx(ddp_entry[key], abs=1e-5), (engine, key, entry["step"])
+        if engine != "multi_gpu":
+            for ddp_entry, entry in zip(_evaluations(histories["multi_gpu"]), _evaluations(double)):
+                for key in ("eval_forget_prob", "eval_retain_prob"):
+                    assert entry[key] == pytest.approx(ddp_entry[key], abs=1e-5), (engine, key, entry["step"])
 
         # The 2-process run saved a whole model, evaluated it against the "retain" model and wrote its card. The model
         # evaluated (under ZeRO the saved folder, gathered from the shards) is the one trained to the last evaluation.

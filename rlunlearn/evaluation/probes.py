@@ -125,26 +125,26 @@ def quantization_probe(
     """The forget metrics of the model reloaded in each of `QUANTIZATIONS`, with bitsandbytes. The weights quantised
     are the model's own, adapters merged: read from `model_path` when it holds a plain model, else saved first."""
     results = {}
-    with tempfile.TemporaryDirectory() as folder:
-        if model_path is None or (Path(model_path) / "adapter_config.json").is_file():
-            _plain_copy(model).save_pretrained(folder)
-            model_path = folder
-        for name, flags in QUANTIZATIONS.items():
-            model_args = ModelConfig(
-                model_name_or_path=model_path, dtype=str(model.dtype).removeprefix("torch."), **flags
-            )
-            quantized = load_model(model_args, for_training=False)
-            # LLM.int8 logs at every matmul that float32 inputs are cast to float16.
-            bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
-            level = bnb_logger.level
-            bnb_logger.setLevel(logging.ERROR)
-            try:
+    # LLM.int8 logs at every matmul that float32 inputs are cast to float16.
+    bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
+    level = bnb_logger.level
+    bnb_logger.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            if model_path is None or (Path(model_path) / "adapter_config.json").is_file():
+                _plain_copy(model).save_pretrained(folder)
+                model_path = folder
+            for name, flags in QUANTIZATIONS.items():
+                model_args = ModelConfig(
+                    model_name_or_path=model_path, dtype=str(model.dtype).removeprefix("torch."), **flags
+                )
+                quantized = load_model(model_args, for_training=False)
                 results[name] = forget_answer_metrics(
                     quantized, tokenizer, forget["question"], forget["answer"], fmt, settings
                 )
-            finally:
-                bnb_logger.setLevel(level)
-            del quantized
+                del quantized  # before the next reload
+    finally:
+        bnb_logger.setLevel(level)
     return results
 
 
@@ -282,8 +282,8 @@ def run_probes(
         summary["probe_paraphrase_forget_probability"] = results["paraphrase"]["forget_probability"]
     if "quantization" in probes:
         results["quantization"] = quantization_probe(model, tokenizer, forget, fmt, settings, model_path)
-        for name, quantized in results["quantization"].items():
-            summary[f"probe_{name}_forget_rougeL_recall"] = quantized["forget_rougeL_recall"]
+        for name, reloaded in results["quantization"].items():
+            summary[f"probe_{name}_forget_rougeL_recall"] = reloaded["forget_rougeL_recall"]
     if "relearning" in probes:
         results["relearning"] = relearning_probe(model, tokenizer, forget, fmt, settings, probe)
         summary["probe_relearned_forget_rougeL_recall"] = results["relearning"]["after"]["forget_rougeL_recall"]
