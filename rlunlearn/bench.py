@@ -39,7 +39,15 @@ from .evaluation import (
 )
 from .finetune import FinetuneConfig
 from .models import MODEL_PRESETS, load_model, load_tokenizer
-from .pipeline import CacheArguments, DataArguments, ScratchModelArguments, prepare_models, report_info, unlearn
+from .pipeline import (
+    CacheArguments,
+    DataArguments,
+    PreparedModels,
+    ScratchModelArguments,
+    prepare_models,
+    report_info,
+    unlearn,
+)
 from .reveal import RevealArguments
 
 # Presets: the data, the model built from scratch, and each method's unlearning hyperparameters. A 4-layer model trained
@@ -83,6 +91,17 @@ PRESETS = {
         # The relearning attack: at the fine-tuning rate (1e-3) ten steps wreck even the target's held-out answers
         # (ROUGE-L 0.93 -> 0.34); at 3e-4 they hold (0.79) while NPO's come back (0.14 -> 0.45, the retain model's 0.16).
         "probes": {"relearning_learning_rate": 3e-4},
+    },
+    # TOFU's standard setting on a pretrained chat model (--model_name_or_path, fine-tuned here with TOFU's recipe, or
+    # --target_model and --retain_model already fine-tuned, e.g. open-unlearning's tofu_Llama-3.2-1B-Instruct_full and
+    # _retain90): forget10, 20 authors forgotten and 180 kept, every method at its paper's defaults (the preference
+    # methods at open-unlearning's: 1e-5, 10 epochs, batch 32), the probes at theirs (relearning at 1e-5).
+    "gpu": {
+        "data": {"data": "tofu", "forget_split": "forget10", "prompt_style": "chat"},
+        "finetune": {"learning_rate": 1e-5, "num_train_epochs": 5, "gradient_accumulation_steps": 4},
+        "unlearning": {method: {} for method in METHODS},
+        "unlearning_common": {},
+        "probes": {},
     },
 }
 
@@ -132,12 +151,26 @@ class BenchArguments:
     preset: str = field(
         default="cpu",
         metadata={
-            "help": "Benchmark preset (cpu: 20 TOFU authors, 2 forgotten, a 4-layer model).",
+            "help": "Benchmark preset (cpu: 20 TOFU authors, 2 forgotten, a 4-layer model built from scratch; gpu: "
+            "TOFU forget10, 200 authors, on a pretrained checkpoint).",
             "choices": sorted(PRESETS),
         },
     )
     tofu_path: str = field(
         default="locuslab/TOFU", metadata={"help": "TOFU: a local folder in the published layout, or the hub id."}
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A pretrained checkpoint the target and retain models are fine-tuned from (and cached); the cpu "
+            "preset builds its model from scratch without one."
+        },
+    )
+    target_model: str | None = field(
+        default=None, metadata={"help": "An already fine-tuned target model (with --retain_model): no fine-tuning."}
+    )
+    retain_model: str | None = field(
+        default=None, metadata={"help": "An already fine-tuned retain model, trained without the forget split."}
     )
     methods: list[str] = field(
         default_factory=list, metadata={"help": f"Methods to run (default: all: {', '.join(METHODS)})."}
@@ -153,15 +186,27 @@ class BenchArguments:
 
 
 def _prepared(args: BenchArguments, cache_args: CacheArguments, run: Path):
+    """The preset's data and its target and retain models: the ones given, or fine-tuned (or reused from the cache)."""
     preset = PRESETS[args.preset]
+    if bool(args.target_model) != bool(args.retain_model):
+        raise SystemExit("rlunlearn bench: give both --target_model and --retain_model, or neither.")
+    if "scratch" not in preset and not (args.model_name_or_path or args.target_model):
+        raise SystemExit(
+            f"rlunlearn bench: the {args.preset} preset starts from a pretrained model: give --model_name_or_path (a "
+            "checkpoint fine-tuned here into the target and retain models), or --target_model and --retain_model."
+        )
     data_args = DataArguments(tofu_path=args.tofu_path, **preset["data"])
     bundle = data_args.bundle()
+    if args.target_model:
+        # Models given by path may change between runs: what is trained from them (DareU's attribution classifier) is
+        # kept in the run folder, not cached.
+        return data_args, bundle, PreparedModels(run, Path(args.target_model), Path(args.retain_model), reused=True)
     prepared = prepare_models(
         bundle,
         data_args,
-        ModelConfig(),
-        ScratchModelArguments(**preset["scratch"]),
-        FinetuneConfig(output_dir=str(run / "finetune"), report_to="none"),
+        ModelConfig(model_name_or_path=args.model_name_or_path),
+        ScratchModelArguments(**preset.get("scratch", {})),
+        FinetuneConfig(output_dir=str(run / "finetune"), report_to="none", **preset.get("finetune", {})),
         cache_args.cache_dir,
     )
     return data_args, bundle, prepared
@@ -294,6 +339,8 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         results[RETAIN],
         {
             "preset": args.preset,
+            "target_model": str(prepared.target),
+            "retain_model": str(prepared.retain),
             **report_info(bundle, data_args, settings),
             "costs": costs,
             "configs": configs,
@@ -309,7 +356,8 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
                 "model": name,
                 "forget quality": summary.get("forget_quality"),
                 "model utility": summary.get("model_utility"),
-                "MU / target": summary["model_utility"] / target_utility,
+                # A target that knows none of the utility splits (utility 0) gives no ratio.
+                "MU / target": summary["model_utility"] / target_utility if target_utility else None,
                 "forget ROUGE-L": summary.get("forget_rougeL_recall"),
                 "privleak": summary.get("privleak"),
                 **costs.get(name, {}),

@@ -238,3 +238,29 @@ def test_memory_bench_compares_full_and_qlora_steps(tmp_path, capsys):
         < rows["fp32"]["model footprint (MB)"]
     )
     assert "4bit-lora" in capsys.readouterr().out and not (tmp_path / "model").exists()
+
+
+def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, capsys):
+    bench = ["bench", "--tofu_path", str(tofu_dir), "--cache_dir", str(tmp_path / "cache")]
+    with pytest.raises(SystemExit, match="the gpu preset starts from a pretrained model: give --model_name_or_path"):
+        main([*bench, "--preset", "gpu", "--output_dir", str(tmp_path / "refused")])
+    with pytest.raises(SystemExit, match="give both --target_model and --retain_model"):
+        main([*bench, "--target_model", str(finetuned), "--output_dir", str(tmp_path / "refused")])
+
+    # The cpu preset's data on models given by path (the retain model is the target itself): nothing is fine-tuned.
+    run = tmp_path / "bench"
+    argv = [*bench, "--target_model", str(finetuned), "--retain_model", str(finetuned), "--methods", "ga"]
+    assert main([*argv, "--probes", "paraphrase", "--output_dir", str(run)]) == 0
+    assert not (tmp_path / "cache").exists()
+    report = json.loads((run / "report.json").read_text())
+    assert report["target_model"] == report["retain_model"] == str(finetuned)
+    target, retain, ga = (report["models"][name]["summary"] for name in ("target", "retain", "ga"))
+    # A model scored against itself: identical truth ratios, forget quality (the KS test's p-value) 1.
+    assert target["forget_quality"] == retain["forget_quality"] == 1.0
+    assert target["model_utility"] == retain["model_utility"]
+    assert ga["forget_probability"] < target["forget_probability"]
+    # This tiny model knows nothing of TOFU's other splits (utility 0): the table leaves the ratio to it out.
+    table = (run / "table.md").read_text()
+    assert target["model_utility"] == 0 and "| target | 1.000 | 0.000 | - |" in table
+    assert "paraphrased ROUGE-L" in table
+    assert "ga" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from rlunlearn.cli import main
 from rlunlearn.data import REFUSALS
 from rlunlearn.pipeline import DataArguments, unlearning_datasets
 from trainers import METHODS
+from trainers.utils import bf16_default
 
 DATA = DataArguments(num_authors=4, num_forget_authors=1)
 
@@ -49,11 +50,17 @@ def test_preference_methods_can_prefer_an_alternative_answer(bundle):
     assert flat["rejected"] == [" " + a for a in bundle.forget["answer"]]
 
 
-def test_every_method_has_cpu_preset_settings():
-    assert set(PRESETS["cpu"]["unlearning"]) == set(METHODS)
+def test_every_method_has_settings_in_every_preset():
+    for preset in PRESETS:
+        assert set(PRESETS[preset]["unlearning"]) == set(METHODS)
+        for method in METHODS:
+            assert preset_unlearning_config(preset, method, output_dir="unused").bf16 == bf16_default()
     config = preset_unlearning_config("cpu", "flat", output_dir="unused")
     assert config.learning_rate == PRESETS["cpu"]["unlearning"]["flat"]["learning_rate"]
     assert config.divergence == "kl" and config.gradient_accumulation_steps == 1
+    # The gpu preset: open-unlearning's TOFU settings (1e-5, 10 epochs, batch 8 x 4).
+    config = preset_unlearning_config("gpu", "npo", output_dir="unused")
+    assert (config.learning_rate, config.num_train_epochs, config.gradient_accumulation_steps) == (1e-5, 10, 4)
 
 
 def test_peak_memory_sees_an_allocation():
