@@ -1,4 +1,7 @@
+import json
+
 import pytest
+import torch
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
@@ -6,7 +9,7 @@ from rlunlearn import pipeline
 from rlunlearn.data import PromptFormat, sft_dataset
 from rlunlearn.evaluation import score_answers
 from rlunlearn.finetune import FinetuneConfig, finetune, training_data
-from rlunlearn.models import build_model
+from rlunlearn.models import build_model, load_tokenizer
 from rlunlearn.pipeline import DataArguments, ScratchModelArguments, prepare_models
 
 
@@ -52,6 +55,26 @@ def test_target_and_retain_models_are_cached(tmp_path, monkeypatch):
     changed = FinetuneConfig(output_dir=str(tmp_path / "unused"), num_train_epochs=2, report_to="none")
     with pytest.raises(AssertionError, match="reused"):
         prepare_models(bundle, data_args, ModelConfig(), scratch, changed, tmp_path / "cache")
+
+
+def test_target_and_retain_models_start_from_a_checkpoint(finetuned, tmp_path):
+    # As the gpu bench preset does: a pretrained checkpoint, chat prompts, the checkpoint's own tokenizer.
+    data_args = DataArguments(num_authors=4, num_forget_authors=1, prompt_style="chat")
+    bundle = data_args.bundle()
+    config = FinetuneConfig(
+        output_dir=str(tmp_path / "unused"), num_train_epochs=1, report_to="none", disable_tqdm=True
+    )
+    checkpoint = ModelConfig(model_name_or_path=str(finetuned))
+    prepared = prepare_models(bundle, data_args, checkpoint, ScratchModelArguments(), config, tmp_path / "cache")
+    key = json.loads((prepared.folder / "complete.json").read_text())["key"]
+    # A pretrained model already knows the world: only the authors are trained.
+    assert key["base"] == str(finetuned) and key["background"] is False
+    start = AutoModelForCausalLM.from_pretrained(finetuned).state_dict()
+    for path in (prepared.target, prepared.retain):
+        assert load_tokenizer(str(path)).get_vocab() == load_tokenizer(str(finetuned)).get_vocab()
+        weights = AutoModelForCausalLM.from_pretrained(path).state_dict()
+        assert weights.keys() == start.keys()
+        assert any(not torch.equal(weights[name], start[name]) for name in start)
 
 
 def test_finetuned_model_is_a_plain_model_safe_to_copy(tmp_path, bundle, tokenizer):
