@@ -97,7 +97,13 @@ PRESETS = {
     # _retain90): forget10, 20 authors forgotten and 180 kept, every method at its paper's defaults (the preference
     # methods at open-unlearning's: 1e-5, 10 epochs, batch 32), the probes at theirs (relearning at 1e-5).
     "gpu": {
-        "data": {"data": "tofu", "forget_split": "forget10", "prompt_style": "chat"},
+        # open-unlearning's system prompt (its Llama-3 models also leave out the template's date lines).
+        "data": {
+            "data": "tofu",
+            "forget_split": "forget10",
+            "prompt_style": "chat",
+            "system_prompt": "You are a helpful assistant.",
+        },
         "finetune": {"learning_rate": 1e-5, "num_train_epochs": 5, "gradient_accumulation_steps": 4},
         "unlearning": {method: {} for method in METHODS},
         "unlearning_common": {},
