@@ -171,6 +171,24 @@ def test_the_ppo_critic_trains_alike_sharded(tmp_path, finetuned, attributor):
             assert entry[key] == pytest.approx(ddp_entry[key], abs=1e-5), (key, entry["step"])
 
 
+def test_qlora_trains_alike_under_zero3(tmp_path, finetuned):
+    """NF4 weights with LoRA adapters (QLoRA) under ZeRO-3: the evaluations of the DDP run at every step (measured:
+    equal to 6 decimals). Had ZeRO-3 loaded the weights unquantised, they would differ from the first one on."""
+    options = ["--load_in_4bit", "true", "--use_peft", "true", "--learning_rate", "5e-3", "--num_train_epochs", "2"]
+    options += ["--eval_steps", "5", "--eval_on_start", "true", "--evaluate", "false"]
+    evaluations = []
+    for engine in ("multi_gpu", "deepspeed_zero3"):
+        output_dir = tmp_path / engine
+        evaluations.append(_evaluations(run_example("npo", 2, finetuned, output_dir, *options, engine=engine)))
+        assert (output_dir / "adapter_config.json").is_file(), engine  # the adapter is what was trained and saved
+    data_parallel, sharded = evaluations
+    assert len(data_parallel) == len(sharded) >= 3
+    assert data_parallel[-1]["eval_forget_prob"] < data_parallel[0]["eval_forget_prob"] - 0.02  # it unlearned
+    for ddp_entry, entry in zip(data_parallel, sharded):
+        for key in ("eval_forget_prob", "eval_retain_prob"):
+            assert entry[key] == pytest.approx(ddp_entry[key], abs=1e-5), (key, entry["step"])
+
+
 def test_retain_guard_restores_the_sharded_weights(tmp_path, finetuned):
     """Under ZeRO-3 each process holds a part of each weight: the retain guard gathers them to keep the last good
     weights, and puts them back on every process before saving."""
