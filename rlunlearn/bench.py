@@ -168,8 +168,8 @@ class BenchArguments:
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "A pretrained checkpoint the target and retain models are fine-tuned from (and cached); the cpu "
-            "preset builds its model from scratch without one."
+            "help": "gpu preset: the pretrained checkpoint the target and retain models are fine-tuned from (and "
+            "cached). The cpu preset builds its model from scratch."
         },
     )
     target_model: str | None = field(
@@ -196,6 +196,15 @@ def _prepared(args: BenchArguments, cache_args: CacheArguments, run: Path):
     preset = PRESETS[args.preset]
     if bool(args.target_model) != bool(args.retain_model):
         raise SystemExit("rlunlearn bench: give both --target_model and --retain_model, or neither.")
+    if args.model_name_or_path and args.target_model:
+        raise SystemExit("rlunlearn bench: give --model_name_or_path or --target_model and --retain_model, not both.")
+    if "scratch" in preset and args.model_name_or_path:
+        # Its fine-tuning and unlearning rates are tuned for a small model trained from scratch: they would wreck a
+        # pretrained one.
+        raise SystemExit(
+            f"rlunlearn bench: the {args.preset} preset builds its model from scratch; fine-tune a checkpoint with the "
+            "gpu preset, or give models you fine-tuned as --target_model and --retain_model."
+        )
     if "scratch" not in preset and not (args.model_name_or_path or args.target_model):
         raise SystemExit(
             f"rlunlearn bench: the {args.preset} preset starts from a pretrained model: give --model_name_or_path (a "

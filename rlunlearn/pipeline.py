@@ -153,7 +153,8 @@ class CacheArguments:
 
 @dataclass
 class PreparedModels:
-    """Folders of the fine-tuned target and retain models (each with its tokenizer)."""
+    """Folders of the fine-tuned target and retain models (each with its tokenizer), and the folder that holds what is
+    trained from them (the cache entry, or a run folder)."""
 
     folder: Path
     target: Path

@@ -246,6 +246,8 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
         main([*bench, "--preset", "gpu", "--output_dir", str(tmp_path / "refused")])
     with pytest.raises(SystemExit, match="give both --target_model and --retain_model"):
         main([*bench, "--target_model", str(finetuned), "--output_dir", str(tmp_path / "refused")])
+    with pytest.raises(SystemExit, match="the cpu preset builds its model from scratch"):
+        main([*bench, "--model_name_or_path", str(finetuned), "--output_dir", str(tmp_path / "refused")])
 
     # The cpu preset's data on models given by path (the retain model is the target itself): nothing is fine-tuned.
     run = tmp_path / "bench"

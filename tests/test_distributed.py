@@ -173,7 +173,7 @@ def test_the_ppo_critic_trains_alike_sharded(tmp_path, finetuned, attributor):
 
 def test_qlora_trains_alike_under_zero3(tmp_path, finetuned):
     """NF4 weights with LoRA adapters (QLoRA) under ZeRO-3: the evaluations of the DDP run at every step (measured:
-    equal to 6 decimals). Had ZeRO-3 loaded the weights unquantised, they would differ from the first one on."""
+    identical). Had ZeRO-3 loaded the weights unquantised, they would differ from the first one on."""
     options = ["--load_in_4bit", "true", "--use_peft", "true", "--learning_rate", "5e-3", "--num_train_epochs", "2"]
     options += ["--eval_steps", "5", "--eval_on_start", "true", "--evaluate", "false"]
     evaluations = []
