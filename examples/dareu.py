@@ -33,7 +33,7 @@ from trl import ModelConfig, TrlParser
 from rlunlearn.attribution import RewardArguments
 from rlunlearn.launch import ScriptArguments, run_unlearning
 from rlunlearn.pipeline import DataArguments
-from trainers import DareUConfig
+from rlunlearn.trainers import DareUConfig
 
 if __name__ == "__main__":
     parser = TrlParser((ScriptArguments, DataArguments, DareUConfig, ModelConfig, RewardArguments))

@@ -29,7 +29,7 @@ from trl import ModelConfig, TrlParser
 
 from rlunlearn.launch import ScriptArguments, run_unlearning
 from rlunlearn.pipeline import DataArguments
-from trainers import IdkDPOConfig
+from rlunlearn.trainers import IdkDPOConfig
 
 if __name__ == "__main__":
     parser = TrlParser((ScriptArguments, DataArguments, IdkDPOConfig, ModelConfig))

@@ -31,7 +31,7 @@ from trl import ModelConfig, TrlParser
 from rlunlearn.launch import ScriptArguments, run_unlearning
 from rlunlearn.pipeline import DataArguments
 from rlunlearn.reveal import RevealArguments
-from trainers import RevealReleaseConfig
+from rlunlearn.trainers import RevealReleaseConfig
 
 if __name__ == "__main__":
     parser = TrlParser((ScriptArguments, DataArguments, RevealReleaseConfig, ModelConfig, RevealArguments))

@@ -13,7 +13,7 @@ from peft import get_peft_model
 from transformers import AutoModelForSequenceClassification, TrainingArguments
 from trl import ModelConfig, get_peft_config
 
-from rewards import AttributionReward, RefusalBonus, SequenceClassifier, load_reward, train_classifier
+from rlunlearn.rewards import AttributionReward, RefusalBonus, SequenceClassifier, load_reward, train_classifier
 
 from .data import UnlearningBundle, attribution_dataset
 from .models import load_tokenizer, model_init_kwargs

@@ -17,8 +17,8 @@ import psutil
 import torch
 from trl import ModelConfig
 
-from trainers import METHODS
-from trainers.utils import bf16_default
+from rlunlearn.trainers import METHODS
+from rlunlearn.trainers.utils import bf16_default
 
 from .attribution import AttributorConfig, RewardArguments, cached_attributor
 from .evaluation import (

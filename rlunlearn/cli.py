@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from trl import ModelConfig, TrlParser
 
-from trainers import METHODS
+from rlunlearn.trainers import METHODS
 
 from .attribution import AttributorConfig, RewardArguments, train_attributor
 from .bench import TASKS, preset_unlearning_config

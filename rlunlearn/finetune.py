@@ -11,7 +11,7 @@ from peft import PeftConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
-from trainers.utils import bf16_default, remove_fused_lm_head
+from rlunlearn.trainers.utils import bf16_default, remove_fused_lm_head
 
 from .data import PromptFormat, UnlearningBundle, sft_dataset
 

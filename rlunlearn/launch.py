@@ -13,7 +13,7 @@ from accelerate import PartialState
 from huggingface_hub import ModelCard, ModelCardData
 from trl import ModelConfig
 
-from trainers import METHODS, UnlearningConfig
+from rlunlearn.trainers import METHODS, UnlearningConfig
 
 from .data import UnlearningBundle
 from .evaluation import (
@@ -100,7 +100,7 @@ def _evaluate(trainer, method, script_args, bundle, data_args, output_dir: Path)
 
 def _method_settings(config: UnlearningConfig) -> dict:
     """The training settings every run records, and the fields the method's config adds to its TRL base config."""
-    base = next(c for c in type(config).__mro__ if not c.__module__.startswith("trainers"))
+    base = next(c for c in type(config).__mro__ if not c.__module__.startswith("rlunlearn.trainers"))
     own = {f.name for f in dataclasses.fields(type(config))} - {f.name for f in dataclasses.fields(base)}
     common = ["learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "seed"]
     settings = {name: getattr(config, name) for name in common + sorted(own - set(common))}

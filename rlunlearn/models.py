@@ -31,7 +31,7 @@ from transformers import (
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
 from trl import ModelConfig, get_quantization_config
 
-from trainers.utils import keep_4bit_trainable_on_cpu
+from rlunlearn.trainers.utils import keep_4bit_trainable_on_cpu
 
 logger = logging.getLogger(__name__)
 

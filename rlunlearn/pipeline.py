@@ -15,8 +15,8 @@ from pathlib import Path
 from datasets import concatenate_datasets
 from trl import ModelConfig, get_peft_config
 
-from trainers import METHODS, UnlearningConfig, UnlearningTrainer
-from trainers.utils import sharding_engine
+from rlunlearn.trainers import METHODS, UnlearningConfig, UnlearningTrainer
+from rlunlearn.trainers.utils import sharding_engine
 
 from .attribution import RewardArguments, attributor_for_run, build_rewards
 from .data import (

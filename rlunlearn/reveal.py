@@ -9,7 +9,7 @@ from pathlib import Path
 from datasets import Dataset
 from trl import ModelConfig
 
-from rewards import ClassifierReward, load_reward
+from rlunlearn.rewards import ClassifierReward, load_reward
 
 from .attribution import attributor_for_run
 from .data import REVEAL_INSTRUCTIONS, UnlearningBundle, reveal_instructions, sft_dataset

@@ -33,12 +33,8 @@ def mean_probability(model, tokenizer, dataset) -> float:
 
 
 def tofu_folder() -> Path | None:
-    """The local TOFU copy: $RLUNLEARN_TOFU_DIR, ../shared/data/tofu beside the checkout, or the workplace's copy."""
-    candidates = (
-        os.environ.get("RLUNLEARN_TOFU_DIR"),
-        REPO.parent / "shared" / "data" / "tofu",
-        "/work/shared/data/tofu",
-    )
+    """The local TOFU copy: $RLUNLEARN_TOFU_DIR, or ../shared/data/tofu beside the checkout."""
+    candidates = (os.environ.get("RLUNLEARN_TOFU_DIR"), REPO.parent / "shared" / "data" / "tofu")
     for candidate in candidates:
         if candidate and (Path(candidate) / "full.json").is_file():
             return Path(candidate)
@@ -99,7 +95,7 @@ def attributor(tmp_path_factory, finetuned, bundle, tokenizer):
     """An attribution classifier (the forget author, `retain`, `none`) on the fine-tuned tiny model, saved."""
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-    from rewards import train_classifier
+    from rlunlearn.rewards import train_classifier
     from rlunlearn.data import attribution_dataset
 
     path = tmp_path_factory.mktemp("attributor")

@@ -179,7 +179,7 @@ def test_demo_reuses_its_cached_models(tmp_path, capsys):
 
 
 def test_train_attributor_command(finetuned, bundle, tmp_path, capsys):
-    from rewards import AttributionReward
+    from rlunlearn.rewards import AttributionReward
     from rlunlearn.data import sft_dataset
 
     out = tmp_path / "attributor"

@@ -9,10 +9,10 @@ from conftest import QUIET_TRAINING, mean_probability
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from rewards import AttributionReward, DegeneracyPenalty
+from rlunlearn.rewards import AttributionReward, DegeneracyPenalty
 from rlunlearn.data import prompt_dataset, sft_dataset
-from trainers import DareUConfig, DareUTrainer
-from trainers.dareu import generalized_advantages
+from rlunlearn.trainers import DareUConfig, DareUTrainer
+from rlunlearn.trainers.dareu import generalized_advantages
 
 
 def config(tmp_path, **overrides):
@@ -108,7 +108,7 @@ def test_a_reward_without_spread_is_reported(finetuned, bundle, tokenizer, tmp_p
 
     model = AutoModelForCausalLM.from_pretrained(finetuned)
     run = trainer(model, [constant], config(tmp_path, max_steps=2), bundle, tokenizer)
-    with caplog.at_level(logging.WARNING, logger="trainers.dareu"):
+    with caplog.at_level(logging.WARNING, logger="rlunlearn.trainers.dareu"):
         run.train()
     assert [e["frac_reward_zero_std"] for e in run.state.log_history if "reward" in e] == [1.0, 1.0]
     assert "frac_reward_zero_std = 1" in caplog.text

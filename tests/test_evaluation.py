@@ -25,7 +25,7 @@ from rlunlearn.evaluation import (
     summary_table,
 )
 from rlunlearn.models import build_model
-from trainers.utils import tokenize_pair
+from rlunlearn.trainers.utils import tokenize_pair
 
 # ---- metric definitions against values computed by hand ------------------------------------------------------------
 

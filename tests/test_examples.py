@@ -10,7 +10,7 @@ from conftest import REPO, SCRIPT_ARGS
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoConfig
 
-from trainers import METHODS
+from rlunlearn.trainers import METHODS
 
 
 def run_script(method: str, monkeypatch, *args: str) -> None:

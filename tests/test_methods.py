@@ -10,8 +10,8 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
 from rlunlearn.data import preference_dataset, sft_dataset
-from trainers import METHODS, FLATConfig, FLATTrainer, LLMUConfig, LLMUTrainer, NPOConfig, NPOTrainer
-from trainers.flat import average_probability
+from rlunlearn.trainers import METHODS, FLATConfig, FLATTrainer, LLMUConfig, LLMUTrainer, NPOConfig, NPOTrainer
+from rlunlearn.trainers.flat import average_probability
 
 # The forget probability must fall below FORGET_RATIO of its value before; the retain probability must not fall by
 # more than the tolerance (absolute). Methods that see only forget data (GA, FLAT) move the retain answers along with
@@ -102,7 +102,7 @@ def test_flat_raises_the_template_and_lowers_the_forget_answer(
 
 def test_flat_loss_by_hand():
     """L = −g*(P_e) + f*(g*(P_f)) for P_e = 0.2, P_f = 0.9."""
-    from trainers.flat import DIVERGENCES
+    from rlunlearn.trainers.flat import DIVERGENCES
 
     p_e, p_f = torch.tensor(0.2), torch.tensor(0.9)
     expected = {

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2TokenizerFast
 from trl import ModelConfig, get_peft_config
 
 from rlunlearn.models import MODEL_PRESETS, build_model, load_model, load_tokenizer
-from trainers.utils import tokenize_pair
+from rlunlearn.trainers.utils import tokenize_pair
 
 
 @pytest.fixture

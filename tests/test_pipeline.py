@@ -8,8 +8,8 @@ from rlunlearn.bench import PRESETS, PeakMemory, preset_unlearning_config
 from rlunlearn.cli import main
 from rlunlearn.data import REFUSALS
 from rlunlearn.pipeline import DataArguments, unlearning_datasets
-from trainers import METHODS
-from trainers.utils import bf16_default
+from rlunlearn.trainers import METHODS
+from rlunlearn.trainers.utils import bf16_default
 
 DATA = DataArguments(num_authors=4, num_forget_authors=1)
 

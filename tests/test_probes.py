@@ -14,7 +14,7 @@ from rlunlearn.evaluation import EvalSettings, ProbeSettings, recovered_fraction
 from rlunlearn.evaluation.probes import forget_answer_metrics, relearning_split
 from rlunlearn.finetune import FinetuneConfig, finetune, training_data
 from rlunlearn.models import build_model
-from trainers.utils import tokenize_pair
+from rlunlearn.trainers.utils import tokenize_pair
 
 SETTINGS = EvalSettings(max_new_tokens=32)
 FMT = PromptFormat()

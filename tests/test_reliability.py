@@ -14,7 +14,7 @@ from trl import ModelConfig
 from rlunlearn.data import UnlearningBundle, sft_dataset
 from rlunlearn.models import check_same_tokenizer, train_tokenizer
 from rlunlearn.pipeline import DataArguments, unlearn
-from trainers import (
+from rlunlearn.trainers import (
     DareUConfig,
     GAConfig,
     GATrainer,

@@ -10,10 +10,10 @@ from conftest import QUIET_TRAINING
 from peft import AutoPeftModelForCausalLM, LoraConfig
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from rewards import ClassifierReward
+from rlunlearn.rewards import ClassifierReward
 from rlunlearn.data import PromptFormat, reveal_instructions, sft_dataset
-from trainers import NeuralUCB, RevealReleaseConfig, RevealReleaseTrainer
-from trainers.reveal_release import orthogonality_penalty
+from rlunlearn.trainers import NeuralUCB, RevealReleaseConfig, RevealReleaseTrainer
+from rlunlearn.trainers.reveal_release import orthogonality_penalty
 
 LORA = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rewards import (
+from rlunlearn.rewards import (
     AttributionReward,
     ClassifierReward,
     DegeneracyPenalty,
@@ -86,7 +86,7 @@ def test_rewards_plug_in_by_name_path_and_model_folder(attributor, bundle):
         load_reward("answer_length_for_test", scale=2)
     with pytest.raises(ValueError, match="registered already"):
         register("answer_length_for_test")(DegeneracyPenalty)
-    assert load_reward("rewards.attribution:DegeneracyPenalty", ngram=3).ngram == 3
+    assert load_reward("rlunlearn.rewards.attribution:DegeneracyPenalty", ngram=3).ngram == 3
     assert load_reward("degeneracy")(["q"], [""]) == [-1.0]
 
     _, _, folder = attributor

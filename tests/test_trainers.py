@@ -8,8 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from rlunlearn.data import sft_dataset
 from rlunlearn.models import build_model
-from trainers import GAConfig, GATrainer, NonFiniteLossError
-from trainers.utils import GroupCollator, RetainSampler, tokenize_completions
+from rlunlearn.trainers import GAConfig, GATrainer, NonFiniteLossError
+from rlunlearn.trainers.utils import GroupCollator, RetainSampler, tokenize_completions
 
 
 def config(tmp_path, **overrides) -> GAConfig:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from datasets import Dataset
 
-from rewards.classifier import as_text
+from rlunlearn.rewards.classifier import as_text
 
 from .refusals import REFUSALS
 

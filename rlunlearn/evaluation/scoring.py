@@ -1,7 +1,7 @@
 """Batched forward passes and generation (greedy, or sampled for the extraction probe): the raw material of every
 metric.
 
-Answers are tokenised exactly as the trainers tokenise them (`trainers.utils.tokenize_pair`), so a probability
+Answers are tokenised exactly as the trainers tokenise them (`rlunlearn.trainers.utils.tokenize_pair`), so a probability
 measured here is the probability the training loss saw. Examples are sorted by length before batching so that
 padding stays small, and come back in their original order.
 """
@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from trainers.utils import tokenize_pair, tokenize_prompt
+from rlunlearn.trainers.utils import tokenize_pair, tokenize_prompt
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import ModelConfig
 
-from trainers.utils import tokenize_pair
+from rlunlearn.trainers.utils import tokenize_pair
 
 from ..data import EVAL_SPLITS, PromptFormat, UnlearningBundle
 from ..models import load_model, load_tokenizer

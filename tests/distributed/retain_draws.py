@@ -9,7 +9,7 @@ from trl import ModelConfig
 
 from rlunlearn.data import generate_authors, sft_dataset
 from rlunlearn.models import load_model, load_tokenizer
-from trainers import NPOConfig, NPOTrainer
+from rlunlearn.trainers import NPOConfig, NPOTrainer
 
 model_path, output = sys.argv[1], sys.argv[2]
 bundle = generate_authors(num_authors=4, num_forget=1, seed=0)
