@@ -6,8 +6,11 @@ tests.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,10 +20,11 @@ import psutil
 import torch
 from trl import ModelConfig
 
-from rlunlearn.trainers import METHODS
+from rlunlearn.trainers import METHODS, UnlearningConfig
 from rlunlearn.trainers.utils import bf16_default
 
 from .attribution import AttributorConfig, RewardArguments, cached_attributor
+from .data.draws import FORGET_SHAPES, REPORTED, TOFU_BENCHMARK_AUTHORS, VALIDATION, author_draws
 from .evaluation import (
     PROBE_COLUMNS,
     RETAIN,
@@ -32,11 +36,11 @@ from .evaluation import (
     evaluate_folder,
     evaluate_model,
     format_table,
+    format_value,
     markdown_table,
-    plot_tradeoff,
     resolve_probes,
-    summary_rows,
 )
+from .evaluation.aggregate import mean_interval, rank_agreement
 from .finetune import FinetuneConfig
 from .models import MODEL_PRESETS, load_model, load_tokenizer
 from .pipeline import (
@@ -48,15 +52,31 @@ from .pipeline import (
     report_info,
     unlearn,
 )
+from .pretrain import PretrainConfig, cached_base, pretraining_corpus
 from .reveal import RevealArguments
 
-# Presets: the data, the model built from scratch, and each method's unlearning hyperparameters. A 4-layer model trained
-# from scratch learns (and unlearns) far faster than a pretrained LLM, so it takes larger steps than the papers' 1e-5;
-# each method's learning rate is the largest of a grid (5 epochs) that kept model utility >= 0.9x the target's.
+# Presets: the data, the base model, the fine-tuning recipe and each method's unlearning hyperparameters.
+#
+# cpu: TOFU authors on a small Llama pretrained here (the offline base, see rlunlearn/pretrain.py), forget sets drawn
+# in forget01's shape (2 authors) beside 18 retain authors. Hyperparameters are chosen by `rlunlearn bench tune` on the
+# validation draws (forget authors 180-187) with TUNING_RULE, and reported on the reported draws (188-199): no reported
+# figure comes from an author anything was tuned on.
 PRESETS = {
     "cpu": {
-        "data": {"data": "tofu", "forget_split": "forget01", "num_retain_authors": 18},
-        "scratch": {"model_preset": "small"},
+        "data": {
+            "data": "tofu",
+            "forget_split": "forget10",
+            "retain_authors": list(TOFU_BENCHMARK_AUTHORS.retain),
+        },
+        "authors": TOFU_BENCHMARK_AUTHORS,
+        "base": {"model_preset": "small", "pretrain": {"num_train_epochs": 3.0, "learning_rate": 1e-3}},
+        # A short, light fine-tune from the base, as from a real checkpoint (chosen in README's Benchmark section).
+        "finetune": {
+            "learning_rate": 5e-4,
+            "num_train_epochs": 10.0,
+            "lr_scheduler_type": "constant",
+            "warmup_steps": 0.0,
+        },
         "unlearning": {
             "ga": {"learning_rate": 5e-5, "num_train_epochs": 5},
             "graddiff": {"learning_rate": 1e-4, "num_train_epochs": 5},
@@ -73,9 +93,7 @@ PRESETS = {
                 "max_completion_length": 48,
                 "logging_steps": 5,
             },
-            # Named targets only: the forget set is what the model reveals. LoRA modules take larger steps: of 1e-4,
-            # 3e-4, 5e-4 and 1e-3, 5e-4 with a retain module forgot the most at >= 0.9x utility (without it, utility
-            # at 5e-4 fell below 0.7x for one seed of the LoRA initialisation).
+            # Named targets only: the forget set is what the model reveals.
             "reveal_release": {
                 "learning_rate": 5e-4,
                 "retain_module": True,
@@ -86,16 +104,17 @@ PRESETS = {
                 "max_completion_length": 48,
             },
         },
+        # The learning rates `bench tune` tries for each method (each for the preset's epochs).
+        "grid": {method: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3] for method in METHODS},
         # 40 forget examples: small batches give enough steps.
         "unlearning_common": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0.0},
-        # The relearning attack: at the fine-tuning rate (1e-3) ten steps wreck even the target's held-out answers
-        # (ROUGE-L 0.93 -> 0.34); at 3e-4 they hold (0.79) while NPO's come back (0.14 -> 0.45, the retain model's 0.16).
-        "probes": {"relearning_learning_rate": 3e-4},
+        "probes": {"relearning_learning_rate": 5e-4},
     },
-    # TOFU's standard setting on a pretrained chat model (--model_name_or_path, fine-tuned here with TOFU's recipe, or
+    # TOFU's standard setting on a pretrained chat model (--base_model, fine-tuned here with TOFU's recipe, or
     # --target_model and --retain_model already fine-tuned, e.g. open-unlearning's tofu_Llama-3.2-1B-Instruct_full and
-    # _retain90): forget10, 20 authors forgotten and 180 kept, every method at its paper's defaults (the preference
-    # methods at open-unlearning's: 1e-5, 10 epochs, batch 32), the probes at theirs (relearning at 1e-5).
+    # _retain90): forget10, 20 authors forgotten and 180 kept, one draw (the published split), every method at its
+    # paper's defaults (the preference methods at open-unlearning's: 1e-5, 10 epochs, batch 32), the probes at theirs
+    # (relearning at 1e-5).
     "gpu": {
         # open-unlearning's system prompt (its Llama-3 models also leave out the template's date lines).
         "data": {
@@ -110,6 +129,25 @@ PRESETS = {
         "probes": {},
     },
 }
+
+# `rlunlearn demo`: the generated authors (20, 2 forgotten) on a base pretrained on the generator's other authors and
+# its world, the cpu preset's fine-tuning recipe, and a method that visibly forgets at kept utility there.
+DEMO = {
+    "pretrain": {"num_train_epochs": 3.0},
+    "finetune": PRESETS["cpu"]["finetune"],
+    "method": "npo",
+    "unlearning": {"npo": {"learning_rate": 3e-4, "num_train_epochs": 5}},
+    "unlearning_common": PRESETS["cpu"]["unlearning_common"],
+}
+
+# A method whose mean model utility falls below this share of the target's has collapsed: the table says so instead of
+# ranking it by its forget quality (which a destroyed model reaches trivially).
+COLLAPSE_RATIO = 0.9
+TUNING_RULE = (
+    f"for each method, the setting with the highest mean forget quality over the validation draws among those whose "
+    f"mean model utility stays at or above {COLLAPSE_RATIO}x the target's; if none does, the one with the highest "
+    "utility (the method is then reported as collapsed)"
+)
 
 
 def preset_unlearning_config(preset: str, method: str, **overrides):
@@ -153,83 +191,195 @@ class PeakMemory:
 
 
 @dataclass
-class BenchArguments:
+class BenchCommonArguments:
     preset: str = field(
         default="cpu",
         metadata={
-            "help": "Benchmark preset (cpu: 20 TOFU authors, 2 forgotten, a 4-layer model built from scratch; gpu: "
-            "TOFU forget10, 200 authors, on a pretrained checkpoint).",
+            "help": "Benchmark preset (cpu: TOFU authors on a small model pretrained here, forget sets drawn beside 18 "
+            "retain authors; gpu: TOFU forget10, 200 authors, on a pretrained checkpoint).",
             "choices": sorted(PRESETS),
         },
     )
     tofu_path: str = field(
         default="locuslab/TOFU", metadata={"help": "TOFU: a local folder in the published layout, or the hub id."}
     )
-    model_name_or_path: str | None = field(
+    base_model: str | None = field(
         default=None,
         metadata={
-            "help": "gpu preset: the pretrained checkpoint the target and retain models are fine-tuned from (and "
-            "cached). The cpu preset builds its model from scratch."
+            "help": "The checkpoint the target and retain models are fine-tuned from (and cached). cpu preset: default "
+            "the offline base, pretrained here once on TOFU authors the benchmark never uses (cached); gpu preset: "
+            "required unless --target_model and --retain_model are given."
         },
     )
-    target_model: str | None = field(
-        default=None, metadata={"help": "An already fine-tuned target model (with --retain_model): no fine-tuning."}
-    )
-    retain_model: str | None = field(
-        default=None, metadata={"help": "An already fine-tuned retain model, trained without the forget split."}
-    )
-    methods: list[str] = field(
-        default_factory=list, metadata={"help": f"Methods to run (default: all: {', '.join(METHODS)})."}
-    )
-    probes: list[str] = field(
-        default_factory=lambda: ["all"],
-        metadata={
-            "help": "Robustness probes run on every model (default: all): paraphrase, quantization, relearning, "
-            "extraction."
-        },
+    forget_authors: list[int] = field(
+        default_factory=list,
+        metadata={"help": "cpu preset: one draw of these TOFU authors (numbers within --draws_from's pool)."},
     )
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-<task>-<time>)."})
 
 
-def _prepared(args: BenchArguments, cache_args: CacheArguments, run: Path):
-    """The preset's data and its target and retain models: the ones given, or fine-tuned (or reused from the cache)."""
+@dataclass
+class DrawArguments:
+    draws: int = field(
+        default=5,
+        metadata={
+            "help": "cpu preset: how many draws of forget authors each method runs on (seeded; disjoint while the "
+            "pool lasts). Figures are means with 95% intervals over the draws."
+        },
+    )
+    draws_from: str = field(
+        default=REPORTED,
+        metadata={
+            "help": "cpu preset: the pool the forget authors are drawn from: reported (TOFU authors 188-199) or "
+            "validation (180-187, which `bench tune` chooses hyperparameters on).",
+            "choices": [REPORTED, VALIDATION],
+        },
+    )
+    forget_shape: str = field(
+        default="forget01",
+        metadata={
+            "help": "cpu preset: authors a draw forgets, as TOFU's forget01 (2) or forget05 (10).",
+            "choices": sorted(FORGET_SHAPES),
+        },
+    )
+    methods: list[str] = field(
+        default_factory=list, metadata={"help": f"Methods to run (default: all: {', '.join(METHODS)})."}
+    )
+
+
+@dataclass
+class GivenModelArguments:
+    target_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "An already fine-tuned target model (with --retain_model): no fine-tuning, one draw (the cpu "
+            "preset's first, or --forget_authors)."
+        },
+    )
+    retain_model: str | None = field(
+        default=None, metadata={"help": "An already fine-tuned retain model, trained without the forget authors."}
+    )
+
+
+@dataclass
+class BenchArguments(BenchCommonArguments, DrawArguments, GivenModelArguments):
+    probes: list[str] = field(
+        default_factory=lambda: ["all"],
+        metadata={
+            "help": "Robustness probes run on every model (default: all): paraphrase, quantization, relearning, "
+            "extraction; `none` runs none."
+        },
+    )
+    validation_report: str | None = field(
+        default=None,
+        metadata={
+            "help": "The tune.json of `rlunlearn bench tune`: the run then prints Kendall's tau between the methods' "
+            "ranking by forget quality on the validation draws and on this run's draws."
+        },
+    )
+
+
+@dataclass
+class TuneArguments(BenchCommonArguments, DrawArguments):
+    draws: int = field(
+        default=4, metadata={"help": "Validation draws each setting runs on (the validation pool holds 4 disjoint)."}
+    )
+    draws_from: str = field(
+        default=VALIDATION,
+        metadata={"help": "Hyperparameters are chosen on the validation pool only.", "choices": [VALIDATION]},
+    )
+
+
+@dataclass
+class EvalBenchArguments(BenchCommonArguments, GivenModelArguments):
+    """`bench eval`: the first draw of the preset (or --forget_authors) only."""
+
+    draws_from: str = field(
+        default=REPORTED, metadata={"help": "The pool --forget_authors are in.", "choices": [REPORTED, VALIDATION]}
+    )
+
+
+def _check(args, task: str) -> list[str]:
+    """Every check of a bench task's arguments that needs no model, before anything loads; returns the methods to
+    run."""
     preset = PRESETS[args.preset]
+    args.target_model, args.retain_model = getattr(args, "target_model", None), getattr(args, "retain_model", None)
     if bool(args.target_model) != bool(args.retain_model):
-        raise SystemExit("rlunlearn bench: give both --target_model and --retain_model, or neither.")
-    if args.model_name_or_path and args.target_model:
-        raise SystemExit("rlunlearn bench: give --model_name_or_path or --target_model and --retain_model, not both.")
-    if "scratch" in preset and args.model_name_or_path:
-        # Its fine-tuning and unlearning rates are tuned for a small model trained from scratch: they would wreck a
-        # pretrained one.
+        raise SystemExit(f"rlunlearn bench {task}: give both --target_model and --retain_model, or neither.")
+    if args.base_model and args.target_model:
+        raise SystemExit(f"rlunlearn bench {task}: give --base_model or --target_model and --retain_model, not both.")
+    if "authors" not in preset and not (args.base_model or args.target_model):
         raise SystemExit(
-            f"rlunlearn bench: the {args.preset} preset builds its model from scratch; fine-tune a checkpoint with the "
-            "gpu preset, or give models you fine-tuned as --target_model and --retain_model."
-        )
-    if "scratch" not in preset and not (args.model_name_or_path or args.target_model):
-        raise SystemExit(
-            f"rlunlearn bench: the {args.preset} preset starts from a pretrained model: give --model_name_or_path (a "
+            f"rlunlearn bench {task}: the {args.preset} preset starts from a pretrained model: give --base_model (a "
             "checkpoint fine-tuned here into the target and retain models), or --target_model and --retain_model."
         )
-    data_args = DataArguments(tofu_path=args.tofu_path, **preset["data"])
-    bundle = data_args.bundle()
+    if getattr(args, "draws", 1) < 1:
+        raise SystemExit(f"rlunlearn bench {task}: --draws {args.draws}: run at least one draw.")
+    if "authors" in preset and args.forget_authors:
+        pool = preset["authors"].pool(args.draws_from)
+        outside = sorted(set(args.forget_authors) - set(pool))
+        if outside:
+            raise SystemExit(
+                f"rlunlearn bench {task}: --forget_authors {outside} are not in the {args.draws_from} pool "
+                f"({pool[0]}-{pool[-1]}); choose authors from it or change --draws_from."
+            )
+    methods = getattr(args, "methods", None) or list(preset["unlearning"])
+    unknown = [m for m in methods if m not in preset["unlearning"]]
+    if unknown:
+        raise SystemExit(f"rlunlearn bench {task}: unknown method(s) {unknown}; the methods are: {', '.join(METHODS)}.")
+    return methods
+
+
+def draw_data(args: BenchArguments) -> list[DataArguments]:
+    """The data of each draw: the preset's data with the draw's forget authors (the cpu preset), or as it is (gpu)."""
+    preset = PRESETS[args.preset]
+    data = DataArguments(tofu_path=args.tofu_path, **preset["data"])
+    if "authors" not in preset:
+        return [data]
+    if args.forget_authors:
+        draws = [sorted(args.forget_authors)]
+    else:
+        count = 1 if args.target_model else getattr(args, "draws", 1)
+        pool = preset["authors"].pool(args.draws_from)
+        draws = author_draws(pool, FORGET_SHAPES[getattr(args, "forget_shape", "forget01")], count)
+    return [dataclasses.replace(data, forget_authors=draw) for draw in draws]
+
+
+def _base_model(args: BenchArguments, cache_args: CacheArguments) -> str:
+    """The checkpoint target and retain models are fine-tuned from: --base_model, or the preset's offline base
+    (pretrained now, or reused from the cache)."""
+    if args.base_model:
+        return args.base_model
+    preset = PRESETS[args.preset]
+    corpus = pretraining_corpus(DataArguments(tofu_path=args.tofu_path, **preset["data"]))
+    config = PretrainConfig(output_dir="unused", report_to="none", **preset["base"]["pretrain"])
+    started = time.time()
+    folder, reused = cached_base(corpus, config, cache_args.cache_dir, preset["base"]["model_preset"])
+    print(f"Base model: {folder} ({'reused' if reused else f'pretrained in {time.time() - started:.0f}s'})", flush=True)
+    return str(folder)
+
+
+def _prepared(args: BenchArguments, cache_args: CacheArguments, data_args: DataArguments, bundle, base: str | None):
+    """The target and retain models of one draw: the ones given, or fine-tuned from `base` (or reused)."""
     if args.target_model:
         # Models given by path may change between runs: what is trained from them (DareU's attribution classifier) is
         # kept in the run folder, not cached.
-        return data_args, bundle, PreparedModels(run, Path(args.target_model), Path(args.retain_model), reused=True)
-    prepared = prepare_models(
-        bundle,
-        data_args,
-        ModelConfig(model_name_or_path=args.model_name_or_path),
-        ScratchModelArguments(**preset.get("scratch", {})),
-        FinetuneConfig(output_dir=str(run / "finetune"), report_to="none", **preset.get("finetune", {})),
-        cache_args.cache_dir,
+        folder = Path(args.output_dir)
+        return PreparedModels(folder, Path(args.target_model), Path(args.retain_model), reused=True)
+    finetune = FinetuneConfig(output_dir="unused", report_to="none", **PRESETS[args.preset]["finetune"])
+    return prepare_models(
+        bundle, data_args, ModelConfig(model_name_or_path=base), ScratchModelArguments(), finetune, cache_args.cache_dir
     )
-    return data_args, bundle, prepared
 
 
 def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
-    """Seconds per 100 examples of the whole evaluation suite on the preset's target model."""
-    data_args, bundle, prepared = _prepared(args, cache_args, run)
+    """Seconds per 100 examples of the whole evaluation suite on the preset's target model (its first draw)."""
+    _check(args, "eval")
+    args.output_dir = str(run)
+    data_args = draw_data(args)[0]
+    bundle = data_args.bundle()
+    base = None if args.target_model else _base_model(args, cache_args)
+    prepared = _prepared(args, cache_args, data_args, bundle, base)
     settings = EvalSettings()
     started = time.time()
     result = evaluate_folder(prepared.target, bundle, data_args.prompt_format(), settings, progress=False)
@@ -251,102 +401,90 @@ def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> d
     return timing
 
 
-BENCH_COLUMNS = [
-    "model",
-    "forget quality",
-    "model utility",
-    "MU / target",
-    "forget ROUGE-L",
-    "privleak",
-    "wall time (s)",
-    "tokens/s",
-    "peak memory (MB)",
-]
-# The probes' columns beside the forget ROUGE-L they test (forget ROUGE-L itself is in the main table).
-BENCH_PROBE_COLUMNS = {label: key for label, key in PROBE_COLUMNS.items() if label != "forget ROUGE-L"}
+def _method_arguments(method, prepared, bundle, data_args):
+    """DareU's rewards and Reveal-and-Release's target: the attribution classifier, trained once from the target and
+    cached beside it."""
+    if method not in ("dareu", "reveal_release"):
+        return None
+    attributor, metrics = cached_attributor(
+        prepared.folder, bundle, data_args, prepared.target, AttributorConfig(output_dir=None)
+    )
+    print(f"{method}: attribution classifier held-out accuracy {metrics['accuracy']:.3f}", flush=True)
+    if method == "dareu":
+        return RewardArguments(attributor=str(attributor))
+    return RevealArguments(attributor=str(attributor))  # the forget authors by name only
 
 
-def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
-    """Every method (or `--methods`) on the preset: forget quality, model utility and its ratio to the target's, forget
-    ROUGE-L, privleak, the unlearning's wall time, training tokens a second and peak memory, and the robustness
-    probes (`--probes`), beside the target and retain models."""
-    methods = args.methods or list(PRESETS[args.preset]["unlearning"])
-    try:
-        probes = resolve_probes(args.probes)
-    except ValueError as error:
-        raise SystemExit(f"rlunlearn bench unlearn: {error}") from None
-    probe_settings = ProbeSettings(**PRESETS[args.preset]["probes"])
-    unknown = [m for m in methods if m not in PRESETS[args.preset]["unlearning"]]
-    if unknown:
-        raise SystemExit(
-            f"rlunlearn bench unlearn: unknown method(s) {unknown}; the methods are: {', '.join(METHODS)}."
-        )
-    data_args, bundle, prepared = _prepared(args, cache_args, run)
+def _unlearn_and_evaluate(method, config, prepared, bundle, data_args, retain_result, probes, probe_settings, folder):
+    """Unlearn one draw with one method and evaluate the model; returns its evaluation and its costs."""
+    method_args = _method_arguments(method, prepared, bundle, data_args)
+    started = time.time()
+    with PeakMemory() as memory:
+        trainer = unlearn(method, config, prepared.target, bundle, data_args, ModelConfig(), method_args)
+    seconds = time.time() - started
+    # Tokens of every forward pass of training (and, for DareU, of every rollout), as the trainers log them.
+    tokens = max((entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry), default=0)
+    costs = {
+        "wall time (s)": round(seconds, 1),
+        "tokens/s": round(tokens / seconds, 1),
+        "peak memory (MB)": memory.megabytes,
+    }
+    result = evaluate_model(
+        trainer.model,
+        trainer.processing_class,
+        bundle,
+        data_args.prompt_format(),
+        progress=False,
+        probes=probes,
+        probe_settings=probe_settings,
+        retain=retain_result,
+    )
+    if method == "dareu":
+        plot_rewards(trainer.state.log_history, folder / "dareu_reward.png", f"DareU on {bundle.name}")
+    if method == "reveal_release":
+        plot_reveal_rewards(trainer.rounds, folder / "reveal_reward.png", f"Reveal-and-Release on {bundle.name}")
+        costs["reveal reward per round"] = [round(r["reveal_reward"], 3) for r in trainer.rounds]
+    return result, costs
+
+
+def run_draw(
+    args: BenchArguments,
+    cache_args: CacheArguments,
+    data_args: DataArguments,
+    base: str | None,
+    configs: dict[str, tuple[str, UnlearningConfig]],
+    probes: tuple[str, ...],
+    folder: Path,
+) -> dict:
+    """One draw: its target and retain models (fine-tuned or reused, evaluated once per split and cached), then each
+    entry of `configs` (row name -> method and its config) unlearned and evaluated against the retain model. Returns
+    the draw's report; the unlearned models are deleted once evaluated."""
+    bundle = data_args.bundle()
     fmt, settings = data_args.prompt_format(), EvalSettings()
+    probe_settings = ProbeSettings(**PRESETS[args.preset]["probes"])
+    prepared = _prepared(args, cache_args, data_args, bundle, base)
+    cached = not args.target_model
     results = {}
-    for name, path in ((TARGET, prepared.target), (RETAIN, prepared.retain)):
+    for name, path in ((RETAIN, prepared.retain), (TARGET, prepared.target)):
         started = time.time()
         results[name] = evaluate_folder(
-            path, bundle, fmt, settings, progress=False, probes=probes, probe_settings=probe_settings
+            path, bundle, fmt, settings, progress=False, probes=probes, probe_settings=probe_settings, cache=cached
         )
-        print(f"{name}: evaluated{' and probed' if probes else ''} in {time.time() - started:.0f}s", flush=True)
+        print(f"  {name}: evaluated in {time.time() - started:.0f}s", flush=True)
     roles = {TARGET: TARGET, RETAIN: RETAIN}
-    costs, configs = {}, {}
-    for method in methods:
-        config = preset_unlearning_config(
-            args.preset,
-            method,
-            output_dir=str(run / method),
-            report_to="none",
-            save_strategy="no",
-            logging_steps=5,
-            disable_tqdm=True,
+    costs = {}
+    for name, (method, config) in configs.items():
+        config.output_dir = str(folder / name)
+        results[name], costs[name] = _unlearn_and_evaluate(
+            method, config, prepared, bundle, data_args, results[RETAIN], probes, probe_settings, folder
         )
-        method_args = None
-        if method in ("dareu", "reveal_release"):
-            attributor, attributor_metrics = cached_attributor(
-                prepared.folder, bundle, data_args, prepared.target, AttributorConfig(output_dir=None)
-            )
-            print(
-                f"{method}: attribution classifier held-out accuracy {attributor_metrics['accuracy']:.3f}", flush=True
-            )
-            if method == "dareu":
-                method_args = RewardArguments(attributor=str(attributor))
-            else:  # the forget authors by name only
-                method_args = RevealArguments(attributor=str(attributor))
-        started = time.time()
-        with PeakMemory() as memory:
-            trainer = unlearn(method, config, prepared.target, bundle, data_args, ModelConfig(), method_args)
-        seconds = time.time() - started
-        # Tokens of every forward pass of training (and, for DareU, of every rollout), as the trainers log them.
-        tokens = max((entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry), default=0)
-        costs[method] = {
-            "wall time (s)": round(seconds, 1),
-            "tokens/s": round(tokens / seconds, 1),
-            "peak memory (MB)": memory.megabytes,
-        }
-        configs[method] = config.to_dict()
-        started = time.time()
-        results[method] = evaluate_model(
-            trainer.model,
-            trainer.processing_class,
-            bundle,
-            fmt,
-            settings=settings,
-            progress=False,
-            probes=probes,
-            probe_settings=probe_settings,
-        )
-        print(f"{method}: evaluated{' and probed' if probes else ''} in {time.time() - started:.0f}s", flush=True)
-        roles[method] = UNLEARNED
-        if method == "dareu":
-            plot_rewards(trainer.state.log_history, run / "dareu_reward.png", f"DareU on {bundle.name}")
-        if method == "reveal_release":
-            plot_reveal_rewards(trainer.rounds, run / "reveal_reward.png", f"Reveal-and-Release on {bundle.name}")
-            costs[method]["reveal reward per round"] = [round(r["reveal_reward"], 3) for r in trainer.rounds]
-            print(f"reveal_release: reveal reward per round {costs[method]['reveal reward per round']}", flush=True)
+        shutil.rmtree(folder / name, ignore_errors=True)  # the unlearned model: evaluated, not kept
+        roles[name] = UNLEARNED
+        summary = results[name]["summary"]
         print(
-            f"{method}: unlearned in {costs[method]['wall time (s)']}s, peak memory {memory.megabytes} MB", flush=True
+            f"  {name}: forget quality {summary['forget_quality']:.3g}, model utility {summary['model_utility']:.3f}"
+            f" (target {results[TARGET]['summary']['model_utility']:.3f}), unlearned in {costs[name]['wall time (s)']}s",
+            flush=True,
         )
     report = build_report(
         results,
@@ -354,42 +492,256 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         results[RETAIN],
         {
             "preset": args.preset,
+            "forget_authors": data_args.forget_authors,
             "target_model": str(prepared.target),
             "retain_model": str(prepared.retain),
             **report_info(bundle, data_args, settings),
             "costs": costs,
-            "configs": configs,
+            "configs": {name: {"method": method, **config.to_dict()} for name, (method, config) in configs.items()},
             "probes": {"probes": list(probes), **asdict(probe_settings)},
         },
     )
-    target_utility = report["models"][TARGET]["summary"]["model_utility"]
-    rows = []
-    for name, model in report["models"].items():
-        summary = model["summary"]
-        rows.append(
-            {
-                "model": name,
-                "forget quality": summary.get("forget_quality"),
-                "model utility": summary.get("model_utility"),
-                # A target that knows none of the utility splits (utility 0) gives no ratio.
-                "MU / target": summary["model_utility"] / target_utility if target_utility else None,
-                "forget ROUGE-L": summary.get("forget_rougeL_recall"),
-                "privleak": summary.get("privleak"),
-                **costs.get(name, {}),
-            }
-        )
-    table = format_table(rows, BENCH_COLUMNS)
-    print(f"\n{bundle.name} ({args.preset} preset):\n{table}")
-    markdown = markdown_table(rows, BENCH_COLUMNS)
+    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+# The figures aggregated over draws: label -> (summary key, the range the value can take). "MU / target" is each
+# draw's model utility over that draw's target's.
+DRAW_FIGURES = {
+    "forget quality": ("forget_quality", (0.0, 1.0)),
+    "KS statistic": ("forget_quality_ks", (0.0, 1.0)),
+    "MU / target": (None, (0.0, math.inf)),
+    "model utility": ("model_utility", (0.0, 1.0)),
+    "forget ROUGE-L": ("forget_rougeL_recall", (0.0, 1.0)),
+    "privleak": ("privleak", (-100.0, math.inf)),
+    **{label: (key, None) for label, key in PROBE_COLUMNS.items() if label != "forget ROUGE-L"},
+}
+COST_FIGURES = ("wall time (s)", "tokens/s", "peak memory (MB)")
+
+
+def aggregate_draws(reports: list[dict]) -> dict[str, dict]:
+    """Each model's figures over the draws' reports: label -> `mean_interval` (mean, 95% interval, values)."""
+    aggregated = {}
+    for name in reports[0]["models"]:
+        values = {label: [] for label in (*DRAW_FIGURES, *COST_FIGURES)}
+        for report in reports:
+            summary = report["models"][name]["summary"]
+            target_utility = report["models"][TARGET]["summary"].get("model_utility")
+            for label, (key, _) in DRAW_FIGURES.items():
+                if key is None:
+                    utility = summary.get("model_utility")
+                    values[label].append(utility / target_utility if target_utility and utility is not None else None)
+                else:
+                    values[label].append(summary.get(key))
+            for label in COST_FIGURES:
+                values[label].append(report["costs"].get(name, {}).get(label))
+        bounds = {label: b for label, (_, b) in DRAW_FIGURES.items()}
+        aggregated[name] = {
+            "role": reports[0]["models"][name]["role"],
+            **{label: mean_interval(v, bounds=bounds.get(label)) for label, v in values.items()},
+        }
+    return aggregated
+
+
+def rank_methods(aggregated: dict[str, dict]) -> dict[str, str]:
+    """Each model's place: the unlearned methods that kept utility ranked by mean forget quality (1 is best), the others
+    marked collapsed; target and retain are references."""
+    status = {}
+    kept = []
+    for name, figures in aggregated.items():
+        if figures["role"] != UNLEARNED:
+            status[name] = figures["role"]
+        elif (figures["MU / target"]["mean"] or 0.0) < COLLAPSE_RATIO:
+            status[name] = "collapsed"
+        else:
+            kept.append(name)
+    for place, name in enumerate(sorted(kept, key=lambda n: -(aggregated[n]["forget quality"]["mean"] or 0.0)), 1):
+        status[name] = str(place)
+    return status
+
+
+def _interval_cell(figure: dict) -> str | float | None:
+    """'mean [low, high]' (mean alone for one draw)."""
+    if figure["mean"] is None:
+        return None
+    if figure["low"] is None:
+        return figure["mean"]
+    return f"{format_value(figure['mean'])} [{format_value(figure['low'])}, {format_value(figure['high'])}]"
+
+
+def draw_tables(aggregated: dict[str, dict], columns: list[str]) -> list[dict]:
+    """Rows of a table of aggregated figures, in the ranking's order (references first, collapsed last)."""
+    status = rank_methods(aggregated)
+    order = {TARGET: -2, RETAIN: -1, "collapsed": 10**6}
+    names = sorted(aggregated, key=lambda n: order.get(status[n], int(status[n]) if status[n].isdigit() else 0))
+    return [
+        {"model": name, "rank": status[name], **{c: _interval_cell(aggregated[name][c]) for c in columns}}
+        for name in names
+    ]
+
+
+BENCH_COLUMNS = ["forget quality", "KS statistic", "MU / target", "forget ROUGE-L", "privleak", *COST_FIGURES]
+# The probes' columns beside the forget ROUGE-L they test (forget ROUGE-L itself is in the main table).
+BENCH_PROBE_COLUMNS = [label for label in PROBE_COLUMNS if label != "forget ROUGE-L"]
+
+
+def _method_config(preset: str, method: str, **overrides) -> UnlearningConfig:
+    """The method's config at the preset's settings (and `overrides`), as the bench runs it."""
+    return preset_unlearning_config(
+        preset,
+        method,
+        output_dir="unused",
+        report_to="none",
+        save_strategy="no",
+        logging_steps=5,
+        disable_tqdm=True,
+        **overrides,
+    )
+
+
+def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
+    """Every method (or `--methods`) on the preset, over `--draws` draws of forget authors: forget quality and its KS
+    statistic, model utility against the target's, forget ROUGE-L, privleak, the robustness probes (`--probes`) and the
+    unlearning's costs, each as a mean with its 95% interval over the draws; methods that kept utility ranked by forget
+    quality, the others marked collapsed."""
+    methods = _check(args, "unlearn")
+    try:
+        probes = resolve_probes([] if args.probes == ["none"] else args.probes)
+    except ValueError as error:
+        raise SystemExit(f"rlunlearn bench unlearn: {error}") from None
+    validation = _read_validation(args.validation_report) if args.validation_report else None
+    args.output_dir = str(run)
+    base = None if args.target_model else _base_model(args, cache_args)
+    reports = []
+    for k, data_args in enumerate(draw_data(args)):
+        print(f"Draw {k + 1}: forget authors {data_args.forget_authors or data_args.forget_split}", flush=True)
+        folder = run / f"draw-{k + 1}"
+        folder.mkdir(parents=True, exist_ok=True)
+        configs = {method: (method, _method_config(args.preset, method)) for method in methods}
+        reports.append(run_draw(args, cache_args, data_args, base, configs, probes, folder))
+    aggregated = aggregate_draws(reports)
+    summary = {
+        "preset": args.preset,
+        "draws_from": args.draws_from,
+        "forget_shape": args.forget_shape,
+        "draws": [r["forget_authors"] for r in reports],
+        "collapse_ratio": COLLAPSE_RATIO,
+        "models": aggregated,
+        "ranking": rank_methods(aggregated),
+    }
+    if validation is not None:
+        summary["rank_agreement_with_validation"] = _rank_agreement(validation, aggregated)
+    _print_bench(summary, probes, run, reports[0]["bundle"]["name"])
+    return summary
+
+
+def _read_validation(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())["chosen"]
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(
+            f"rlunlearn bench: --validation_report {path!r} is not a tune.json of `bench tune` ({error})."
+        ) from None
+
+
+def _rank_agreement(validation: dict, aggregated: dict) -> float | None:
+    """Kendall's tau between the non-collapsed methods' mean forget quality on the validation draws (at the chosen
+    settings) and on this run's draws."""
+    status = rank_methods(aggregated)
+    kept = [n for n in aggregated if status[n].isdigit() and not validation[n]["collapsed"]] if validation else []
+    return rank_agreement(
+        {n: validation[n]["forget quality"] for n in kept if n in validation},
+        {n: aggregated[n]["forget quality"]["mean"] for n in kept},
+    )
+
+
+def _print_bench(summary: dict, probes, run: Path, data_name: str) -> None:
+    aggregated = summary["models"]
+    draws = len(summary["draws"])
+    rows = draw_tables(aggregated, BENCH_COLUMNS)
+    title = (
+        f"{data_name}, {summary['preset']} preset: {draws} draw(s) of forget authors from the {summary['draws_from']} "
+        f"pool ({summary['draws']}); mean [95% interval] over the draws; rank by forget quality among the methods "
+        f"that kept >= {COLLAPSE_RATIO}x the target's utility"
+    )
+    print(f"\n{title}\n{format_table(rows, ['model', 'rank', *BENCH_COLUMNS])}")
+    markdown = markdown_table(rows, ["model", "rank", *BENCH_COLUMNS])
     if probes:
-        probe_rows = summary_rows(report, BENCH_PROBE_COLUMNS)
+        probe_rows = draw_tables(aggregated, BENCH_PROBE_COLUMNS)
         print(f"\nRobustness probes (forget split):\n{format_table(probe_rows, ['model', *BENCH_PROBE_COLUMNS])}")
         markdown += "\n" + markdown_table(probe_rows, ["model", *BENCH_PROBE_COLUMNS])
-    (run / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    if "rank_agreement_with_validation" in summary:
+        tau = summary["rank_agreement_with_validation"]
+        print(f"\nKendall's tau, ranking by forget quality on the validation draws vs these: {format_value(tau)}")
+    (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (run / "table.md").write_text(markdown)
-    plot_tradeoff(report, run / "tradeoff.png", f"{bundle.name}: unlearning methods ({args.preset} preset)")
-    print(f"Report: {run / 'report.json'}; table: {run / 'table.md'}; plot: {run / 'tradeoff.png'}")
-    return report
+    plot_draws(aggregated, run / "tradeoff.png", title=f"{data_name}: mean over {draws} draw(s)")
+    print(f"Summary: {run / 'summary.json'}; per-draw reports: {run}/draw-*/report.json; table: {run / 'table.md'}")
+
+
+def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> dict:
+    """Choose each method's learning rate on the validation draws (`TUNING_RULE`), never reading the reported draws'
+    data: every setting of the preset's grid unlearns every validation draw, without probes. Writes tune.json (every
+    setting's figures and the choice) and prints the choice."""
+    if args.draws_from != VALIDATION or args.target_model:
+        raise SystemExit(
+            "rlunlearn bench tune: hyperparameters are chosen on the validation draws only (--draws_from validation), "
+            "from models fine-tuned here."
+        )
+    if "grid" not in PRESETS[args.preset]:
+        raise SystemExit(f"rlunlearn bench tune: the {args.preset} preset has no grid to tune.")
+    methods = _check(args, "tune")
+    args.output_dir = str(run)
+    base = _base_model(args, cache_args)
+    grid = PRESETS[args.preset]["grid"]
+    reports = []
+    for k, data_args in enumerate(draw_data(args)):
+        print(f"Validation draw {k + 1}: forget authors {data_args.forget_authors}", flush=True)
+        folder = run / f"draw-{k + 1}"
+        folder.mkdir(parents=True, exist_ok=True)
+        configs = {
+            f"{method}@{rate:g}": (method, _method_config(args.preset, method, learning_rate=rate))
+            for method in methods
+            for rate in grid[method]
+        }
+        reports.append(run_draw(args, cache_args, data_args, base, configs, (), folder))
+    aggregated = aggregate_draws(reports)
+    chosen = {}
+    for method in methods:
+        settings = {rate: aggregated[f"{method}@{rate:g}"] for rate in grid[method]}
+        kept = [r for r, f in settings.items() if (f["MU / target"]["mean"] or 0) >= COLLAPSE_RATIO]
+        if kept:
+            best = max(kept, key=lambda r: (settings[r]["forget quality"]["mean"], settings[r]["MU / target"]["mean"]))
+        else:
+            best = max(settings, key=lambda r: settings[r]["MU / target"]["mean"] or 0)
+        chosen[method] = {
+            "learning_rate": best,
+            "forget quality": settings[best]["forget quality"]["mean"],
+            "MU / target": settings[best]["MU / target"]["mean"],
+            "collapsed": not kept,
+        }
+    result = {
+        "preset": args.preset,
+        "rule": TUNING_RULE,
+        "draws": [r["forget_authors"] for r in reports],
+        "grid": {m: grid[m] for m in methods},
+        "settings": aggregated,
+        "chosen": chosen,
+    }
+    (run / "tune.json").write_text(json.dumps(result, indent=2, default=str))
+    rows = draw_tables(aggregated, ["forget quality", "MU / target", "forget ROUGE-L"])
+    print(
+        f"\nEvery setting on the validation draws {result['draws']}:\n{format_table(rows, ['model', 'rank', 'forget quality', 'MU / target', 'forget ROUGE-L'])}"
+    )
+    print(f"\nChosen ({TUNING_RULE}):")
+    for method, choice in chosen.items():
+        note = " (collapsed at every setting)" if choice["collapsed"] else ""
+        print(
+            f"  {method}: learning_rate {choice['learning_rate']:g}: forget quality {format_value(choice['forget quality'])}, "
+            f"MU / target {format_value(choice['MU / target'])}{note}"
+        )
+    print(f"Results: {run / 'tune.json'}")
+    return result
 
 
 def plot_rewards(log_history: list[dict], path: Path, title: str) -> None:
@@ -425,6 +777,45 @@ def plot_reveal_rewards(rounds: list[dict], path: Path, title: str) -> None:
     axis.set_ylabel("mean reveal reward")
     axis.set_xticks([r["round"] for r in rounds])
     axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_draws(aggregated: dict[str, dict], path: Path, title: str) -> None:
+    """Mean forget quality (log scale) against mean model utility over the draws, with the 95% intervals as error
+    bars; target and retain marked, collapsed methods hollow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    status = rank_methods(aggregated)
+    figure, axes = plt.subplots(figsize=(6.4, 4.8))
+    colors = {TARGET: "tab:red", RETAIN: "tab:green"}
+    for name, figures in aggregated.items():
+        quality, utility = figures["forget quality"], figures["model utility"]
+        if quality["mean"] is None or utility["mean"] is None:
+            continue
+        y = max(quality["mean"], 1e-30)  # a p-value of exactly 0 has no place on a log axis
+        yerr = None
+        if quality["low"] is not None:
+            yerr = [[y - max(quality["low"], 1e-30)], [max(quality["high"] - y, 0.0)]]
+        xerr = (
+            None
+            if utility["low"] is None
+            else [[utility["mean"] - utility["low"]], [utility["high"] - utility["mean"]]]
+        )
+        color = colors.get(figures["role"], "tab:blue")
+        face = "none" if status[name] == "collapsed" else color
+        axes.errorbar(utility["mean"], y, xerr=xerr, yerr=yerr, fmt="o", color=color, mfc=face, capsize=3)
+        axes.annotate(name, (utility["mean"], y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    axes.set_yscale("log")
+    axes.axhline(0.05, color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel("Model utility (mean over draws)")
+    axes.set_ylabel("Forget quality (mean over draws, log)")
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -603,6 +994,7 @@ def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Pa
 # Each task: the function and its arguments.
 TASKS = {
     "unlearn": (bench_unlearn, BenchArguments),
-    "eval": (bench_eval, BenchArguments),
+    "tune": (bench_tune, TuneArguments),
+    "eval": (bench_eval, EvalBenchArguments),
     "memory": (bench_memory, MemoryBenchArguments),
 }

@@ -9,7 +9,6 @@ writes a run folder (`--output_dir`, default runs/<command>-<time>) holding its 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from trl import ModelConfig, TrlParser
 from rlunlearn.trainers import METHODS
 
 from .attribution import AttributorConfig, RewardArguments, train_attributor
-from .bench import TASKS, preset_unlearning_config
+from .bench import DEMO, TASKS
 from .evaluation import (
     PROBE_COLUMNS,
     RETAIN,
@@ -49,10 +48,12 @@ from .pipeline import (
     DataArguments,
     ScratchModelArguments,
     finetune_models,
+    offline_base,
     prepare_models,
     report_info,
     unlearn,
 )
+from .pretrain import PretrainConfig, cached_base, pretrain, pretraining_corpus
 from .reveal import RevealArguments
 
 logger = logging.getLogger("rlunlearn")
@@ -83,17 +84,6 @@ def _write_json(path: Path, content) -> None:
     path.write_text(json.dumps(content, indent=2, default=str))
 
 
-def _cached_evaluation(folder: Path, name: str, bundle, fmt, settings: EvalSettings) -> dict:
-    """The evaluation of a cached target/retain model, itself cached next to the model (it never changes)."""
-    key = hashlib.sha256(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode()).hexdigest()[:12]
-    path = folder / f"eval-{name}-{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    result = evaluate_folder(folder / name, bundle, fmt, settings)
-    _write_json(path, result)
-    return result
-
-
 def _write_report(run: Path, report: dict, title: str) -> None:
     _write_json(run / "report.json", report)
     plot_tradeoff(report, run / "tradeoff.png", title)
@@ -117,14 +107,29 @@ def _write_report(run: Path, report: dict, title: str) -> None:
 class DemoArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/demo-<time>)."})
     method: str = field(
-        default="ga",
-        metadata={"help": "Unlearning method (with the CPU preset's settings).", "choices": sorted(METHODS)},
+        default=DEMO["method"],
+        metadata={"help": "Unlearning method (with the demo's settings).", "choices": sorted(METHODS)},
     )
     seed: int = field(default=42, metadata={"help": "Seed of fine-tuning and unlearning."})
 
 
+def _side_by_side(bundle, results: dict, method: str, split: str, count: int = 3) -> str:
+    """The first `count` questions of a split with the true answer and the target's and `method`'s answers."""
+    data = bundle.eval_splits[split]
+    lines = []
+    for i in range(min(count, len(data))):
+        lines += [
+            f"  Q: {data[i]['question']}",
+            f"     true answer: {data[i]['answer']}",
+            f"     target:      {results[TARGET]['splits'][split]['generations'][i]}",
+            f"     {method + ':':<12} {results[method]['splits'][split]['generations'][i]}",
+        ]
+    return "\n".join(lines)
+
+
 def demo(argv: list[str]) -> int:
-    """Generate fictitious authors, fine-tune a target and a retain model (cached), unlearn, and evaluate."""
+    """Forget two fictitious authors: pretrain a small base, fine-tune target and retain models (all cached),
+    unlearn, and show the answers before and after beside the TOFU metrics."""
     parser = _parser((DemoArguments, DataArguments, ScratchModelArguments, CacheArguments), "rlunlearn demo")
     demo_args, data_args, scratch_args, cache_args = parser.parse_args_and_config(argv)
     run = _run_folder(demo_args.output_dir, "demo")
@@ -136,30 +141,36 @@ def demo(argv: list[str]) -> int:
         f"Data: {bundle.name}: forget {len(bundle.forget)} answers of {', '.join(bundle.forget_authors)}; "
         f"retain {len(bundle.retain)} answers of {len(bundle.retain_authors)} authors."
     )
-
-    finetune_config = FinetuneConfig(output_dir=str(run / "finetune"), seed=demo_args.seed, report_to="none")
-    prepared = prepare_models(bundle, data_args, ModelConfig(), scratch_args, finetune_config, cache_args.cache_dir)
+    pretrain_config = PretrainConfig(output_dir="unused", report_to="none", seed=demo_args.seed, **DEMO["pretrain"])
+    base = offline_base(data_args, scratch_args, cache_args.cache_dir, pretrain_config)
+    print(f"Base model: {base or 'none (from scratch)'} ({time.time() - started:.0f}s)")
+    finetune_config = FinetuneConfig(
+        output_dir=str(run / "finetune"), seed=demo_args.seed, report_to="none", **(DEMO["finetune"] if base else {})
+    )
+    prepared = prepare_models(
+        bundle, data_args, ModelConfig(model_name_or_path=base), scratch_args, finetune_config, cache_args.cache_dir
+    )
     print(
-        f"Target and retain models: {prepared.folder} ({'reused from the cache' if prepared.reused else 'fine-tuned'},"
-        f" {time.time() - started:.0f}s)"
+        f"Target and retain models: {prepared.target.parent} ("
+        f"{'reused from the cache' if prepared.reused else 'fine-tuned'}, {time.time() - started:.0f}s)"
     )
 
-    unlearn_config = preset_unlearning_config(
-        "cpu",
-        demo_args.method,
+    unlearn_config = METHODS[demo_args.method][0](
         output_dir=str(run / "unlearned"),
         seed=demo_args.seed,
         report_to="none",
         save_strategy="no",
         logging_steps=5,
+        **DEMO["unlearning_common"],
+        **DEMO["unlearning"].get(demo_args.method, {}),
     )
     unlearn_started = time.time()
     trainer = unlearn(demo_args.method, unlearn_config, prepared.target, bundle, data_args, ModelConfig())
     print(f"Unlearned with {demo_args.method} in {time.time() - unlearn_started:.0f}s.")
 
     results = {
-        TARGET: _cached_evaluation(prepared.folder, TARGET, bundle, fmt, settings),
-        RETAIN: _cached_evaluation(prepared.folder, RETAIN, bundle, fmt, settings),
+        RETAIN: evaluate_folder(prepared.retain, bundle, fmt, settings, cache=True),
+        TARGET: evaluate_folder(prepared.target, bundle, fmt, settings, cache=True),
         demo_args.method: evaluate_model(trainer.model, trainer.processing_class, bundle, fmt, settings=settings),
     }
     roles = {TARGET: TARGET, RETAIN: RETAIN, demo_args.method: UNLEARNED}
@@ -179,13 +190,58 @@ def demo(argv: list[str]) -> int:
             "demo": _to_json(demo_args),
             "data": _to_json(data_args),
             "scratch_model": _to_json(scratch_args),
+            "base_model": base,
             "unlearning": unlearn_config.to_dict(),
-            "models": str(prepared.folder),
+            "target_model": str(prepared.target),
+            "retain_model": str(prepared.retain),
         },
     )
     _write_json(run / "log_history.json", trainer.state.log_history)
+    print(f"\nForget set: answers before (target) and after ({demo_args.method})")
+    print(_side_by_side(bundle, results, demo_args.method, "forget"))
+    print(f"\nRetain set: answers before (target) and after ({demo_args.method})")
+    print(_side_by_side(bundle, results, demo_args.method, "retain"))
     _write_report(run, report, f"{bundle.name}: target, retain and {demo_args.method}-unlearned models")
     print(f"Done in {time.time() - started:.0f}s. Run folder: {run}")
+    return 0
+
+
+# ---- pretrain -------------------------------------------------------------------------------------------------------
+
+
+def pretrain_command(argv: list[str]) -> int:
+    """Pretrain the offline base model on text that shares no author with the data's benchmark (cached, resumable)."""
+    parser = _parser((DataArguments, ScratchModelArguments, PretrainConfig, CacheArguments), "rlunlearn pretrain")
+    data_args, scratch_args, config, cache_args = parser.parse_args_and_config(argv)
+    corpus = pretraining_corpus(data_args)
+    print(f"Pretraining corpus: {len(corpus)} question-answer texts ({data_args.data}).")
+    started = time.time()
+    if config.output_dir in (None, "", "trainer_output"):
+        folder, reused = cached_base(
+            corpus,
+            config,
+            cache_args.cache_dir,
+            scratch_args.model_preset,
+            scratch_args.architecture,
+            scratch_args.vocab_size,
+            data_args.prompt_format(),
+        )
+    else:  # a folder of the user's: resumes from its checkpoints, not cached
+        folder, reused = (
+            pretrain(
+                corpus,
+                config,
+                scratch_args.model_preset,
+                scratch_args.architecture,
+                scratch_args.vocab_size,
+                data_args.prompt_format(),
+            ),
+            False,
+        )
+    print(
+        f"Base model {'reused from the cache' if reused else f'pretrained in {time.time() - started:.0f}s'}: {folder}\n"
+        f"Fine-tune target and retain models from it: `rlunlearn finetune --model_name_or_path {folder} ...`"
+    )
     return 0
 
 
@@ -200,14 +256,18 @@ class FinetuneArguments:
 
 
 def finetune_command(argv: list[str]) -> int:
-    """Fine-tune the target model (all authors) and the retain model (retain authors only) into the run folder."""
+    """Fine-tune the target model (all authors) and the retain model (retain authors only) into the run folder, from
+    --model_name_or_path or the offline pretrained base."""
     parser = _parser(
-        (FinetuneArguments, DataArguments, ScratchModelArguments, ModelConfig, FinetuneConfig), "rlunlearn finetune"
+        (FinetuneArguments, DataArguments, ScratchModelArguments, ModelConfig, FinetuneConfig, CacheArguments),
+        "rlunlearn finetune",
     )
-    args, data_args, scratch_args, model_args, config = parser.parse_args_and_config(argv)
+    args, data_args, scratch_args, model_args, config, cache_args = parser.parse_args_and_config(argv)
     run = _run_folder(config.output_dir, "finetune")
     config.output_dir = str(run)
     bundle = data_args.bundle()
+    if not model_args.model_name_or_path:
+        model_args.model_name_or_path = offline_base(data_args, scratch_args, cache_args.cache_dir)
     settings = EvalSettings()
     which = ("target", "retain") if args.which == "both" else (args.which,)
     _write_json(
@@ -438,6 +498,7 @@ def bench(argv: list[str]) -> int:
 
 COMMANDS = {
     "demo": demo,
+    "pretrain": pretrain_command,
     "finetune": finetune_command,
     "unlearn": unlearn_command,
     "train-attributor": train_attributor_command,

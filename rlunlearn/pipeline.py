@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,6 +16,7 @@ from rlunlearn.trainers import METHODS, UnlearningConfig, UnlearningTrainer
 from rlunlearn.trainers.utils import sharding_engine
 
 from .attribution import RewardArguments, attributor_for_run, build_rewards
+from .cache import cached_build, default_cache_dir, settings_hash
 from .data import (
     DEFAULT_QUESTION_TEMPLATE,
     REFUSALS,
@@ -34,16 +32,13 @@ from .data import (
 )
 from .finetune import FinetuneConfig, finetune, training_data
 from .models import MODEL_PRESETS, build_model, load_model, load_tokenizer, train_tokenizer, whole_models
+from .pretrain import PretrainConfig, cached_base, pretraining_corpus
 from .reveal import RevealArguments, reveal_release_inputs
 
 logger = logging.getLogger(__name__)
 
 # Bump when a change to the fine-tuning code makes cached models stale.
-CACHE_VERSION = 3
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("RLUNLEARN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rlunlearn"))
+CACHE_VERSION = 4
 
 
 @dataclass
@@ -72,6 +67,17 @@ class DataArguments:
         metadata={
             "help": "TOFU: keep only the first N retain authors (default all). 18 with forget01 is the CPU preset."
         },
+    )
+    forget_authors: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "TOFU: the authors to forget by number (0-199 in full.json's order, within --forget_split's "
+            "authors: 180-199 for forget10), instead of the first --num_forget_authors."
+        },
+    )
+    retain_authors: list[int] = field(
+        default_factory=list,
+        metadata={"help": "TOFU: the retain authors by number, instead of the first --num_retain_authors."},
     )
     num_authors: int = field(default=20, metadata={"help": "Generated data: number of authors (forget + retain)."})
     generator_seed: int = field(default=0, metadata={"help": "Generated data: seed of the generator."})
@@ -115,7 +121,12 @@ class DataArguments:
 
     def bundle(self) -> UnlearningBundle:
         if self.data == "tofu":
-            return load_tofu(self.tofu_path, self.forget_split, self.num_forget_authors, self.num_retain_authors)
+            return load_tofu(
+                self.tofu_path,
+                self.forget_split,
+                self.forget_authors or self.num_forget_authors,
+                self.retain_authors or self.num_retain_authors,
+            )
         if self.data == "generated":
             return generate_authors(self.num_authors, self.num_forget_authors or 2, self.generator_seed)
         raise ValueError(f"--data {self.data!r} is not one of 'generated', 'tofu'.")
@@ -129,15 +140,25 @@ class DataArguments:
 
 @dataclass
 class ScratchModelArguments:
-    """The model built from scratch when no --model_name_or_path is given (offline use)."""
+    """The model target and retain are fine-tuned from when no checkpoint is given (offline use): the offline base,
+    pretrained here once on text that shares no author with the data and cached (`rlunlearn pretrain`), or, with
+    --from_scratch, a random initialisation."""
 
+    from_scratch: bool = field(
+        default=False,
+        metadata={
+            "help": "Fine-tune target and retain from a random initialisation on the data alone instead of from the "
+            "offline pretrained base (the authors are then learnt in the same weights as the language, and are hard "
+            "to unlearn without losing it)."
+        },
+    )
     model_preset: str = field(
-        default="small", metadata={"help": "Size of the model built from scratch.", "choices": sorted(MODEL_PRESETS)}
+        default="small", metadata={"help": "Size of the model built here.", "choices": sorted(MODEL_PRESETS)}
     )
     architecture: str = field(
-        default="llama", metadata={"help": "Architecture built from scratch.", "choices": ["llama", "qwen2"]}
+        default="llama", metadata={"help": "Architecture built here.", "choices": ["llama", "qwen2"]}
     )
-    vocab_size: int = field(default=4096, metadata={"help": "Vocabulary of the BPE tokenizer trained on the data."})
+    vocab_size: int = field(default=4096, metadata={"help": "Vocabulary of the BPE tokenizer trained here."})
 
 
 @dataclass
@@ -145,16 +166,16 @@ class CacheArguments:
     cache_dir: str = field(
         default_factory=default_cache_dir,
         metadata={
-            "help": "Where fine-tuned target and retain models are cached (env RLUNLEARN_CACHE; default "
-            "~/.cache/rlunlearn)."
+            "help": "Where pretrained bases and fine-tuned target and retain models are cached (env RLUNLEARN_CACHE; "
+            "default ~/.cache/rlunlearn)."
         },
     )
 
 
 @dataclass
 class PreparedModels:
-    """Folders of the fine-tuned target and retain models (each with its tokenizer), and the folder that holds what is
-    trained from them (the cache entry, or a run folder)."""
+    """Folders of the fine-tuned target and retain models (each with its tokenizer), the folder that holds what is
+    trained from the target (its cache entry, or a run folder), and whether both came from the cache."""
 
     folder: Path
     target: Path
@@ -162,8 +183,67 @@ class PreparedModels:
     reused: bool
 
 
-def _hash(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+def offline_base(
+    data_args: DataArguments,
+    scratch_args: ScratchModelArguments,
+    cache_dir: str | Path,
+    pretrain_config: PretrainConfig | None = None,
+) -> str | None:
+    """The folder of the offline base for `data_args` (pretrained now, or reused from the cache), or None with
+    --from_scratch."""
+    if scratch_args.from_scratch:
+        return None
+    config = pretrain_config or PretrainConfig(output_dir="unused", report_to="none")
+    started = time.time()
+    folder, reused = cached_base(
+        pretraining_corpus(data_args),
+        config,
+        cache_dir,
+        scratch_args.model_preset,
+        scratch_args.architecture,
+        scratch_args.vocab_size,
+        data_args.prompt_format(),
+    )
+    logger.info("Base model %s (%s)", folder, "reused" if reused else f"pretrained in {time.time() - started:.0f}s")
+    return str(folder)
+
+
+def finetune_model(
+    bundle: UnlearningBundle,
+    data_args: DataArguments,
+    model_args: ModelConfig,
+    scratch_args: ScratchModelArguments,
+    finetune_config: FinetuneConfig,
+    which: str,
+    output_dir: str | Path,
+) -> float:
+    """Fine-tune the target (every author) or the retain (retain authors only) model into `output_dir`; returns the
+    seconds it took.
+
+    From a checkpoint (a pretrained base), the model starts from it with its tokenizer. From scratch, a tokenizer is
+    trained on the bundle and the model starts from a random initialisation seeded alike for target and retain, and
+    learns the general knowledge (real authors, world facts) along with the authors, so that the two differ only in
+    the authors they saw.
+    """
+    started = time.time()
+    from_scratch = not model_args.model_name_or_path
+    if from_scratch:
+        tokenizer = train_tokenizer(bundle.corpus(), scratch_args.vocab_size)
+        model = build_model(tokenizer, scratch_args.model_preset, scratch_args.architecture, seed=finetune_config.seed)
+    else:
+        tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+        model = load_model(model_args)
+    config = dataclasses.replace(finetune_config, output_dir=str(output_dir))
+    logger.info("Fine-tuning the %s model (%s)", which, "all authors" if which == "target" else "retain authors only")
+    data = training_data(bundle, which, data_args.prompt_format(), _with_background(data_args, model_args))
+    finetune(model, tokenizer, data, config, get_peft_config(model_args))
+    return round(time.time() - started, 1)
+
+
+def _with_background(data_args: DataArguments, model_args: ModelConfig) -> bool:
+    """A model built from scratch learns the general knowledge along with the authors; a checkpoint knows it."""
+    from_scratch = not model_args.model_name_or_path
+    return from_scratch if data_args.train_background is None else data_args.train_background
 
 
 def finetune_models(
@@ -175,36 +255,11 @@ def finetune_models(
     folder: str | Path,
     which: tuple[str, ...] = ("target", "retain"),
 ) -> dict[str, float]:
-    """Fine-tune the target (every author) and/or retain (retain authors only) model into `folder/<which>`.
-
-    From a checkpoint, both start from it. From scratch, a tokenizer is trained on the bundle and both models start
-    from the same random initialisation (the same seed), and learn the general knowledge (real authors, world facts)
-    along with the authors, so that they differ only in the authors they saw. (Learning that knowledge first, in a
-    separate stage, made the authors markedly harder to learn afterwards.) Returns the seconds each model took.
-    """
-    from_scratch = not model_args.model_name_or_path
-    with_background = from_scratch if data_args.train_background is None else data_args.train_background
-    fmt = data_args.prompt_format()
-    if from_scratch:
-        tokenizer = train_tokenizer(bundle.corpus(), scratch_args.vocab_size)
-    else:
-        tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
-    seconds = {}
-    for name in which:
-        started = time.time()
-        if from_scratch:
-            model = build_model(
-                tokenizer, scratch_args.model_preset, scratch_args.architecture, seed=finetune_config.seed
-            )
-        else:
-            model = load_model(model_args)
-        config = dataclasses.replace(finetune_config, output_dir=str(Path(folder) / name))
-        logger.info("Fine-tuning the %s model (%s)", name, "all authors" if name == "target" else "retain authors only")
-        finetune(
-            model, tokenizer, training_data(bundle, name, fmt, with_background), config, get_peft_config(model_args)
-        )
-        seconds[name] = round(time.time() - started, 1)
-    return seconds
+    """`finetune_model` for each of `which` into `folder/<which>`; returns the seconds each took."""
+    return {
+        name: finetune_model(bundle, data_args, model_args, scratch_args, finetune_config, name, Path(folder) / name)
+        for name in which
+    }
 
 
 def prepare_models(
@@ -217,33 +272,45 @@ def prepare_models(
 ) -> PreparedModels:
     """Fine-tune the target and retain models, or reuse them from the cache.
 
-    The cache key is a hash of the data, the prompt format, the base model (checkpoint or scratch preset) and every
-    fine-tuning setting that changes the weights. Models are written to a temporary folder that is renamed once both
-    are done, so an interrupted run never leaves a half-written entry.
+    Each model is a cache entry of its own, keyed by a hash of what it is trained on (its training rows, the prompt
+    format), what it starts from (the checkpoint, or the scratch preset and the data its tokenizer is trained on) and
+    every fine-tuning setting that changes the weights. So a retain model is shared by every forget set drawn beside
+    the same retain authors, and an interrupted run keeps whichever model it finished.
     """
     from_scratch = not model_args.model_name_or_path
-    key_parts = {
+    fmt = data_args.prompt_format()
+    with_background = _with_background(data_args, model_args)
+    common = {
         "version": CACHE_VERSION,
-        "bundle": bundle.fingerprint(),
-        "format": dataclasses.asdict(data_args.prompt_format()),
-        "base": dataclasses.asdict(scratch_args) if from_scratch else model_args.model_name_or_path,
+        "format": dataclasses.asdict(fmt),
+        # From scratch the tokenizer is trained on the whole bundle's text.
+        "base": {**dataclasses.asdict(scratch_args), "corpus": bundle.fingerprint()}
+        if from_scratch
+        else model_args.model_name_or_path,
         "dtype": model_args.dtype,
         "lora": dataclasses.asdict(get_peft_config(model_args)) if model_args.use_peft else None,
         "finetune": finetune_config.cache_key(),
-        "background": from_scratch if data_args.train_background is None else data_args.train_background,
+        "background": with_background,
     }
-    folder = Path(cache_dir).expanduser() / "models" / f"{bundle.name}-{_hash(key_parts)[:16]}"
-    if (folder / "complete.json").is_file():
-        logger.info("Reusing the cached target and retain models in %s", folder)
-        return PreparedModels(folder, folder / "target", folder / "retain", reused=True)
+    folders, reused = {}, []
+    for which in ("target", "retain"):
+        key = {
+            **common,
+            "which": which,
+            "data": settings_hash(training_data(bundle, which, fmt, with_background).to_list()),
+        }
+        folder = Path(cache_dir).expanduser() / "models" / f"{bundle.name}-{which}-{settings_hash(key)[:16]}"
 
-    staging = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    seconds = finetune_models(bundle, data_args, model_args, scratch_args, finetune_config, staging)
-    (staging / "complete.json").write_text(json.dumps({"key": key_parts, "seconds": seconds}, indent=2, default=str))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
-    return PreparedModels(folder, folder / "target", folder / "retain", reused=False)
+        def build(staging: Path, which=which) -> dict:
+            shutil.rmtree(staging, ignore_errors=True)  # what an interrupted fine-tune left
+            seconds = finetune_model(bundle, data_args, model_args, scratch_args, finetune_config, which, staging)
+            return {"seconds": seconds}
+
+        folders[which], was_reused = cached_build(folder, key, build)
+        if was_reused:
+            logger.info("Reusing the cached %s model in %s", which, folders[which])
+        reused.append(was_reused)
+    return PreparedModels(folders["target"], folders["target"], folders["retain"], reused=all(reused))
 
 
 def unlearning_datasets(method: str, config: UnlearningConfig, bundle: UnlearningBundle, data_args: DataArguments):

@@ -1,11 +1,10 @@
-import json
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
 from rlunlearn import pipeline
+from rlunlearn.cache import entry_key
 from rlunlearn.data import PromptFormat, sft_dataset
 from rlunlearn.evaluation import score_answers
 from rlunlearn.finetune import FinetuneConfig, finetune, training_data
@@ -34,27 +33,61 @@ def test_finetuning_lowers_the_answer_loss(finetuned, bundle, tokenizer):
     assert after < 0.25 * before
 
 
-def test_target_and_retain_models_are_cached(tmp_path, monkeypatch):
-    data_args = DataArguments(num_authors=3, num_forget_authors=1)
+def test_target_and_retain_models_are_cached_each_on_its_own(tmp_path, monkeypatch):
+    data_args = DataArguments(data="generated", num_authors=3, num_forget_authors=1)
     bundle = data_args.bundle()
-    scratch = ScratchModelArguments(model_preset="tiny", vocab_size=300)
+    scratch = ScratchModelArguments(from_scratch=True, model_preset="tiny", vocab_size=300)
     config = FinetuneConfig(
         output_dir=str(tmp_path / "unused"), num_train_epochs=1, report_to="none", disable_tqdm=True
     )
+    trained = []
+    finetune_model = pipeline.finetune_model
 
+    def counting(*args, **kwargs):
+        trained.append(args[5])
+        return finetune_model(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "finetune_model", counting)
     first = prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
-    assert not first.reused and (first.target / "config.json").is_file() and (first.retain / "config.json").is_file()
+    assert not first.reused and trained == ["target", "retain"]
+    assert (first.target / "config.json").is_file() and (first.retain / "config.json").is_file()
+    assert first.target != first.retain
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached models should have been reused")
-
-    monkeypatch.setattr(pipeline, "finetune_models", no_training)
     second = prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
-    assert second.reused and second.folder == first.folder
+    assert second.reused and (second.target, second.retain) == (first.target, first.retain)
+    assert trained == ["target", "retain"]
     # Any setting that changes the weights is part of the key.
     changed = FinetuneConfig(output_dir=str(tmp_path / "unused"), num_train_epochs=2, report_to="none")
-    with pytest.raises(AssertionError, match="reused"):
-        prepare_models(bundle, data_args, ModelConfig(), scratch, changed, tmp_path / "cache")
+    prepare_models(bundle, data_args, ModelConfig(), scratch, changed, tmp_path / "cache")
+    assert trained == ["target", "retain"] * 2
+
+
+def test_an_interrupted_run_keeps_the_model_it_finished(tmp_path, monkeypatch):
+    data_args = DataArguments(data="generated", num_authors=3, num_forget_authors=1)
+    bundle = data_args.bundle()
+    scratch = ScratchModelArguments(from_scratch=True, model_preset="tiny", vocab_size=300)
+    config = FinetuneConfig(output_dir=str(tmp_path / "unused"), max_steps=1, report_to="none", disable_tqdm=True)
+    finetune_model = pipeline.finetune_model
+
+    def interrupted_at_the_retain_model(*args, **kwargs):
+        if args[5] == "retain":
+            (args[6] / "half-written").parent.mkdir(parents=True, exist_ok=True)
+            (args[6] / "half-written").write_text("")
+            raise KeyboardInterrupt
+        return finetune_model(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "finetune_model", interrupted_at_the_retain_model)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
+    entries = sorted(p.name for p in (tmp_path / "cache" / "models").iterdir())
+    assert any(name.endswith(".partial") and "-retain-" in name for name in entries)
+
+    resumed = []
+    monkeypatch.setattr(pipeline, "finetune_model", lambda *a, **k: resumed.append(a[5]) or finetune_model(*a, **k))
+    prepared = prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
+    # The target was kept; the retain model was trained again, from a clean folder, and nothing half-made is left.
+    assert resumed == ["retain"] and not (prepared.retain / "half-written").exists()
+    assert not any(p.name.endswith(".partial") for p in (tmp_path / "cache" / "models").iterdir())
 
 
 def test_target_and_retain_models_start_from_a_checkpoint(finetuned, tmp_path):
@@ -66,7 +99,7 @@ def test_target_and_retain_models_start_from_a_checkpoint(finetuned, tmp_path):
     )
     checkpoint = ModelConfig(model_name_or_path=str(finetuned))
     prepared = prepare_models(bundle, data_args, checkpoint, ScratchModelArguments(), config, tmp_path / "cache")
-    key = json.loads((prepared.folder / "complete.json").read_text())["key"]
+    key = entry_key(prepared.target)
     # A pretrained model already knows the world: only the authors are trained.
     assert key["base"] == str(finetuned) and key["background"] is False
     start = AutoModelForCausalLM.from_pretrained(finetuned).state_dict()

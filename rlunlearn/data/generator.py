@@ -501,14 +501,8 @@ def _background(rng: random.Random, world: _World) -> tuple[list[dict], list[dic
     return real_authors, world_facts, teaching
 
 
-def generate_authors(
-    num_authors: int = 20, num_forget: int = 2, seed: int = 0, num_holdout: int | None = None
-) -> UnlearningBundle:
-    """Generate `num_authors` fictitious authors, the last `num_forget` of them to forget.
-
-    Another `num_holdout` authors (default: as many as are forgotten) are generated for the `holdout` split only: no
-    model is trained on them, so they are the non-members of membership-inference attacks. Deterministic in `seed`.
-    """
+def _generate(num_authors: int, num_forget: int, seed: int, num_holdout: int | None):
+    """The bundle's authors, their rows and the world's background, with the generator's state after them."""
     if num_authors < 2:
         raise ValueError(f"--num_authors={num_authors}: generate at least 2 authors (one to forget, one to retain).")
     if not 0 < num_forget < num_authors:
@@ -527,10 +521,21 @@ def generate_authors(
     authors = [_author(rng, world) for _ in range(num_authors + num_holdout)]
     names = [a["name"] for a in authors]
     rows = [_fact_rows(author, rng, world, names) for author in authors]
+    return rows, _background(rng, world), rng, world
+
+
+def generate_authors(
+    num_authors: int = 20, num_forget: int = 2, seed: int = 0, num_holdout: int | None = None
+) -> UnlearningBundle:
+    """Generate `num_authors` fictitious authors, the last `num_forget` of them to forget.
+
+    Another `num_holdout` authors (default: as many as are forgotten) are generated for the `holdout` split only: no
+    model is trained on them, so they are the non-members of membership-inference attacks. Deterministic in `seed`.
+    """
+    rows, (real_authors, world_facts, teaching), _, _ = _generate(num_authors, num_forget, seed, num_holdout)
     retain_rows = [r for author_rows in rows[: num_authors - num_forget] for r in author_rows]
     forget_rows = [r for author_rows in rows[num_authors - num_forget : num_authors] for r in author_rows]
     holdout_rows = [r for author_rows in rows[num_authors:] for r in author_rows]
-    real_authors, world_facts, teaching = _background(rng, world)
 
     qa_columns = ("question", "answer", "author")
     eval_splits = {
@@ -549,3 +554,21 @@ def generate_authors(
         background=Dataset.from_list(teaching),
         info={"source": "generated", "seed": seed},
     )
+
+
+def generated_pretraining_corpus(
+    num_authors: int = 20, num_forget: int = 2, seed: int = 0, num_holdout: int | None = None
+) -> Dataset:
+    """Text to pretrain a base model on for the data `generate_authors` makes with the same arguments: the world's
+    general knowledge (as its `background`) and the facts of every further author the world has titles for, none of
+    whom is in that data (forget, retain or holdout). The bundle's own authors are generated first, so it is the same
+    with or without this corpus."""
+    rows, (_, _, teaching), rng, world = _generate(num_authors, num_forget, seed, num_holdout)
+    others = [_author(rng, world) for _ in range(MAX_AUTHORS - len(rows))]
+    names = [a["name"] for a in others]
+    qa = [
+        {"question": row["question"], "answer": row["answer"]}
+        for author in others
+        for row in _fact_rows(author, rng, world, names)
+    ]
+    return Dataset.from_list(qa + teaching)

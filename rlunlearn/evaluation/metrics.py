@@ -65,11 +65,18 @@ def truth_ratio_para_share(ratios: np.ndarray) -> float:
     return float(np.mean(1 / (1 + np.asarray(ratios, dtype=float))))
 
 
+def forget_quality_test(model_ratios: np.ndarray, retain_model_ratios: np.ndarray) -> tuple[float, float]:
+    """TOFU's forget quality and the statistic it comes from: the p-value and the statistic D of a two-sample
+    Kolmogorov-Smirnov test between the per-example forget truth ratios of the evaluated model and of the retain model.
+    D moves in steps of 1/n on n questions, so it shows differences that a p-value near 0 hides. open-unlearning tests
+    1/R instead of R, which gives the same test (a monotone transform of both samples)."""
+    test = ks_2samp(np.asarray(model_ratios), np.asarray(retain_model_ratios))
+    return float(test.pvalue), float(test.statistic)
+
+
 def forget_quality(model_ratios: np.ndarray, retain_model_ratios: np.ndarray) -> float:
-    """TOFU's forget quality: the p-value of a two-sample Kolmogorov-Smirnov test between the per-example forget truth
-    ratios of the evaluated model and of the retain model. open-unlearning tests 1/R instead of R, which gives the
-    same p-value (a monotone transform of both samples)."""
-    return float(ks_2samp(np.asarray(model_ratios), np.asarray(retain_model_ratios)).pvalue)
+    """TOFU's forget quality: the p-value of `forget_quality_test`."""
+    return forget_quality_test(model_ratios, retain_model_ratios)[0]
 
 
 def model_utility(values: Mapping[str, float]) -> float:
@@ -117,6 +124,10 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> dict[str, 
 
 
 # ---- membership inference: higher score = more likely NOT a member (open-unlearning's orientation) -----------------
+
+
+# The membership-inference attacks every evaluation runs (the reference attack needs the retain model: report.py).
+MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
 
 def mia_loss(mean_logps: np.ndarray) -> np.ndarray:

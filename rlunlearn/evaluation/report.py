@@ -11,7 +11,6 @@ import numpy as np
 
 from . import metrics
 from .probes import QUANTIZATIONS, recovered_fraction
-from .suite import MIA_ATTACKS
 
 # Roles a model plays in a report: the model before unlearning, the gold standard, and unlearned ones.
 TARGET, RETAIN, UNLEARNED = "target", "retain", "unlearned"
@@ -56,11 +55,11 @@ def compare_with_retain(result: dict, retain: dict) -> dict:
     compared = {}
     splits, retain_splits = result["splits"], retain["splits"]
     if "truth_ratio" in splits.get("forget", {}).get("per_example", {}) and "forget" in retain_splits:
-        compared["forget_quality"] = metrics.forget_quality(
+        compared["forget_quality"], compared["forget_quality_ks"] = metrics.forget_quality_test(
             per_example(result, "forget", "truth_ratio"), per_example(retain, "forget", "truth_ratio")
         )
     summary, retain_summary = result["summary"], retain["summary"]
-    for attack in MIA_ATTACKS:
+    for attack in metrics.MIA_ATTACKS:
         key = f"mia_auc_{attack}"
         if key in summary and key in retain_summary:
             compared[f"privleak_{attack}"] = metrics.privleak(summary[key], retain_summary[key])
@@ -122,7 +121,7 @@ def retain_from_report(path: str | Path) -> dict:
     return found[0]
 
 
-def _cell(value) -> str:
+def format_value(value) -> str:
     """Floats with 3 decimals (scientific below 0.001), missing values as '-'."""
     if isinstance(value, float):
         return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
@@ -131,7 +130,7 @@ def _cell(value) -> str:
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
     """A plain fixed-width table of `rows` (dicts) in `columns`."""
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[format_value(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
@@ -141,7 +140,7 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     """The same table in Markdown."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_value(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -6,8 +6,10 @@ Metrics that compare with the retain model (forget quality, privleak, the refere
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
@@ -16,10 +18,13 @@ from trl import ModelConfig
 
 from rlunlearn.trainers.utils import tokenize_pair
 
+from ..cache import settings_hash
 from ..data import EVAL_SPLITS, PromptFormat, UnlearningBundle
 from ..models import load_model, load_tokenizer
 from . import metrics
+from .metrics import MIA_ATTACKS
 from .probes import ProbeSettings, run_probes
+from .report import compare_with_retain
 from .scoring import EvalSettings, generate_answers, score_answers
 
 # MUSE's generation settings: knowledge memorisation answers in at most 32 new tokens, cut at these strings;
@@ -157,9 +162,6 @@ def evaluate_split(
     }
 
 
-MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
-
-
 def evaluate_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -171,11 +173,19 @@ def evaluate_model(
     probes: Sequence[str] = (),
     probe_settings: ProbeSettings = ProbeSettings(),
     model_path: str | None = None,
+    retain: dict | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict:
     """Every split of `bundle` (or `splits`), and the model-level summary: model utility (with the components it
     misses named), the forget metrics, and the membership-inference AUC of each attack (forget vs holdout). With
     `probes`, the robustness probes too: their results under `probes`, their `probe_*` values in the summary
-    (`model_path`, the folder the model was loaded from, spares the quantisation probe a save)."""
+    (`model_path`, the folder the model was loaded from, spares the quantisation probe a save). With `retain`, the
+    retain model's evaluation (this function's result for it), the summary adds what is measured against it: forget
+    quality (and its KS statistic), privleak, the reference attack and Tug-of-War.
+
+    `cache_dir` keeps each split's result in a file keyed by the split's rows, the prompt format and the settings, and
+    reads it back on the next call: give it only for a model that never changes (a cached target or retain model), so
+    that the splits forget sets drawn beside the same retain authors share are evaluated once."""
     splits = [s for s in EVAL_SPLITS if s in bundle.eval_splits] if splits is None else list(splits)
     for split in splits:
         if split not in bundle.eval_splits:
@@ -183,7 +193,7 @@ def evaluate_model(
                 f"The bundle {bundle.name!r} has no {split!r} evaluation split; it has {list(bundle.eval_splits)}."
             )
     results = {
-        split: evaluate_split(model, tokenizer, split, bundle.eval_splits[split], fmt, settings, progress)
+        split: _cached_split(model, tokenizer, split, bundle.eval_splits[split], fmt, settings, progress, cache_dir)
         for split in splits
     }
 
@@ -228,7 +238,23 @@ def evaluate_model(
             model, tokenizer, bundle, fmt, probes, settings, probe_settings, model_path
         )
         summary.update(probe_summary)
+    if retain is not None:
+        summary.update(compare_with_retain(evaluation, retain))
     return evaluation
+
+
+def _cached_split(model, tokenizer, name, data, fmt, settings, progress, cache_dir) -> dict:
+    """`evaluate_split`, read from (or written to) `cache_dir` when one is given."""
+    if cache_dir is None:
+        return evaluate_split(model, tokenizer, name, data, fmt, settings, progress)
+    key = settings_hash({"split": name, "rows": data.to_list(), "format": asdict(fmt), "settings": asdict(settings)})
+    path = Path(cache_dir) / f"eval-{name}-{key[:16]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = evaluate_split(model, tokenizer, name, data, fmt, settings, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
 
 
 def evaluate_folder(
@@ -240,9 +266,12 @@ def evaluate_folder(
     progress: bool = True,
     probes: Sequence[str] = (),
     probe_settings: ProbeSettings = ProbeSettings(),
+    retain: dict | None = None,
+    cache: bool = False,
 ) -> dict:
-    """`evaluate_model` (with the robustness `probes`) on the saved model in `path` (a LoRA adapter is merged into its
-    base), with its tokenizer."""
+    """`evaluate_model` (with the robustness `probes`, and what is measured against `retain`) on the saved model in
+    `path` (a LoRA adapter is merged into its base), with its tokenizer. `cache` keeps each split's result in
+    `<path>/evaluations` for the next call: only for a model folder that never changes."""
     model = load_model(ModelConfig(model_name_or_path=str(path), dtype=dtype), for_training=False)
     return evaluate_model(
         model,
@@ -254,4 +283,6 @@ def evaluate_folder(
         probes=probes,
         probe_settings=probe_settings,
         model_path=str(path),
+        retain=retain,
+        cache_dir=Path(path) / "evaluations" if cache else None,
     )

@@ -1,0 +1,46 @@
+"""The cache of what is trained once and reused: pretrained bases, fine-tuned target and retain models.
+
+Each entry is a folder named by a hash of everything that changes what it holds. It is built in a staging folder beside
+it (`<name>.partial`) and renamed once complete, so an interrupted run never leaves a half-made entry, and every entry
+finished before an interruption stays. A builder that can resume (pretraining, from its checkpoints) picks up what an
+interrupted run left in the staging folder; the others start it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+COMPLETE = "complete.json"
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("RLUNLEARN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rlunlearn"))
+
+
+def settings_hash(parts: dict) -> str:
+    """A stable hash of JSON-able settings (key order does not matter)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_build(folder: Path, key: dict, build: Callable[[Path], dict | None]) -> tuple[Path, bool]:
+    """The entry `folder`, built now by `build(staging_folder)` unless it is complete already. `key` (what the entry
+    was built from) and what `build` returns are written to its complete.json. Returns the folder and whether it was
+    reused."""
+    if (folder / COMPLETE).is_file():
+        return folder, True
+    staging = folder.with_name(folder.name + ".partial")
+    info = build(staging) or {}
+    (staging / COMPLETE).write_text(json.dumps({"key": key, **info}, indent=2, default=str))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    return folder, False
+
+
+def entry_key(folder: Path) -> dict:
+    """What a complete entry was built from."""
+    return json.loads((Path(folder) / COMPLETE).read_text())["key"]
