@@ -683,11 +683,8 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
     """Choose each method's learning rate on the validation draws (`TUNING_RULE`), never reading the reported draws'
     data: every setting of the preset's grid unlearns every validation draw, without probes. Writes tune.json (every
     setting's figures and the choice) and prints the choice."""
-    if args.draws_from != VALIDATION or args.target_model:
-        raise SystemExit(
-            "rlunlearn bench tune: hyperparameters are chosen on the validation draws only (--draws_from validation), "
-            "from models fine-tuned here."
-        )
+    if args.draws_from != VALIDATION:
+        raise SystemExit("rlunlearn bench tune: hyperparameters are chosen on the validation draws only.")
     if "grid" not in PRESETS[args.preset]:
         raise SystemExit(f"rlunlearn bench tune: the {args.preset} preset has no grid to tune.")
     methods = _check(args, "tune")

@@ -104,3 +104,85 @@ def test_generated_pretraining_corpus_shares_no_author_with_the_data_and_leaves_
     background = set(zip(bundle.background["question"], bundle.background["answer"]))
     assert background <= set(zip(corpus["question"], corpus["answer"]))
     assert len(corpus) > 20 * 100
+
+
+# ---- the bench: tuning on validation draws, reporting over draws --------------------------------------------------
+
+
+def fake_report(forget_authors, figures: dict[str, tuple[float, float]]) -> dict:
+    """A draw's report: each model's forget quality and model utility; the target's utility is 1."""
+    models = {
+        "target": {"role": "target", "summary": {"forget_quality": 1e-6, "model_utility": 1.0}},
+        "retain": {"role": "retain", "summary": {"forget_quality": 1.0, "model_utility": 0.95}},
+    }
+    for name, (quality, utility) in figures.items():
+        models[name] = {"role": "unlearned", "summary": {"forget_quality": quality, "model_utility": utility}}
+    return {"forget_authors": forget_authors, "models": models, "costs": {}, "bundle": {"name": "fake"}}
+
+
+def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp_path, monkeypatch):
+    from rlunlearn import bench
+
+    loaded = []
+
+    def fake_run_draw(args, cache_args, data_args, base, configs, probes, folder):
+        bundle = data_args.bundle()  # the data a real run would train and evaluate on
+        loaded.append(sorted(set(bundle.info["forget_author_ids"])))
+        assert not probes
+        # npo keeps utility at 1e-4 and 3e-4 (3e-4 forgets more), collapses above; ga collapses at every rate.
+        figures = {}
+        for name, (method, config) in configs.items():
+            rate = config.learning_rate
+            if method == "npo":
+                figures[name] = (0.5 if rate == 3e-4 else 0.1, 0.95 if rate <= 3e-4 else 0.5)
+            else:
+                figures[name] = (0.9, 0.8 - rate * 100)
+        return fake_report(data_args.forget_authors, figures)
+
+    monkeypatch.setattr(bench, "run_draw", fake_run_draw)
+    monkeypatch.setattr(bench, "_base_model", lambda args, cache_args: "unused")
+    monkeypatch.setitem(bench.PRESETS["cpu"], "grid", {"npo": [1e-4, 3e-4, 1e-3], "ga": [1e-5, 1e-4]})
+    args = bench.TuneArguments(tofu_path=str(tofu_dir), methods=["npo", "ga"], output_dir=str(tmp_path))
+    result = bench.bench_tune(args, bench.CacheArguments(cache_dir=str(tmp_path)), tmp_path)
+
+    validation = set(TOFU_BENCHMARK_AUTHORS.validation)
+    assert len(loaded) == 4 and all(set(draw) <= validation for draw in loaded)
+    assert result["chosen"]["npo"] == {
+        "learning_rate": 3e-4,
+        "forget quality": 0.5,
+        "MU / target": 0.95,
+        "collapsed": False,
+    }
+    # No rate keeps ga's utility: the least damaging one is chosen, and marked collapsed.
+    assert result["chosen"]["ga"]["learning_rate"] == 1e-5 and result["chosen"]["ga"]["collapsed"]
+    with pytest.raises(SystemExit, match="not in the validation pool"):
+        bench.bench_tune(
+            bench.TuneArguments(tofu_path=str(tofu_dir), forget_authors=[190, 191]),
+            bench.CacheArguments(cache_dir=str(tmp_path)),
+            tmp_path,
+        )
+
+
+def test_draws_are_aggregated_and_collapsed_methods_are_not_ranked():
+    from rlunlearn.bench import aggregate_draws, draw_tables, rank_methods
+
+    reports = [
+        fake_report([180, 181], {"npo": (0.2, 0.95), "flat": (0.05, 0.92), "ga": (0.9, 0.3)}),
+        fake_report([182, 183], {"npo": (0.4, 0.93), "flat": (0.01, 0.97), "ga": (0.8, 0.2)}),
+    ]
+    aggregated = aggregate_draws(reports)
+    assert aggregated["npo"]["forget quality"]["mean"] == pytest.approx(0.3)
+    assert aggregated["npo"]["forget quality"]["values"] == [0.2, 0.4]
+    assert aggregated["npo"]["MU / target"]["mean"] == pytest.approx(0.94)
+    assert aggregated["npo"]["forget quality"]["low"] == 0.0  # cut at 0: forget quality is a p-value
+    # ga forgets "best" by destroying the model: it is marked collapsed, not ranked first.
+    assert rank_methods(aggregated) == {
+        "target": "target",
+        "retain": "retain",
+        "npo": "1",
+        "flat": "2",
+        "ga": "collapsed",
+    }
+    rows = draw_tables(aggregated, ["forget quality", "MU / target"])
+    assert [row["model"] for row in rows] == ["target", "retain", "npo", "flat", "ga"]
+    assert rows[2]["forget quality"].startswith("0.300 [")
