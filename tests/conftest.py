@@ -95,8 +95,8 @@ def attributor(tmp_path_factory, finetuned, bundle, tokenizer):
     """An attribution classifier (the forget author, `retain`, `none`) on the fine-tuned tiny model, saved."""
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-    from rlunlearn.rewards import train_classifier
     from rlunlearn.data import attribution_dataset
+    from rlunlearn.rewards import train_classifier
 
     path = tmp_path_factory.mktemp("attributor")
     train, held_out, labels = attribution_dataset(bundle, retain_labels="one")

@@ -179,8 +179,8 @@ def test_demo_reuses_its_cached_models(tmp_path, capsys):
 
 
 def test_train_attributor_command(finetuned, bundle, tmp_path, capsys):
-    from rlunlearn.rewards import AttributionReward
     from rlunlearn.data import sft_dataset
+    from rlunlearn.rewards import AttributionReward
 
     out = tmp_path / "attributor"
     argv = ["train-attributor", "--model_name_or_path", str(finetuned), "--num_authors", "4"]

@@ -9,8 +9,8 @@ from conftest import QUIET_TRAINING, mean_probability
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from rlunlearn.rewards import AttributionReward, DegeneracyPenalty
 from rlunlearn.data import prompt_dataset, sft_dataset
+from rlunlearn.rewards import AttributionReward, DegeneracyPenalty
 from rlunlearn.trainers import DareUConfig, DareUTrainer
 from rlunlearn.trainers.dareu import generalized_advantages
 

@@ -10,8 +10,8 @@ from conftest import QUIET_TRAINING
 from peft import AutoPeftModelForCausalLM, LoraConfig
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from rlunlearn.rewards import ClassifierReward
 from rlunlearn.data import PromptFormat, reveal_instructions, sft_dataset
+from rlunlearn.rewards import ClassifierReward
 from rlunlearn.trainers import NeuralUCB, RevealReleaseConfig, RevealReleaseTrainer
 from rlunlearn.trainers.reveal_release import orthogonality_penalty
 

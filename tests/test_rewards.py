@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from rlunlearn.data import REFUSALS, attribution_dataset, sft_dataset
 from rlunlearn.rewards import (
     AttributionReward,
     ClassifierReward,
@@ -15,7 +16,6 @@ from rlunlearn.rewards import (
     register,
     registered,
 )
-from rlunlearn.data import REFUSALS, attribution_dataset, sft_dataset
 
 
 def test_attribution_data_labels_every_owner_and_none(bundle):
