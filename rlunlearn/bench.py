@@ -545,13 +545,15 @@ def aggregate_draws(reports: list[dict]) -> dict[str, dict]:
 
 def rank_methods(aggregated: dict[str, dict]) -> dict[str, str]:
     """Each model's place: the unlearned methods that kept utility ranked by mean forget quality (1 is best), the others
-    marked collapsed; target and retain are references."""
+    marked collapsed (unrated where the target's utility is 0); target and retain are references."""
     status = {}
     kept = []
     for name, figures in aggregated.items():
         if figures["role"] != UNLEARNED:
             status[name] = figures["role"]
-        elif (figures["MU / target"]["mean"] or 0.0) < COLLAPSE_RATIO:
+        elif figures["MU / target"]["mean"] is None:
+            status[name] = "unrated"  # the target has no utility to keep: nothing to rank against
+        elif figures["MU / target"]["mean"] < COLLAPSE_RATIO:
             status[name] = "collapsed"
         else:
             kept.append(name)
@@ -572,7 +574,7 @@ def _interval_cell(figure: dict) -> str | float | None:
 def draw_tables(aggregated: dict[str, dict], columns: list[str]) -> list[dict]:
     """Rows of a table of aggregated figures, in the ranking's order (references first, collapsed last)."""
     status = rank_methods(aggregated)
-    order = {TARGET: -2, RETAIN: -1, "collapsed": 10**6}
+    order = {TARGET: -2, RETAIN: -1, "collapsed": 10**6, "unrated": 10**6 + 1}
     names = sorted(aggregated, key=lambda n: order.get(status[n], int(status[n]) if status[n].isdigit() else 0))
     return [
         {"model": name, "rank": status[name], **{c: _interval_cell(aggregated[name][c]) for c in columns}}

@@ -2,7 +2,9 @@ import json
 
 import pytest
 
+from rlunlearn.bench import DEMO
 from rlunlearn.cli import main
+from rlunlearn.data.draws import TOFU_BENCHMARK_AUTHORS, author_draws
 from rlunlearn.evaluation import recovered_fraction
 
 TINY_DATA = ["--num_authors", "3", "--num_forget_authors", "1"]
@@ -168,13 +170,15 @@ def test_demo_reuses_its_cached_models(tmp_path, capsys):
     assert main([*args, "--output_dir", str(tmp_path / "second")]) == 0
     out = capsys.readouterr().out
     assert "reused from the cache" in out
-    for row in ("target", "retain", "ga"):
+    # The answers before and after, three of each split, with the true ones.
+    assert "Forget set: answers before (target) and after" in out and out.count("true answer:") == 6
+    for row in ("target", "retain", DEMO["method"]):
         assert f"\n{row}" in out
     first = json.loads((tmp_path / "first" / "report.json").read_text())
     second = json.loads((tmp_path / "second" / "report.json").read_text())
     assert not first["models_reused"] and second["models_reused"]
     # Same seed, same cached models: the same numbers.
-    assert first["models"]["ga"]["summary"] == second["models"]["ga"]["summary"]
+    assert first["models"][DEMO["method"]]["summary"] == second["models"][DEMO["method"]]["summary"]
     assert (tmp_path / "second" / "tradeoff.png").is_file()
 
 
@@ -242,27 +246,38 @@ def test_memory_bench_compares_full_and_qlora_steps(tmp_path, capsys):
 
 def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, capsys):
     bench = ["bench", "--tofu_path", str(tofu_dir), "--cache_dir", str(tmp_path / "cache")]
-    with pytest.raises(SystemExit, match="the gpu preset starts from a pretrained model: give --model_name_or_path"):
+    with pytest.raises(SystemExit, match="the gpu preset starts from a pretrained model: give --base_model"):
         main([*bench, "--preset", "gpu", "--output_dir", str(tmp_path / "refused")])
     with pytest.raises(SystemExit, match="give both --target_model and --retain_model"):
         main([*bench, "--target_model", str(finetuned), "--output_dir", str(tmp_path / "refused")])
-    with pytest.raises(SystemExit, match="the cpu preset builds its model from scratch"):
-        main([*bench, "--model_name_or_path", str(finetuned), "--output_dir", str(tmp_path / "refused")])
+    with pytest.raises(SystemExit, match=r"--forget_authors \[3\] are not in the reported pool \(188-199\)"):
+        main([*bench, "--forget_authors", "3", "--output_dir", str(tmp_path / "refused")])
+    with pytest.raises(SystemExit, match="--draws 0: run at least one draw"):
+        main([*bench, "--draws", "0", "--output_dir", str(tmp_path / "refused")])
+    assert not (tmp_path / "cache").exists()
 
-    # The cpu preset's data on models given by path (the retain model is the target itself): nothing is fine-tuned.
+    # The cpu preset's first reported draw on models given by path (the retain model is the target itself): nothing is
+    # fine-tuned or cached.
     run = tmp_path / "bench"
     argv = [*bench, "--target_model", str(finetuned), "--retain_model", str(finetuned), "--methods", "ga"]
     assert main([*argv, "--probes", "paraphrase", "--output_dir", str(run)]) == 0
     assert not (tmp_path / "cache").exists()
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "draw-1" / "report.json").read_text())
     assert report["target_model"] == report["retain_model"] == str(finetuned)
+    first_draw = author_draws(TOFU_BENCHMARK_AUTHORS.reported, 2, 1)[0]
+    assert report["forget_authors"] == first_draw
     target, retain, ga = (report["models"][name]["summary"] for name in ("target", "retain", "ga"))
-    # A model scored against itself: identical truth ratios, forget quality (the KS test's p-value) 1.
-    assert target["forget_quality"] == retain["forget_quality"] == 1.0
+    # A model scored against itself: identical truth ratios, forget quality (the KS test's p-value) 1, KS statistic 0.
+    assert target["forget_quality"] == retain["forget_quality"] == 1.0 and target["forget_quality_ks"] == 0.0
     assert target["model_utility"] == retain["model_utility"]
     assert ga["forget_probability"] < target["forget_probability"]
-    # This tiny model knows nothing of TOFU's other splits (utility 0): the table leaves the ratio to it out.
+    # One draw: means without intervals; the summary keeps each draw's value.
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["draws"] == [first_draw]
+    figure = summary["models"]["ga"]["forget quality"]
+    assert figure["mean"] == ga["forget_quality"] and figure["low"] is None
+    # This tiny model knows nothing of TOFU's other splits: the target's utility is 0, so ga is left unrated.
+    assert summary["ranking"] == {"target": "target", "retain": "retain", "ga": "unrated"}
     table = (run / "table.md").read_text()
-    assert target["model_utility"] == 0 and "| target | 1.000 | 0.000 | - |" in table
-    assert "paraphrased ROUGE-L" in table
+    assert "forget quality" in table and "paraphrased ROUGE-L" in table
     assert "ga" in capsys.readouterr().out
