@@ -69,7 +69,7 @@ PRESETS = {
             "retain_authors": list(TOFU_BENCHMARK_AUTHORS.retain),
         },
         "authors": TOFU_BENCHMARK_AUTHORS,
-        "base": {"model_preset": "small", "pretrain": {"num_train_epochs": 3.0, "learning_rate": 1e-3}},
+        "base": {"model_preset": "small", "pretrain": {"num_train_epochs": 8.0, "learning_rate": 1e-3}},
         # A short, light fine-tune from the base, as from a real checkpoint (chosen in README's Benchmark section).
         "finetune": {
             "learning_rate": 5e-4,
@@ -104,8 +104,15 @@ PRESETS = {
                 "max_completion_length": 48,
             },
         },
-        # The learning rates `bench tune` tries for each method (each for the preset's epochs).
-        "grid": {method: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3] for method in METHODS},
+        # The learning rates `bench tune` tries for each method (each for the preset's epochs): three points, a factor
+        # of about 3 apart, around the rates that moved each family on the from-scratch preset (gradient ascent and
+        # FLAT lower, the preference and NPO family higher); a wider grid costs its share of the CPU budget.
+        "grid": {
+            **{method: [3e-5, 1e-4, 3e-4] for method in ("ga", "graddiff", "llmu", "flat")},
+            **{method: [3e-4, 6e-4, 1e-3] for method in ("npo", "simnpo", "idkdpo")},
+            "dareu": [1e-4, 2e-4, 5e-4],
+            "reveal_release": [2e-4, 5e-4, 1e-3],
+        },
         # 40 forget examples: small batches give enough steps.
         "unlearning_common": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0.0},
         "probes": {"relearning_learning_rate": 5e-4},

@@ -16,6 +16,7 @@ generator makes for pretraining only, and its world's general knowledge.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import time
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 # Bump when a change to the pretraining code makes cached bases stale.
 PRETRAIN_VERSION = 1
+# Written beside a base pretrained here: what it was trained on, and the mark `is_offline_base` reads.
+PRETRAINING_RECORD = "pretraining.json"
 
 
 @dataclass
@@ -51,7 +54,7 @@ class PretrainConfig(FinetuneConfig):
     """
 
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
-    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the pretraining corpus."})
+    num_train_epochs: float = field(default=8.0, metadata={"help": "Epochs over the pretraining corpus."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Examples a batch on each device."})
     warmup_steps: float = field(default=0.02, metadata={"help": "Warm-up steps, or a fraction of all steps."})
     completion_only_loss: bool | None = field(
@@ -123,9 +126,17 @@ def pretrain(
     remove_fused_lm_head(trainer.model)
     trainer.model.save_pretrained(output)
     tokenizer.save_pretrained(output)
+    (output / PRETRAINING_RECORD).write_text(
+        json.dumps({"corpus_rows": len(corpus), "model_preset": model_preset, "pretrain": config.cache_key()}, indent=2)
+    )
     for checkpoint in output.glob("checkpoint-*"):
         shutil.rmtree(checkpoint)
     return output
+
+
+def is_offline_base(model_name_or_path: str | None) -> bool:
+    """Whether the folder holds a base pretrained here (it has the record `pretrain` writes)."""
+    return bool(model_name_or_path) and (Path(model_name_or_path) / PRETRAINING_RECORD).is_file()
 
 
 def cached_base(

@@ -4,13 +4,14 @@ import pytest
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
+from trl import ModelConfig
 
 from rlunlearn import pretrain as pretrain_module
 from rlunlearn.data import generate_authors, sft_dataset
 from rlunlearn.evaluation import score_answers
 from rlunlearn.models import build_model, load_tokenizer
-from rlunlearn.pipeline import DataArguments, ScratchModelArguments, offline_base
-from rlunlearn.pretrain import PretrainConfig, cached_base, pretrain, pretraining_corpus
+from rlunlearn.pipeline import DataArguments, ScratchModelArguments, _with_background, offline_base
+from rlunlearn.pretrain import PretrainConfig, cached_base, is_offline_base, pretrain, pretraining_corpus
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,16 @@ def test_pretraining_lowers_the_loss_on_the_whole_text(tmp_path, corpus):
     after = whole_text_nll(AutoModelForCausalLM.from_pretrained(folder), tokenizer, rows)
     assert after < 0.8 * before
     assert not list(folder.glob("checkpoint-*"))  # checkpoints go once the base is saved
+
+    # Fine-tuning from the offline base replays the general knowledge by default (a base this small loses it
+    # otherwise), as from scratch; from another checkpoint it does not, unless asked.
+    data_args = DataArguments(data="generated")
+    assert is_offline_base(str(folder)) and _with_background(data_args, ModelConfig(model_name_or_path=str(folder)))
+    assert _with_background(data_args, ModelConfig())
+    other = tmp_path / "checkpoint"
+    AutoModelForCausalLM.from_pretrained(folder).save_pretrained(other)
+    assert not _with_background(data_args, ModelConfig(model_name_or_path=str(other)))
+    assert not _with_background(DataArguments(train_background=False), ModelConfig(model_name_or_path=str(folder)))
 
 
 def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(tmp_path, corpus, monkeypatch):
