@@ -67,10 +67,14 @@ PRESETS = {
             "data": "tofu",
             "forget_split": "forget10",
             "retain_authors": list(TOFU_BENCHMARK_AUTHORS.retain),
+            # Fine-tuning replays the real-authors and world-facts QA the base learned in pretraining: without it the
+            # target's model utility falls from 0.86 to 0.03 (README's Benchmark section).
+            "train_background": True,
         },
         "authors": TOFU_BENCHMARK_AUTHORS,
         "base": {"model_preset": "small", "pretrain": {"num_train_epochs": 8.0, "learning_rate": 1e-3}},
-        # A short, light fine-tune from the base, as from a real checkpoint (chosen in README's Benchmark section).
+        # From the base as from a real checkpoint, 10 epochs at a constant 5e-4 (forget ROUGE-L 0.89, model utility 0.86
+        # on validation authors 180-181; README's Benchmark section).
         "finetune": {
             "learning_rate": 5e-4,
             "num_train_epochs": 10.0,
