@@ -51,7 +51,9 @@ def test_dareu_de_attributes_the_forget_answers(algorithm, finetuned, bundle, to
     forget_before = mean_probability(model, tokenizer, sft_dataset(bundle.forget))
     retain_before = mean_probability(model, tokenizer, sft_dataset(bundle.retain))
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
-    run = trainer(model, rewards, config(tmp_path, algorithm=algorithm), bundle, tokenizer)
+    # PPO takes 4 optimizer steps on each rollout batch: fewer rollouts make as many steps.
+    epochs = 3 if algorithm == "ppo" else 8
+    run = trainer(model, rewards, config(tmp_path, algorithm=algorithm, num_train_epochs=epochs), bundle, tokenizer)
     run.train()
 
     logged = [entry for entry in run.state.log_history if "reward" in entry]
@@ -157,3 +159,52 @@ def test_a_reward_of_the_wrong_length_stops_at_the_first_step(finetuned, bundle,
     with pytest.raises(ValueError, match="'one_reward' returned 1 rewards, but 8 were expected"):
         run.train()
     assert run.state.global_step == 0
+
+
+def test_ppo_takes_several_clipped_steps_on_each_rollout_batch(finetuned, bundle, tokenizer, tmp_path, rewards):
+    # One rollout batch (8 answers) and the default 4 PPO epochs over it, one optimizer step each.
+    args = config(tmp_path, algorithm="ppo", max_steps=4)
+    assert args.num_iterations == 4
+    run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), rewards, args, bundle, tokenizer)
+    run.train()
+    logged = [entry for entry in run.state.log_history if "clip_fraction" in entry]
+    assert len(logged) == 4
+    assert sum("reward" in entry for entry in logged) == 1  # generated once, optimised on four times
+    assert [next(k for k in entry if k.startswith("approx_kl/epoch_")) for entry in logged] == [
+        f"approx_kl/epoch_{epoch}" for epoch in (1, 2, 3, 4)
+    ]
+    # The first pass starts from the rollout's own log-probabilities: ratio 1. Later passes move away and get clipped.
+    assert logged[0]["approx_kl"] < 1e-6 and logged[0]["clip_fraction"] == 0.0
+    assert all(entry["approx_kl"] > 1e-4 for entry in logged[1:]), [e["approx_kl"] for e in logged]
+    assert max(entry["clip_fraction"] for entry in logged) > 0, [e["clip_fraction"] for e in logged]
+    # The critic fits the returns of the batch over its epochs.
+    value_losses = [entry[f"value_loss/epoch_{epoch}"] for epoch, entry in enumerate(logged, 1)]
+    assert value_losses[-1] < value_losses[0], value_losses
+    with pytest.raises(
+        ValueError, match="--steps_per_generation 3 must be a multiple of --gradient_accumulation_steps 2"
+    ):
+        config(tmp_path, algorithm="ppo", gradient_accumulation_steps=2, steps_per_generation=3)
+
+
+def test_probabilities_are_the_models_own_at_any_sampling_temperature(finetuned, bundle, tokenizer, tmp_path, rewards):
+    # TRL samples and scores the policy at logits / T; the retain term and evaluation must read the model at T = 1.
+    forget = sft_dataset(bundle.forget)
+    args = config(tmp_path, temperature=0.5, retain_loss_type="nll", per_device_eval_batch_size=8)
+    run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), rewards, args, bundle, tokenizer)
+    batch = next(iter(run._eval_loader(forget)))
+    input_ids, attention_mask = batch["eval_input_ids"], batch["eval_attention_mask"]
+    with torch.no_grad():
+        logits = run.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+        own = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        sampled = torch.log_softmax(logits / 0.5, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        logps, mask = run.completion_logps(run.model, batch, "eval")
+        retain_nll, _ = run.retain_values(
+            run.model, {k.replace("eval_", "retain_"): v for k, v in batch.items()}, "nll"
+        )
+        policy_logps, _, _ = run._get_per_token_logps_and_entropies(run.model, input_ids, attention_mask, mask.size(1))
+    torch.testing.assert_close(logps * mask, own[:, -mask.size(1) :] * mask, atol=1e-5, rtol=0)
+    torch.testing.assert_close(-retain_nll * mask, own[:, -mask.size(1) :] * mask, atol=1e-5, rtol=0)
+    # The sampling policy itself stays at the temperature it samples with.
+    torch.testing.assert_close(policy_logps * mask, sampled[:, -mask.size(1) :] * mask, atol=1e-5, rtol=0)
+    expected = mean_probability(run.model, tokenizer, forget)
+    assert run.answer_probability(forget) == pytest.approx(expected, abs=1e-5)

@@ -1,8 +1,8 @@
 """DareU: unlearning as de-attribution, by reinforcement learning.
 
-"De-attribute to Forget for LLM Unlearning" (2026, arXiv 2605.30919). The policy π_θ answers forget-set prompts x; an
-attribution classifier p_φ says whose data each answer y is attributable to, and the reward is high when it is no
-longer the forget owners' (see `rewards.AttributionReward`, with the shaping terms beside it):
+"De-attribute to Forget for LLM Unlearning" (Lu et al., ICML 2026, arXiv 2605.30919). The policy π_θ answers forget-set
+prompts x; an attribution classifier p_φ says whose data each answer y is attributable to, and the reward is high when
+it is no longer the forget owners' (see `rewards.AttributionReward`, with the shaping terms beside it):
 
     max_θ  E_{x ~ D_f, y ~ π_θ(·|x)} [ r(x, y) ]  −  β · KL(π_θ ‖ π_ref)  −  α · R_retain(θ)
 
@@ -13,23 +13,42 @@ longer the forget owners' (see `rewards.AttributionReward`, with the shaping ter
 term is added to the policy loss on every micro-batch, on a retain batch drawn per process (seeded by rank and step).
 The policy-gradient estimator is `algorithm`:
 
+- `ppo`: the paper's algorithm, PPO-clip (Schulman et al., 2017, arXiv 1707.06347) with a learned value head on the
+  policy's last hidden states. Each rollout batch (`steps_per_generation` micro-batches of prompts, `num_generations`
+  answers each) is generated once; its old log-probabilities π_old, old values V_old, rewards and advantages are taken
+  then, and the policy and the value head are optimised on it for `num_iterations` epochs (4, as in TRL's former
+  PPOTrainer and cleanrl), each epoch `steps_per_generation / gradient_accumulation_steps` minibatches (one optimizer
+  step each; 1 by default, as in TRL's former PPOTrainer). Per answer token t, with ρ_t = π_θ(y_t|·) / π_old(y_t|·):
+
+      L_policy = mean_t max( −A_t·ρ_t, −A_t·clip(ρ_t, 1 − ε, 1 + ε) )  +  β · k3(π_ref ‖ π_θ)_t
+      L_value  = mean_t ½·max( (V_t − R_t)², (V_old,t + clip(V_t − V_old,t, −ε_v, ε_v) − R_t)² )
+      L        = L_policy + `value_coef` · L_value + α · R_retain
+
+  A_t is GAE(γ, λ) over the answer tokens with the reward on the last one, whitened over the batch; R_t = A_t + V_old,t
+  (before whitening); ε = `epsilon`, ε_v = `value_clip`; k3(p ‖ q) = p/q − log(p/q) − 1 per token, TRL's KL estimator.
+  Logged besides TRL's metrics: `clip_fraction` (share of answer tokens whose ratio lies outside [1 − ε, 1 + ε]; TRL's
+  `clip_ratio/region_mean` counts those where the clip changes the objective), `approx_kl` (mean of (ρ − 1) − log ρ,
+  an estimate of KL(π_old ‖ π_θ)), `value_clip_fraction` and `value_loss`, each also per epoch of the rollout batch
+  (`clip_fraction/epoch_1`, ...). The value head is trained with the policy and dropped when training ends.
+  Departures from the reference implementations: the minibatches are cut from the rollout batch once (TRL's buffer),
+  not reshuffled every epoch; the KL leash is a loss term as in GRPO, where TRL's former PPOTrainer subtracted it from
+  the per-token reward.
 - `grpo` (default): TRL's GRPO; advantage = reward minus the mean of the prompt's group of `num_generations`
   completions, scaled by the group's standard deviation (`scale_rewards`), clipped surrogate, β·KL in the loss.
 - `rloo`: the leave-one-out baseline of RLOO (Ahmadian et al., 2024): A_i = r_i − mean_{j≠i} r_j over the group,
   unscaled; the rest as in `grpo`.
-- `ppo`: the paper's algorithm, PPO-clip (Schulman et al., 2017) with a learned value head on the policy's last hidden
-  states and GAE(γ, λ) over the answer tokens; the reward arrives on the last answer token, advantages are whitened
-  over the batch, the value loss is clipped (`value_clip`) and weighted (`value_coef`). The β·KL leash stays in the
-  loss, as in `grpo`. The value head is trained with the policy and dropped when training ends.
 
 Generation, reward computation, clipping and the β·KL term are TRL's GRPOTrainer's; vLLM generation
-(`use_vllm=True`) works where a GPU is present. When every completion of a prompt gets the same reward, its advantage is
+(`use_vllm=True`) works where a GPU is present. TRL computes the policy's log-probabilities at the sampling
+`temperature` (logits / T); the retain regulariser, `eval_<set>_prob` and the retain-probability guard are computed at
+temperature 1, the model's own probabilities. When every completion of a prompt gets the same reward, its advantage is
 zero and it teaches nothing: TRL logs the share of such groups as `frac_reward_zero_std`, and this trainer warns when a
 whole logging window had no reward spread (raise `temperature` or `num_generations`, or check the reward).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -39,6 +58,7 @@ from datasets import Dataset
 from peft import PeftConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import add_fused_lm_head
 
 from .base import ReferenceAndGuardMixin
 from .utils import (
@@ -54,6 +74,8 @@ from .utils import (
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("grpo", "rloo", "ppo")
+# Passes over each rollout batch with PPO: TRL's former PPOConfig `num_ppo_epochs` and cleanrl's `update_epochs`.
+PPO_EPOCHS = 4
 
 
 @dataclass
@@ -62,14 +84,22 @@ class DareUConfig(GRPOConfig):
     Configuration of [`DareUTrainer`]: TRL's [`GRPOConfig`] (generation, clipping, `num_generations`, `reward_weights`,
     `temperature`, `use_vllm`, ...) and DareU's own fields.
 
-    The paper's abstract fixes PPO with a KL leash and a retain regulariser but not their values; the defaults below
-    are TRL's PPO/GRPO ones where one exists.
+    Provenance: the paper's abstract names reinforcement learning only; its method trains with PPO and adds a
+    regulariser on retain data, with values that could not be checked here. The defaults below are TRL's former
+    PPOConfig ones where one exists (β, the value loss, GAE, the PPO epochs), and TRL 1.16's GRPO ones otherwise.
 
     Parameters:
         algorithm (`str`, defaults to `"grpo"`):
             Policy-gradient estimator: `grpo`, `rloo` or `ppo` (the paper's).
+        num_iterations (`int`, *optional*):
+            Optimisation passes over each rollout batch: PPO's epochs, GRPO's μ. Defaults to 4 with `ppo` (TRL's former
+            PPOConfig `num_ppo_epochs` and cleanrl's `update_epochs`) and to 1 otherwise (TRL's GRPO default). With
+            `ppo`, `steps_per_generation` (default: `gradient_accumulation_steps`) must be a multiple of
+            `gradient_accumulation_steps`: their ratio is the number of minibatches an epoch.
         beta (`float`, defaults to `0.04`):
-            β, the weight of the per-token KL to the model before unlearning (the leash); must be > 0.
+            β, the weight of the per-token KL to the model before unlearning (the leash); must be > 0. 0.04 is the GRPO
+            paper's value (Shao et al., 2024, arXiv 2402.03300) and TRL's former GRPO default, near TRL's former
+            PPOConfig `kl_coef` of 0.05; TRL 1.16's GRPO default is 0 (no leash), which DareU does not allow.
         retain_weight (`float`, defaults to `1.0`):
             α, the weight of the retain regulariser; 0 drops it (and the need for retain data).
         retain_loss_type (`str`, defaults to `"kl"`):
@@ -97,6 +127,10 @@ class DareUConfig(GRPOConfig):
     """
 
     algorithm: str = field(default="grpo", metadata={"help": "Policy-gradient estimator.", "choices": list(ALGORITHMS)})
+    num_iterations: int | None = field(
+        default=None,
+        metadata={"help": "Optimisation passes (PPO epochs) over each rollout batch (default: 4 with ppo, else 1)."},
+    )
     beta: float = field(default=0.04, metadata={"help": "β, the KL leash to the model before unlearning (> 0)."})
     retain_weight: float = field(
         default=1.0, metadata={"help": "α, the weight of the retain regulariser (0 drops it)."}
@@ -140,7 +174,17 @@ class DareUConfig(GRPOConfig):
             raise ValueError(f"--retain_loss_type {self.retain_loss_type!r} is not one of 'kl', 'nll'.")
         if self.algorithm == "ppo" and not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
             raise ValueError(f"--gamma {self.gamma} and --lam {self.lam} must lie in [0, 1].")
+        if self.num_iterations is None:
+            self.num_iterations = PPO_EPOCHS if self.algorithm == "ppo" else 1
+        if self.num_iterations < 1:
+            raise ValueError(f"--num_iterations {self.num_iterations} must be at least 1.")
         super().__post_init__()
+        if self.algorithm == "ppo" and self.steps_per_generation % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"--steps_per_generation {self.steps_per_generation} must be a multiple of "
+                f"--gradient_accumulation_steps {self.gradient_accumulation_steps} with --algorithm ppo: each PPO "
+                "epoch takes whole optimizer steps (minibatches) of the rollout batch."
+            )
         if self.retain_batch_size is None:
             self.retain_batch_size = self.per_device_train_batch_size
 
@@ -227,8 +271,21 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
                 retain, collator, args.retain_batch_size, args.seed, self.accelerator.process_index
             )
 
+        # TRL's fused LM head divides the logits by the sampling temperature. The model's own probabilities (the retain
+        # regulariser, evaluation, the guard) need a second head at temperature 1, swapped in while they are computed.
+        self._unit_temperature_forwards = {}
+        if self.temperature != 1.0:
+            for module in (base, self.ref_model):
+                if module is not None:
+                    module = self.accelerator.unwrap_model(module)
+                    sampling_forward = module.forward
+                    remove_fused_lm_head(module)
+                    add_fused_lm_head(module, temperature=1.0, cast_lm_head_to_fp32=args.cast_lm_head_to_fp32)
+                    self._unit_temperature_forwards[module] = (module.forward, sampling_forward)
+                    module.forward = sampling_forward
+
         self._rewards_per_func = None
-        self._hidden_states = None
+        self._captured = None  # what a PPO forward pass keeps: the backbone's hidden states, the policy's log-probs
         if args.algorithm == "ppo":
             # The critic: a linear value head on the policy's last hidden states, registered on the model so that the
             # optimizer, DDP and checkpoints carry it; `train` removes it at the end.
@@ -237,6 +294,23 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
             torch.nn.init.zeros_(value_head.bias)
             self.model.add_module("value_head", value_head.to(base.device))
             base.base_model.register_forward_hook(self._keep_hidden_states)
+
+    # ---- probabilities at temperature 1 -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _at_unit_temperature(self):
+        """Within the block, the fused LM heads compute the model's own log-probabilities (temperature 1)."""
+        for module, (unit_forward, _) in self._unit_temperature_forwards.items():
+            module.forward = unit_forward
+        try:
+            yield
+        finally:
+            for module, (_, sampling_forward) in self._unit_temperature_forwards.items():
+                module.forward = sampling_forward
+
+    def completion_logps(self, model, inputs: dict[str, torch.Tensor], group: str, reference: bool = False):
+        with self._at_unit_temperature():
+            return super().completion_logps(model, inputs, group, reference)
 
     # ---- rewards and advantages ------------------------------------------------------------------------------------
 
@@ -275,8 +349,14 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         return (grouped - baseline).view(-1)
 
     def _keep_hidden_states(self, module, args, output):
-        if self._hidden_states is not None:
-            self._hidden_states.append(output.last_hidden_state)
+        if self._captured is not None:
+            self._captured["hidden"].append(output.last_hidden_state)
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        output = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._captured is not None:
+            self._captured["logps"].append(output[0].detach())
+        return output
 
     def _answer_values(self, hidden: torch.Tensor, answer_length: int) -> torch.Tensor:
         """The value of each answer position's state (the hidden state before its token is chosen), (batch, length)."""
@@ -285,13 +365,14 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         return value_head(states).squeeze(-1).float()
 
     def _forward_keeping_hidden_states(self, forward):
-        """Run `forward()` and return its result with the backbone's last hidden states of that pass."""
-        self._hidden_states = []
+        """Run `forward()` and return its result, the backbone's last hidden states of that pass and the per-token
+        log-probabilities TRL computed in it (without gradient)."""
+        self._captured = {"hidden": [], "logps": []}
         try:
             result = forward()
-            return result, torch.cat(self._hidden_states)
+            return result, torch.cat(self._captured["hidden"]), torch.cat(self._captured["logps"])
         finally:
-            self._hidden_states = None
+            self._captured = None
 
     @torch.no_grad()
     def _ppo_advantages(self, output: dict, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -300,7 +381,7 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         completion_ids, mask = output["completion_ids"], output["completion_mask"].float()
         input_ids = torch.cat([output["prompt_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        _, hidden = self._forward_keeping_hidden_states(
+        _, hidden, _ = self._forward_keeping_hidden_states(
             lambda: self._get_per_token_logps_and_entropies(
                 self.model, input_ids, attention_mask, completion_ids.size(1)
             )
@@ -330,9 +411,11 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
         if self.args.algorithm == "ppo":
-            loss, hidden = self._forward_keeping_hidden_states(
+            # TRL's clipped surrogate and β·KL, on log-probabilities against those taken at rollout time.
+            loss, hidden, logps = self._forward_keeping_hidden_states(
                 lambda: super(DareUTrainer, self)._compute_loss(model, inputs)
             )
+            self._log_ratio_statistics(logps, inputs)
             loss = loss + self.args.value_coef * self._value_loss(hidden, inputs) / accumulation
         else:
             loss = super()._compute_loss(model, inputs)
@@ -340,16 +423,47 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
             loss = loss + self.args.retain_weight * self._retain_term(model) / accumulation
         return self.check_finite(loss)
 
+    def _ppo_epoch(self) -> int:
+        """Which pass over the current rollout batch this micro-step belongs to, from 1."""
+        return self._step % (self.args.steps_per_generation * self.num_iterations) // self.args.steps_per_generation + 1
+
+    def _log_ppo_metric(self, name: str, value: float) -> None:
+        """Log `value` as `name` and, in training, as `name/epoch_<k>` for the pass over the rollout batch."""
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode][name].append(value)
+        if mode == "train":
+            self._metrics[mode][f"{name}/epoch_{self._ppo_epoch()}"].append(value)
+
+    def _global_token_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
+        totals = self.accelerator.reduce(torch.stack([(values * mask).sum(), mask.sum()]).float(), reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1)).item()
+
+    @torch.no_grad()
+    def _log_ratio_statistics(self, logps: torch.Tensor, inputs: dict[str, torch.Tensor]) -> None:
+        """How far the policy has moved from the rollout's: the share of answer tokens whose ratio ρ = π_θ / π_old lies
+        outside [1 − ε, 1 + ε] (`clip_fraction`) and the mean of (ρ − 1) − log ρ (`approx_kl`)."""
+        mask = inputs["completion_mask"].float()
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        old_logps = inputs.get("old_per_token_logps", logps)
+        log_ratio = (logps - old_logps) * mask
+        ratio = log_ratio.exp()
+        clipped = ((ratio < 1 - self.epsilon_low) | (ratio > 1 + self.epsilon_high)).float()
+        self._log_ppo_metric("clip_fraction", self._global_token_mean(clipped, mask))
+        self._log_ppo_metric("approx_kl", self._global_token_mean(ratio - 1 - log_ratio, mask))
+
     def _value_loss(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Clipped value loss, ½·max((V − R)², (clip(V, V_old ± ε_v) − R)²), over the answer tokens."""
         mask = inputs["completion_mask"].float()
         values = self._answer_values(hidden, mask.size(1))
         old, returns = inputs["old_values"], inputs["returns"]
         clipped = old + (values - old).clamp(-self.args.value_clip, self.args.value_clip)
-        per_token = 0.5 * torch.maximum((values - returns).square(), (clipped - returns).square())
+        unclipped_loss, clipped_loss = (values - returns).square(), (clipped - returns).square()
+        per_token = 0.5 * torch.maximum(unclipped_loss, clipped_loss)
         loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["value_loss"].append(self.accelerator.gather(loss.detach()).mean().item())
+        self._log_ppo_metric("value_loss", self.accelerator.gather(loss.detach()).mean().item())
+        value_clipped = (clipped_loss > unclipped_loss).float()
+        self._log_ppo_metric("value_clip_fraction", self._global_token_mean(value_clipped.detach(), mask))
         return loss
 
     def _retain_term(self, model) -> torch.Tensor:
