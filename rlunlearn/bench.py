@@ -53,7 +53,6 @@ from .pipeline import (
     unlearn,
 )
 from .pretrain import PretrainConfig, cached_base, pretraining_corpus
-from .reveal import RevealArguments
 
 # Presets: the data, the base model, the fine-tuning recipe and each method's unlearning hyperparameters.
 #
@@ -88,9 +87,21 @@ PRESETS = {
             "simnpo": {"learning_rate": 2e-4, "num_train_epochs": 5},
             "idkdpo": {"learning_rate": 2e-4, "num_train_epochs": 5},
             "llmu": {"learning_rate": 1e-4, "num_train_epochs": 5},
-            "flat": {"learning_rate": 3e-5, "num_train_epochs": 5},
-            # 40 prompts x 4 answers an epoch; short answers keep the CPU rollouts affordable.
+            # Tuned with the KL divergence (FLAT's default is total variation).
+            "flat": {"learning_rate": 3e-5, "num_train_epochs": 5, "divergence": "kl"},
+            # 40 prompts x 4 answers an epoch; short answers keep the CPU rollouts affordable. PPO (the paper's) takes 4
+            # optimizer steps on each rollout batch; the GRPO row is for comparison.
             "dareu": {
+                "algorithm": "ppo",
+                "learning_rate": 2e-4,
+                "num_train_epochs": 4,
+                "num_generations": 4,
+                "max_completion_length": 48,
+                "logging_steps": 5,
+            },
+            "dareu-grpo": {
+                "method": "dareu",
+                "algorithm": "grpo",
                 "learning_rate": 2e-4,
                 "num_train_epochs": 4,
                 "num_generations": 4,
@@ -108,13 +119,13 @@ PRESETS = {
                 "max_completion_length": 48,
             },
         },
-        # The learning rates `bench tune` tries for each method (each for the preset's epochs): three points, a factor
-        # of about 3 apart, around the rates that moved each family on the from-scratch preset (gradient ascent and
-        # FLAT lower, the preference and NPO family higher); a wider grid costs its share of the CPU budget.
+        # The learning rates `bench tune` tries for each row of `unlearning` (each for the row's epochs): three points, a
+        # factor of about 3 apart, around the rates that moved each family on the from-scratch preset (gradient ascent
+        # and FLAT lower, the preference and NPO family higher); a wider grid costs its share of the CPU budget.
         "grid": {
             **{method: [3e-5, 1e-4, 3e-4] for method in ("ga", "graddiff", "llmu", "flat")},
             **{method: [3e-4, 6e-4, 1e-3] for method in ("npo", "simnpo", "idkdpo")},
-            "dareu": [1e-4, 2e-4, 5e-4],
+            **{row: [1e-4, 2e-4, 5e-4] for row in ("dareu", "dareu-grpo")},
             "reveal_release": [2e-4, 5e-4, 1e-3],
         },
         # 40 forget examples: small batches give enough steps.
@@ -124,8 +135,9 @@ PRESETS = {
     # TOFU's standard setting on a pretrained chat model (--base_model, fine-tuned here with TOFU's recipe, or
     # --target_model and --retain_model already fine-tuned, e.g. open-unlearning's tofu_Llama-3.2-1B-Instruct_full and
     # _retain90): forget10, 20 authors forgotten and 180 kept, one draw (the published split), every method at its
-    # paper's defaults (the preference methods at open-unlearning's: 1e-5, 10 epochs, batch 32), the probes at theirs
-    # (relearning at 1e-5).
+    # paper's defaults (the baselines at open-unlearning's TOFU recipe: 1e-5, 10 epochs, batch 8 x 4; FLAT at its
+    # official TOFU configuration: 1e-5, 5 epochs, batch 16 x 4; DareU with PPO, its paper's algorithm, and with GRPO in
+    # a second row), the probes at theirs (relearning at 1e-5).
     "gpu": {
         # open-unlearning's system prompt (its Llama-3 models also leave out the template's date lines).
         "data": {
@@ -135,7 +147,11 @@ PRESETS = {
             "system_prompt": "You are a helpful assistant.",
         },
         "finetune": {"learning_rate": 1e-5, "num_train_epochs": 5, "gradient_accumulation_steps": 4},
-        "unlearning": {method: {} for method in METHODS},
+        "unlearning": {
+            **{method: {} for method in METHODS},
+            "dareu": {"algorithm": "ppo"},
+            "dareu-grpo": {"method": "dareu", "algorithm": "grpo"},
+        },
         "unlearning_common": {},
         "probes": {},
     },
@@ -161,10 +177,16 @@ TUNING_RULE = (
 )
 
 
-def preset_unlearning_config(preset: str, method: str, **overrides):
-    """The method's config with the preset's hyperparameters (and `overrides`)."""
-    values = {**PRESETS[preset]["unlearning_common"], **PRESETS[preset]["unlearning"][method], **overrides}
-    return METHODS[method][0](**values)
+def preset_method(preset: str, row: str) -> str:
+    """The method a row of the preset runs: its `method` entry (a variant such as `dareu-grpo`), else its name."""
+    return PRESETS[preset]["unlearning"][row].get("method", row)
+
+
+def preset_unlearning_config(preset: str, row: str, **overrides):
+    """The config of the preset's row (a method, or a variant of one) with its hyperparameters (and `overrides`)."""
+    settings = {k: v for k, v in PRESETS[preset]["unlearning"][row].items() if k != "method"}
+    values = {**PRESETS[preset]["unlearning_common"], **settings, **overrides}
+    return METHODS[preset_method(preset, row)][0](**values)
 
 
 class PeakMemory:
@@ -254,7 +276,10 @@ class DrawArguments:
         },
     )
     methods: list[str] = field(
-        default_factory=list, metadata={"help": f"Methods to run (default: all: {', '.join(METHODS)})."}
+        default_factory=list,
+        metadata={
+            "help": f"Methods (rows of the preset) to run (default: all: {', '.join(PRESETS['cpu']['unlearning'])})."
+        },
     )
 
 
@@ -337,7 +362,10 @@ def _check(args, task: str) -> list[str]:
     methods = getattr(args, "methods", None) or list(preset["unlearning"])
     unknown = [m for m in methods if m not in preset["unlearning"]]
     if unknown:
-        raise SystemExit(f"rlunlearn bench {task}: unknown method(s) {unknown}; the methods are: {', '.join(METHODS)}.")
+        raise SystemExit(
+            f"rlunlearn bench {task}: unknown method(s) {unknown}; the {args.preset} preset runs: "
+            f"{', '.join(preset['unlearning'])}."
+        )
     return methods
 
 
@@ -413,21 +441,22 @@ def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> d
 
 
 def _method_arguments(method, prepared, bundle, data_args):
-    """DareU's rewards and Reveal-and-Release's target: the attribution classifier, trained once from the target and
-    cached beside it."""
-    if method not in ("dareu", "reveal_release"):
+    """DareU's rewards: the attribution classifier, trained once from the target and cached beside it. Reveal-and-
+    Release needs none: its defaults name the forget authors only, and its reveal reward reads no forget data."""
+    if method != "dareu":
         return None
     attributor, metrics = cached_attributor(
         prepared.folder, bundle, data_args, prepared.target, AttributorConfig(output_dir=None)
     )
     print(f"{method}: attribution classifier held-out accuracy {metrics['accuracy']:.3f}", flush=True)
-    if method == "dareu":
-        return RewardArguments(attributor=str(attributor))
-    return RevealArguments(attributor=str(attributor))  # the forget authors by name only
+    return RewardArguments(attributor=str(attributor))
 
 
-def _unlearn_and_evaluate(method, config, prepared, bundle, data_args, retain_result, probes, probe_settings, folder):
-    """Unlearn one draw with one method and evaluate the model; returns its evaluation and its costs."""
+def _unlearn_and_evaluate(
+    name, method, config, prepared, bundle, data_args, retain_result, probes, probe_settings, folder
+):
+    """Unlearn one draw with one method (the row `name`) and evaluate the model; returns its evaluation and its
+    costs."""
     method_args = _method_arguments(method, prepared, bundle, data_args)
     started = time.time()
     with PeakMemory() as memory:
@@ -451,7 +480,7 @@ def _unlearn_and_evaluate(method, config, prepared, bundle, data_args, retain_re
         retain=retain_result,
     )
     if method == "dareu":
-        plot_rewards(trainer.state.log_history, folder / "dareu_reward.png", f"DareU on {bundle.name}")
+        plot_rewards(trainer.state.log_history, folder / f"{name}_reward.png", f"{name} on {bundle.name}")
     if method == "reveal_release":
         plot_reveal_rewards(trainer.rounds, folder / "reveal_reward.png", f"Reveal-and-Release on {bundle.name}")
         costs["reveal reward per round"] = [round(r["reveal_reward"], 3) for r in trainer.rounds]
@@ -487,7 +516,7 @@ def run_draw(
     for name, (method, config) in configs.items():
         config.output_dir = str(folder / name)
         results[name], costs[name] = _unlearn_and_evaluate(
-            method, config, prepared, bundle, data_args, results[RETAIN], probes, probe_settings, folder
+            name, method, config, prepared, bundle, data_args, results[RETAIN], probes, probe_settings, folder
         )
         shutil.rmtree(folder / name, ignore_errors=True)  # the unlearned model: evaluated, not kept
         roles[name] = UNLEARNED
@@ -598,11 +627,11 @@ BENCH_COLUMNS = ["forget quality", "KS statistic", "MU / target", "forget ROUGE-
 BENCH_PROBE_COLUMNS = [label for label in PROBE_COLUMNS if label != "forget ROUGE-L"]
 
 
-def _method_config(preset: str, method: str, **overrides) -> UnlearningConfig:
-    """The method's config at the preset's settings (and `overrides`), as the bench runs it."""
+def _method_config(preset: str, row: str, **overrides) -> UnlearningConfig:
+    """The config of the preset's row at its settings (and `overrides`), as the bench runs it."""
     return preset_unlearning_config(
         preset,
-        method,
+        row,
         output_dir="unused",
         report_to="none",
         save_strategy="no",
@@ -630,7 +659,7 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         print(f"Draw {k + 1}: forget authors {data_args.forget_authors or data_args.forget_split}", flush=True)
         folder = run / f"draw-{k + 1}"
         folder.mkdir(parents=True, exist_ok=True)
-        configs = {method: (method, _method_config(args.preset, method)) for method in methods}
+        configs = {row: (preset_method(args.preset, row), _method_config(args.preset, row)) for row in methods}
         reports.append(run_draw(args, cache_args, data_args, base, configs, probes, folder))
     aggregated = aggregate_draws(reports)
     summary = {
@@ -710,9 +739,9 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
         folder = run / f"draw-{k + 1}"
         folder.mkdir(parents=True, exist_ok=True)
         configs = {
-            f"{method}@{rate:g}": (method, _method_config(args.preset, method, learning_rate=rate))
-            for method in methods
-            for rate in grid[method]
+            f"{row}@{rate:g}": (preset_method(args.preset, row), _method_config(args.preset, row, learning_rate=rate))
+            for row in methods
+            for rate in grid[row]
         }
         reports.append(run_draw(args, cache_args, data_args, base, configs, (), folder))
     aggregated = aggregate_draws(reports)

@@ -132,6 +132,8 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
         # npo keeps utility at 1e-4 and 3e-4 (3e-4 forgets more), collapses above; ga collapses at every rate.
         figures = {}
         for name, (method, config) in configs.items():
+            if name.startswith("dareu-grpo@"):  # a variant row runs its method at the row's settings
+                assert method == "dareu" and config.algorithm == "grpo"
             rate = config.learning_rate
             if method == "npo":
                 figures[name] = (0.5 if rate == 3e-4 else 0.1, 0.95 if rate <= 3e-4 else 0.5)
@@ -141,8 +143,10 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
 
     monkeypatch.setattr(bench, "run_draw", fake_run_draw)
     monkeypatch.setattr(bench, "_base_model", lambda args, cache_args: "unused")
-    monkeypatch.setitem(bench.PRESETS["cpu"], "grid", {"npo": [1e-4, 3e-4, 1e-3], "ga": [1e-5, 1e-4]})
-    args = bench.TuneArguments(tofu_path=str(tofu_dir), methods=["npo", "ga"], output_dir=str(tmp_path))
+    monkeypatch.setitem(
+        bench.PRESETS["cpu"], "grid", {"npo": [1e-4, 3e-4, 1e-3], "ga": [1e-5, 1e-4], "dareu-grpo": [1e-4]}
+    )
+    args = bench.TuneArguments(tofu_path=str(tofu_dir), methods=["npo", "ga", "dareu-grpo"], output_dir=str(tmp_path))
     result = bench.bench_tune(args, bench.CacheArguments(cache_dir=str(tmp_path)), tmp_path)
 
     validation = set(TOFU_BENCHMARK_AUTHORS.validation)
@@ -155,6 +159,7 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
     }
     # No rate keeps ga's utility: the least damaging one is chosen, and marked collapsed.
     assert result["chosen"]["ga"]["learning_rate"] == 1e-5 and result["chosen"]["ga"]["collapsed"]
+    assert result["chosen"]["dareu-grpo"]["learning_rate"] == 1e-4
     with pytest.raises(SystemExit, match="not in the validation pool"):
         bench.bench_tune(
             bench.TuneArguments(tofu_path=str(tofu_dir), forget_authors=[190, 191]),

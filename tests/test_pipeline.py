@@ -4,7 +4,7 @@ import psutil
 import pytest
 import torch
 
-from rlunlearn.bench import PRESETS, PeakMemory, preset_unlearning_config
+from rlunlearn.bench import PRESETS, PeakMemory, preset_method, preset_unlearning_config
 from rlunlearn.cli import main
 from rlunlearn.data import REFUSALS
 from rlunlearn.pipeline import DataArguments, unlearning_datasets
@@ -52,12 +52,19 @@ def test_preference_methods_can_prefer_an_alternative_answer(bundle):
 
 def test_every_method_has_settings_in_every_preset():
     for preset in PRESETS:
-        assert set(PRESETS[preset]["unlearning"]) == set(METHODS)
-        for method in METHODS:
-            assert preset_unlearning_config(preset, method, output_dir="unused").bf16 == bf16_default()
+        assert {preset_method(preset, row) for row in PRESETS[preset]["unlearning"]} == set(METHODS)
+        for row in PRESETS[preset]["unlearning"]:
+            assert preset_unlearning_config(preset, row, output_dir="unused").bf16 == bf16_default()
+        # DareU runs its paper's algorithm; GRPO is a second row.
+        assert preset_unlearning_config(preset, "dareu", output_dir="unused").algorithm == "ppo"
+        assert preset_unlearning_config(preset, "dareu-grpo", output_dir="unused").algorithm == "grpo"
+    # `bench tune` tries learning rates for every row, variants included.
+    assert set(PRESETS["cpu"]["grid"]) == set(PRESETS["cpu"]["unlearning"])
     config = preset_unlearning_config("cpu", "flat", output_dir="unused")
     assert config.learning_rate == PRESETS["cpu"]["unlearning"]["flat"]["learning_rate"]
     assert config.divergence == "kl" and config.gradient_accumulation_steps == 1
+    # FLAT's own default, on the gpu preset: total variation, as its official code's TOFU configuration.
+    assert preset_unlearning_config("gpu", "flat", output_dir="unused").divergence == "tv"
     # The gpu preset: open-unlearning's TOFU settings (1e-5, 10 epochs, batch 8 x 4).
     config = preset_unlearning_config("gpu", "npo", output_dir="unused")
     assert (config.learning_rate, config.num_train_epochs, config.gradient_accumulation_steps) == (1e-5, 10, 4)

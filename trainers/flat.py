@@ -19,6 +19,11 @@ with the activation g* and the conjugate f* of the chosen divergence:
 The first term raises the template answer, the second lowers the forget answer; the divergence sets how the two are
 weighted. No retain data and no reference model are used.
 
+Which divergence: the paper derives the loss for any f-divergence (its Table 2 gives g* and f* for each); its official
+code's TOFU configuration (`config/forget.yaml`, `variants: Total-Variation`), the file the training defaults below come
+from, runs total variation, so total variation is the default here too. Which divergence each of the paper's result
+tables used could not be checked here.
+
 Two ways of averaging token probabilities are offered, because the paper and its code differ:
 - `per_answer` (the paper's, default): P is the mean over each answer's own tokens, L is computed per example and
   averaged over the batch;
@@ -44,6 +49,8 @@ DIVERGENCES = {
     "pearson": (lambda v: v, lambda u: u.square() / 4 + u),
     "tv": (lambda v: 0.5 * torch.tanh(v), lambda u: u),
 }
+# The official code's TOFU configuration (config/forget.yaml: `variants: Total-Variation`), like the training defaults.
+DEFAULT_DIVERGENCE = "tv"
 AVERAGING = ("per_answer", "padded_batch")
 
 
@@ -71,9 +78,9 @@ class FLATConfig(UnlearningConfig):
     5 epochs, 16 examples a device with 4 accumulation steps, weight decay 0.01).
 
     Parameters:
-        divergence (`str`, defaults to `"kl"`):
-            The f-divergence: `kl`, `js` (Jensen-Shannon), `pearson` (χ²) or `tv` (total variation). The paper's
-            default is KL.
+        divergence (`str`, defaults to `"tv"`):
+            The f-divergence: `kl`, `js` (Jensen-Shannon), `pearson` (χ²) or `tv` (total variation). Total variation is
+            the official code's TOFU configuration; the paper derives the loss for any of them.
         averaging (`str`, defaults to `"per_answer"`):
             `per_answer` averages token probabilities over each answer (the paper); `padded_batch` over every position
             of the padded batch (the official code).
@@ -82,7 +89,9 @@ class FLATConfig(UnlearningConfig):
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (FLAT's TOFU setting)."})
     num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs over the forget set (FLAT's TOFU setting)."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Forget examples a batch on each device."})
-    divergence: str = field(default="kl", metadata={"help": "The f-divergence.", "choices": sorted(DIVERGENCES)})
+    divergence: str = field(
+        default=DEFAULT_DIVERGENCE, metadata={"help": "The f-divergence.", "choices": sorted(DIVERGENCES)}
+    )
     averaging: str = field(
         default="per_answer",
         metadata={"help": "per_answer (the paper) or padded_batch (the official code).", "choices": list(AVERAGING)},
