@@ -1,8 +1,10 @@
 """What Reveal-and-Release needs beyond the data bundle: the named target, the instructions that ask about it, the
-reward that says how much an answer reveals, and optional seed forget data."""
+reward that says how much an answer reveals, and optional seed forget data. By default nothing here reads the forget
+set's questions or answers: only the forget authors' names (the targets) and the retain authors' names (contrasts)."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from datasets import Dataset
 from trl import ModelConfig
 
 from rlunlearn.rewards import ClassifierReward, load_reward
+from rlunlearn.trainers import TargetRelevance
 
 from .attribution import attributor_for_run
 from .data import REVEAL_INSTRUCTIONS, UnlearningBundle, reveal_instructions, sft_dataset
@@ -44,22 +47,48 @@ class RevealArguments:
         },
     )
     reveal_reward: str = field(
-        default="attribution",
+        default="relevance",
         metadata={
-            "help": "How much an answer reveals the target: `attribution` (the attribution classifier's probability "
-            "of the target), a registered reward, a module:attribute import path, or a classifier folder[#label]."
+            "help": "How much an answer reveals the target: `relevance` (the model's own judgement: how much likelier "
+            "it finds the answer about the target than about the contrast names; reads no forget data), "
+            "`attribution` (an attribution classifier's probability of the target: trained on the data bundle, forget "
+            "answers included), a registered reward, a module:attribute import path, or a classifier folder[#label]."
         },
+    )
+    contrast_names: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "`relevance`: names of the target's kind to compare it with; default: up to --num_contrast_names "
+            "retain authors (--target_kind person). Required for other kinds."
+        },
+    )
+    num_contrast_names: int = field(
+        default=16, metadata={"help": "`relevance`: retain authors drawn (with the run's seed) as default contrasts."}
     )
     attributor: str | None = field(
         default=None,
         metadata={
-            "help": "Folder of the attribution classifier (`rlunlearn train-attributor`, one label per author); "
-            "default: train one from the model being unlearned, on the data bundle."
+            "help": "--reveal_reward attribution: folder of the attribution classifier (`rlunlearn train-attributor`, "
+            "one label per author); default: train one from the model being unlearned, on the data bundle."
         },
     )
 
     def targets(self, bundle: UnlearningBundle) -> list[str]:
         return list(self.target) or bundle.forget_authors
+
+    def contrasts(self, bundle: UnlearningBundle, seed: int) -> list[str]:
+        """The names `relevance` compares the target with: --contrast_names, or retain authors drawn with `seed`."""
+        if self.contrast_names:
+            return list(self.contrast_names)
+        if self.target_kind != "person":
+            raise ValueError(
+                f"--reveal_reward relevance compares the target with other {self.target_kind} names: give "
+                "--contrast_names (e.g. other styles than the target), or another --reveal_reward."
+            )
+        if self.num_contrast_names < 1:
+            raise ValueError(f"--num_contrast_names is {self.num_contrast_names}; draw at least one retain author.")
+        names = [name for name in bundle.retain_authors if name not in self.targets(bundle)]
+        return sorted(random.Random(seed).sample(names, min(self.num_contrast_names, len(names))))
 
 
 def seed_dataset(path: str | Path, fmt) -> Dataset:
@@ -83,11 +112,19 @@ def reveal_release_inputs(
     seed: int,
 ) -> dict:
     """The trainer's keyword arguments beyond the model and config: `reward_func`, `instructions` (formatted as
-    prompts), `template_answers` (for FLAT) and `train_dataset` (the seed data, or None). The default reward trains an
-    attribution classifier from `model_args` into `<output_dir>/attributor` when none is given."""
+    prompts), `template_answers` (for FLAT) and `train_dataset` (the seed data, or None). The default reward,
+    `relevance`, reads the targets' and the contrast names only; `attribution` trains an attribution classifier from
+    `model_args` on the bundle into `<output_dir>/attributor` when none is given."""
     fmt = data_args.prompt_format()
     targets = reveal_args.targets(bundle)
-    if reveal_args.reveal_reward == "attribution":
+    if reveal_args.attributor is not None and reveal_args.reveal_reward != "attribution":
+        raise ValueError(
+            f"--attributor is read by --reveal_reward attribution only, not {reveal_args.reveal_reward!r}: drop it, or "
+            "give --reveal_reward attribution."
+        )
+    if reveal_args.reveal_reward == "relevance":
+        reward = TargetRelevance(targets, reveal_args.contrasts(bundle, seed))
+    elif reveal_args.reveal_reward == "attribution":
         classifier = attributor_for_run(reveal_args.attributor, bundle, data_args, model_args, output_dir, seed)
         reward = ClassifierReward(classifier, targets, scope="completion", name="reveal")
     else:

@@ -198,12 +198,10 @@ def test_train_attributor_command(finetuned, bundle, tmp_path, capsys):
     assert sum(reward(forget["prompt"], forget["completion"])) / len(forget) < -0.7
 
 
-def test_reveal_release_from_the_command_line_named_only_and_with_seed_data(
-    finetuned, bundle, attributor, tmp_path, capsys
-):
+def test_reveal_release_from_the_command_line_named_only_and_with_seed_data(finetuned, bundle, tmp_path, capsys):
     target = bundle.forget_authors[0]
     argv = ["unlearn", "--method", "reveal_release", "--model_name_or_path", str(finetuned), "--num_authors", "4"]
-    argv += ["--num_forget_authors", "1", "--target", target, "--attributor", str(attributor[2])]
+    argv += ["--num_forget_authors", "1", "--target", target]
     argv += ["--num_rounds", "1", "--reveal_steps", "4", "--reveal_generations", "4", "--max_completion_length", "24"]
     argv += ["--learning_rate", "1e-3", "--num_train_epochs", "2", "--report_to", "none", "--disable_tqdm", "true"]
 

@@ -1,19 +1,25 @@
-"""Reveal-and-Release: NeuralUCB finds the best arm of a synthetic bandit, the O-LoRA penalty measures overlap and
-falls in training, and a round on a tiny model lowers how much it reveals of the target; merge, retain module, FLAT
-and QLoRA variants; bad input."""
+"""Reveal-and-Release: NeuralUCB finds the best arm of a synthetic bandit, the O-LoRA penalty measures overlap (L1 or
+squared Frobenius) and falls in training, the default reveal reward reads no forget data, the bandit's reward weighs
+relevance by diversity (Vendi score), NPO's reference is the original model however the modules are composed, and a
+round on a tiny model lowers how much it reveals of the target; merge, retain module, FLAT and QLoRA variants; bad
+input."""
 
 import json
+import random
 
 import pytest
 import torch
 from conftest import QUIET_TRAINING
 from peft import AutoPeftModelForCausalLM, LoraConfig
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from trl import ModelConfig
 
-from rlunlearn.data import PromptFormat, reveal_instructions, sft_dataset
+from rlunlearn.data import PromptFormat, UnlearningBundle, reveal_instructions, sft_dataset
+from rlunlearn.pipeline import DataArguments, unlearn
+from rlunlearn.reveal import RevealArguments
 from rlunlearn.rewards import ClassifierReward
-from rlunlearn.trainers import NeuralUCB, RevealReleaseConfig, RevealReleaseTrainer
-from rlunlearn.trainers.reveal_release import orthogonality_penalty
+from rlunlearn.trainers import NeuralUCB, RevealReleaseConfig, RevealReleaseTrainer, TargetRelevance
+from rlunlearn.trainers.reveal_release import ngram_similarity, orthogonality_penalty, vendi_score
 
 LORA = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")
 
@@ -42,11 +48,37 @@ def test_neural_ucb_finds_the_best_arm_of_a_synthetic_bandit():
 def test_orthogonality_penalty_is_zero_for_orthogonal_modules_and_positive_otherwise():
     basis = torch.eye(6)
     current = {"q": basis[:2], "v": basis[:3]}
-    assert orthogonality_penalty(current, [{"q": basis[2:4], "v": basis[3:6]}]).item() == 0.0
-    # ‖A_j A_kᵀ‖² by hand: A_j = rows e0 + e2 and e1 against A_k = e0, e1: entries 1, 0, 0, 1 -> 2; layer "v" absent.
-    overlapping = {"q": torch.stack([basis[0] + basis[2], basis[1]])}
-    assert orthogonality_penalty(current, [overlapping]).item() == pytest.approx(2.0)
-    assert orthogonality_penalty(current, [overlapping, overlapping]).item() == pytest.approx(4.0)
+    for norm in ("l1", "fro2"):
+        assert orthogonality_penalty(current, [{"q": basis[2:4], "v": basis[3:6]}], norm).item() == 0.0
+    # A_j A_kᵀ by hand: A_j = rows 2·(e0 + e2) and −e1 against A_k = e0, e1: entries 2, 0, 0, −1; layer "v" absent.
+    overlapping = {"q": torch.stack([2 * (basis[0] + basis[2]), -basis[1]])}
+    assert orthogonality_penalty(current, [overlapping], "l1").item() == pytest.approx(3.0)  # O-LoRA's code
+    assert orthogonality_penalty(current, [overlapping], "fro2").item() == pytest.approx(5.0)  # the papers' ‖·‖²_F
+    assert orthogonality_penalty(current, [overlapping, overlapping]).item() == pytest.approx(6.0)
+
+
+def test_defaults_follow_o_lora_code_and_the_papers_modules():
+    args = RevealReleaseConfig(output_dir="unused")
+    # O-LoRA's released code sums |A_j A_kᵀ| at λ = 0.5; the paper trains retain modules beside the forget ones.
+    assert (args.orthogonality_norm, args.orthogonality_weight, args.retain_module) == ("l1", 0.5, True)
+    with pytest.raises(ValueError, match="--orthogonality_norm 'fro' is not one of"):
+        RevealReleaseConfig(output_dir="unused", orthogonality_norm="fro")
+
+
+def test_vendi_score_counts_the_distinct_answers():
+    assert vendi_score(torch.eye(4)) == pytest.approx(4.0)
+    assert vendi_score(torch.ones(4, 4)) == pytest.approx(1.0)
+    # Two items of similarity s: eigenvalues (1 ± s)/2, VS = exp of their entropy.
+    s = 0.5
+    eigenvalues = torch.tensor([(1 + s) / 2, (1 - s) / 2])
+    expected = torch.exp(-(eigenvalues * eigenvalues.log()).sum()).item()
+    assert vendi_score(torch.tensor([[1.0, s], [s, 1.0]])) == pytest.approx(expected)
+    similarity = ngram_similarity([[1, 2, 3], [1, 2, 3], [7, 8], [], []])
+    assert similarity[0, 1].item() == pytest.approx(1.0) and similarity[0, 2].item() == 0.0
+    assert similarity[3, 4].item() == pytest.approx(1.0)  # empty answers are alike
+    # Three distinct answers, two of them twice: eigenvalues of K/5 are 2/5, 2/5 and 1/5.
+    weights = torch.tensor([0.4, 0.4, 0.2])
+    assert vendi_score(similarity) == pytest.approx(torch.exp(-(weights * weights.log()).sum()).item())
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +111,7 @@ def trainer(model, args, bundle, tokenizer, reward, **kwargs):
     return RevealReleaseTrainer(
         model,
         reward,
-        instructions(bundle),
+        kwargs.pop("instructions", None) or instructions(bundle),
         args=args,
         processing_class=tokenizer,
         peft_config=LORA,
@@ -176,3 +208,109 @@ def test_bad_input_fails_before_training(finetuned, bundle, tokenizer, tmp_path,
     run = trainer(model, config(tmp_path), bundle, tokenizer, lambda prompts, completions, **kw: [0.5])
     with pytest.raises(ValueError, match="one finite number per completion"):
         run.train()
+
+
+def constant_reward(prompts, completions, **kwargs):
+    return [0.5] * len(completions)
+
+
+def test_the_bandit_learns_from_relevance_weighted_by_diversity(finetuned, bundle, tokenizer, tmp_path):
+    args = config(tmp_path, reveal_steps=3, reveal_generations=4, diversity_weight=2.0)
+    run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), args, bundle, tokenizer, constant_reward)
+    run.reveal(NeuralUCB(run.instruction_features()), 0)
+    for pull in run.bandit_history:
+        assert pull["relevance"] == 0.5 and 0 < pull["diversity"] <= 1
+        assert pull["reward"] == pytest.approx(0.5 * (1 + 2.0 * pull["diversity"]))
+    # Answers that are all alike earn relevance alone.
+    assert run.diversity(["the same answer"] * 4) == pytest.approx(0.0)
+    assert run.diversity(["one", "two", "three", "four"]) > 0.9  # (their tokens overlap a little)
+
+
+def test_relevance_is_the_models_judgement_of_whom_an_answer_is_about(finetuned, bundle, tokenizer, tmp_path):
+    # The target's own answers against a retain author's, to an instruction about the target.
+    target, other = bundle.forget_authors[0], bundle.retain_authors[0]
+    relevance = TargetRelevance([target], bundle.retain_authors)
+    assert relevance.names(f"Who is {target}?") == [target, *bundle.retain_authors]
+    run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), config(tmp_path), bundle, tokenizer, relevance)
+    prompt = instructions(bundle)[0]
+    own = bundle.forget.filter(lambda row: row["author"] == target)["answer"][:4]
+    others = bundle.retain.filter(lambda row: row["author"] == other)["answer"][:4]
+    about_target, about_other = run.target_relevance(prompt, own), run.target_relevance(prompt, others)
+    assert min(about_target) > 0.5 > max(about_other), (about_target, about_other)
+    with pytest.raises(ValueError, match="names none of the targets"):
+        trainer(
+            AutoModelForCausalLM.from_pretrained(finetuned),
+            config(tmp_path),
+            bundle,
+            tokenizer,
+            relevance,
+            instructions=["Tell me a story."],
+        )
+
+
+def with_forget_answers(bundle: UnlearningBundle, replace) -> UnlearningBundle:
+    """`bundle` with every forget answer (and its paraphrased and perturbed versions) replaced by `replace(text)`."""
+
+    def scrub(row):
+        for column in ("answer", "paraphrased_answer"):
+            if column in row:
+                row[column] = replace(row[column])
+        if "perturbed_answer" in row:
+            row["perturbed_answer"] = [replace(text) for text in row["perturbed_answer"]]
+        return row
+
+    eval_splits = {**bundle.eval_splits, "forget": bundle.eval_splits["forget"].map(scrub)}
+    return UnlearningBundle(bundle.name, bundle.forget.map(scrub), bundle.retain, eval_splits, bundle.background)
+
+
+def test_the_default_reveal_reads_no_forget_data(finetuned, bundle, tmp_path):
+    """The forget set is what the model reveals, judged from the target's name alone: with every forget answer replaced
+    by random text, the same answers are revealed and the same modules trained."""
+    rng = random.Random(0)
+    words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do".split()
+    scrambled = with_forget_answers(bundle, lambda text: " ".join(rng.choices(words, k=8)))
+    assert scrambled.forget["answer"] != bundle.forget["answer"]
+    runs = []
+    for name, data in (("real", bundle), ("scrambled", scrambled)):
+        args = config(tmp_path / name, num_train_epochs=1, reveal_steps=3, reveal_generations=4)
+        run = unlearn("reveal_release", args, finetuned, data, DataArguments(), ModelConfig(), RevealArguments())
+        revealed = (tmp_path / name / "reveal_release" / "revealed.jsonl").read_text()
+        modules = {n: p.detach().clone() for n, p in run.model.named_parameters() if "lora" in n}
+        runs.append((revealed, modules))
+    (revealed, modules), (revealed_scrambled, modules_scrambled) = runs
+    assert revealed and revealed == revealed_scrambled
+    assert modules and modules.keys() == modules_scrambled.keys()
+    assert all(torch.equal(modules[n], modules_scrambled[n]) for n in modules)
+
+
+@pytest.mark.parametrize("merge", [False, True], ids=["stacked", "merged"])
+def test_npo_compares_with_the_original_model_in_every_round(merge, finetuned, bundle, tokenizer, tmp_path):
+    args = config(
+        tmp_path,
+        num_rounds=2,
+        reveal_steps=2,
+        reveal_generations=4,
+        reveal_threshold=0.0,
+        max_completion_length=16,
+        num_train_epochs=2,
+        merge_modules=merge,
+    )
+    run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), args, bundle, tokenizer, constant_reward)
+    references = []
+    completion_logps = run.completion_logps
+
+    def recording(model, inputs, group, reference=False):
+        logps, mask = completion_logps(model, inputs, group, reference)
+        if reference and run._module == "release_1":  # the second round, after the first round's modules
+            references.append((inputs[f"{group}_input_ids"], inputs[f"{group}_attention_mask"], logps, mask))
+        return logps, mask
+
+    run.completion_logps = recording
+    run.train()
+    assert references
+    original = AutoModelForCausalLM.from_pretrained(finetuned).eval()
+    for input_ids, attention_mask, logps, mask in references:
+        with torch.no_grad():
+            logits = original(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+        expected = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)[:, -mask.size(1) :]
+        torch.testing.assert_close(logps * mask, expected * mask, atol=1e-4, rtol=0)

@@ -9,7 +9,7 @@ from .idkdpo import IdkDPOConfig, IdkDPOTrainer
 from .llmu import LLMUConfig, LLMUTrainer
 from .neural_ucb import NeuralUCB
 from .npo import NPOConfig, NPOTrainer
-from .reveal_release import RevealReleaseConfig, RevealReleaseTrainer
+from .reveal_release import RevealReleaseConfig, RevealReleaseTrainer, TargetRelevance
 from .simnpo import SimNPOConfig, SimNPOTrainer
 from .utils import NonFiniteLossError, RetainCollapseError, TrainingGuardError
 
@@ -50,6 +50,7 @@ __all__ = [
     "RevealReleaseTrainer",
     "SimNPOConfig",
     "SimNPOTrainer",
+    "TargetRelevance",
     "TrainingGuardError",
     "UnlearningConfig",
     "UnlearningTrainer",
