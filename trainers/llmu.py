@@ -12,6 +12,17 @@ Yao, Xu, Liu, "Large Language Model Unlearning" (NeurIPS 2024, arXiv 2310.10683)
 Only answer tokens count. Each forget question gets K random answers, drawn afresh every step (per process, seeded by
 rank and step, like the retain batches). ε1 = 0.5, ε2 = 1, ε3 = 1 and K = 5, the paper's code. The original model of
 the KL is the base with the adapter disabled under LoRA, else a frozen copy.
+
+Departures from the reference code (github.com/kevinyaobytedance/llm_unlearn, `utils.py`):
+- Averaging: each term here is a mean over the answer tokens of the whole (global) batch, so long answers weigh more;
+  the reference code averages each answer's tokens first and then the answers (`get_answer_loss`), every answer
+  weighing the same.
+- Random answers: here each forget question draws its own K answers; the reference draws one set of K answers a batch
+  (`random.sample(normal_ans, k=K)` in `get_rand_ans_loss`) and pairs every question of the batch with it. Its answers
+  come from TruthfulQA's answer lists, here from the retain set's answers.
+- The KL: here the KL from the original model over the retain answers' tokens; the reference computes the cross-entropy
+  −Σ p_orig·log p_θ (the KL plus the original's entropy, the same gradient) over every position of the padded
+  sequence, question and padding included (`compute_kl`).
 """
 
 from __future__ import annotations

@@ -185,6 +185,9 @@ def privleak(model_auc: float, retain_model_auc: float) -> float:
 
 
 def tug_of_war(model_recall: Mapping[str, float], retain_model_recall: Mapping[str, float]) -> float:
-    """DareU's Tug-of-War: Π over forget, retain and holdout of (1 − |A(model) − A(retain model)|), A the mean ROUGE-L
-    recall; 1 when the model answers exactly as well as the retain model everywhere."""
+    """Tug-of-War (ToW; Zhao et al., "What makes unlearning hard and what to do about it", NeurIPS 2024, arXiv
+    2406.01257): Π over forget, retain and test sets of (1 − |A(model) − A(retrained model)|); 1 when the model
+    performs exactly as the model retrained without the forget set does everywhere. ToW's A is accuracy; DareU (arXiv
+    2605.30919) applies it to language models with A the mean ROUGE-L recall, as here, and the holdout split (authors
+    neither model saw) plays ToW's test set, the retain model the retrained one."""
     return float(np.prod([1 - abs(model_recall[s] - retain_model_recall[s]) for s in ("forget", "retain", "holdout")]))
