@@ -86,7 +86,8 @@ class DareUConfig(GRPOConfig):
 
     Provenance: the paper's abstract names reinforcement learning only; its method trains with PPO and adds a
     regulariser on retain data, with values that could not be checked here. The defaults below are TRL's former
-    PPOConfig ones where one exists (β, the value loss, GAE, the PPO epochs), and TRL 1.16's GRPO ones otherwise.
+    PPOConfig ones where one exists (the PPO epochs, the value loss's weight and clip, GAE's γ and λ), the GRPO paper's
+    β, and TRL 1.16's GRPO ones otherwise (the ratio clip ε = 0.2, generation).
 
     Parameters:
         algorithm (`str`, defaults to `"grpo"`):

@@ -511,8 +511,10 @@ class RevealReleaseTrainer(UnlearningTrainer):
                 ids, answer_ids = tokenize_pair(
                     self.processing_class, swapped, as_completion(swapped, completion.replace(target, name))
                 )
+                if self.args.max_length is not None:
+                    answer_ids = answer_ids[: max(1, self.args.max_length - len(ids))]
                 prompt_ids.append(ids)
-                completion_ids.append(answer_ids[: max(1, self.args.max_length - len(ids))])
+                completion_ids.append(answer_ids)
         collator, size = self.forget_collator, self.args.per_device_eval_batch_size
         totals = []
         for start in range(0, len(prompt_ids), size):
