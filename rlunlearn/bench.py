@@ -166,7 +166,11 @@ DEMO = {
     "pretrain": {"num_train_epochs": 3.0},
     "finetune": PRESETS["cpu"]["finetune"],
     "method": "npo",
-    "unlearning": {"npo": {"learning_rate": 3e-4, "num_train_epochs": 5}},
+    # NPO as measured in README's Demo section; another --method at the cpu preset's settings.
+    "unlearning": {
+        **{method: PRESETS["cpu"]["unlearning"][method] for method in METHODS},
+        "npo": {"learning_rate": 3e-4, "num_train_epochs": 5},
+    },
     "unlearning_common": PRESETS["cpu"]["unlearning_common"],
 }
 
