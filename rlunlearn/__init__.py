@@ -9,5 +9,8 @@ import logging
 # On import, bitsandbytes tries to fetch an optimised CPU kernel from the hub and logs a warning when it cannot; offline
 # that always happens, and its built-in kernel is used instead, so the warning only alarms.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# DeepSpeed, where installed, warns at every start on a machine without a GPU that it falls back to the CPU, which is
+# what such a machine does. (A filter, not a level: DeepSpeed sets its logger's level when it loads.)
+logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
 
 __version__ = "0.1.0"

@@ -23,6 +23,7 @@ from .report import (
     retain_from_report,
     summary_rows,
     summary_table,
+    utility_notes,
 )
 from .scoring import EvalSettings, Generation, TokenScores, generate_answers, sample_answers, score_answers
 from .suite import evaluate_folder, evaluate_model, evaluate_split
@@ -58,4 +59,5 @@ __all__ = [
     "score_answers",
     "summary_rows",
     "summary_table",
+    "utility_notes",
 ]
