@@ -16,7 +16,7 @@ from rlunlearn.trainers import METHODS, UnlearningConfig, UnlearningTrainer
 from rlunlearn.trainers.utils import sharding_engine
 
 from .attribution import RewardArguments, attributor_for_run, build_rewards
-from .cache import cached_build, default_cache_dir, settings_hash
+from .cache import cached_build, default_cache_dir, remove_abandoned_staging, settings_hash
 from .data import (
     DEFAULT_QUESTION_TEMPLATE,
     REFUSALS,
@@ -234,7 +234,7 @@ def finetune_model(
     else:
         tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
         model = load_model(model_args)
-    config = dataclasses.replace(finetune_config, output_dir=str(output_dir))
+    config = dataclasses.replace(finetune_config, output_dir=str(output_dir), run_name=finetune_config.run_name or which)
     logger.info("Fine-tuning the %s model (%s)", which, "all authors" if which == "target" else "retain authors only")
     data = training_data(bundle, which, data_args.prompt_format(), _with_background(data_args, model_args))
     finetune(model, tokenizer, data, config, get_peft_config(model_args))
@@ -279,7 +279,8 @@ def prepare_models(
     Each model is a cache entry of its own, keyed by a hash of what it is trained on (its training rows, the prompt
     format), what it starts from (the checkpoint, or the scratch preset and the data its tokenizer is trained on) and
     every fine-tuning setting that changes the weights. So a retain model is shared by every forget set drawn beside
-    the same retain authors, and an interrupted run keeps whichever model it finished.
+    the same retain authors, and an interrupted run keeps whichever model it finished (and removes the one it was
+    fine-tuning; so does the next run where it was killed, along with what killed runs of earlier versions left).
     """
     from_scratch = not model_args.model_name_or_path
     fmt = data_args.prompt_format()
@@ -296,6 +297,8 @@ def prepare_models(
         "finetune": finetune_config.cache_key(),
         "background": with_background,
     }
+    for abandoned in remove_abandoned_staging(Path(cache_dir).expanduser() / "models"):
+        logger.info("Removed %s, left by a killed run", abandoned)
     folders, reused = {}, []
     for which in ("target", "retain"):
         key = {
@@ -306,8 +309,12 @@ def prepare_models(
         folder = Path(cache_dir).expanduser() / "models" / f"{bundle.name}-{which}-{settings_hash(key)[:16]}"
 
         def build(staging: Path, which=which) -> dict:
-            shutil.rmtree(staging, ignore_errors=True)  # what an interrupted fine-tune left
-            seconds = finetune_model(bundle, data_args, model_args, scratch_args, finetune_config, which, staging)
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed fine-tune left
+            try:
+                seconds = finetune_model(bundle, data_args, model_args, scratch_args, finetune_config, which, staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)  # a fine-tune cannot resume: keep nothing half-made
+                raise
             return {"seconds": seconds}
 
         folders[which], was_reused = cached_build(folder, key, build)
