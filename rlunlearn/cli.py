@@ -22,7 +22,7 @@ from trl import ModelConfig, TrlParser
 
 from rlunlearn.trainers import METHODS
 
-from .attribution import AttributorConfig, RewardArguments, train_attributor
+from .attribution import AttributorConfig, train_attributor
 from .bench import DEMO, TASKS
 from .evaluation import (
     PROBE_COLUMNS,
@@ -47,6 +47,7 @@ from .pipeline import (
     CacheArguments,
     DataArguments,
     ScratchModelArguments,
+    extra_inputs_of,
     finetune_models,
     offline_base,
     prepare_models,
@@ -54,7 +55,6 @@ from .pipeline import (
     unlearn,
 )
 from .pretrain import PretrainConfig, cached_base, pretrain, pretraining_corpus
-from .reveal import RevealArguments
 
 logger = logging.getLogger("rlunlearn")
 
@@ -295,10 +295,6 @@ def finetune_command(argv: list[str]) -> int:
 # ---- unlearn --------------------------------------------------------------------------------------------------------
 
 
-# The arguments a method reads beyond its config: DareU's rewards, Reveal-and-Release's target.
-METHOD_ARGUMENTS = {"dareu": (RewardArguments,), "reveal_release": (RevealArguments,)}
-
-
 @dataclass
 class UnlearnArguments:
     method: str = field(default="ga", metadata={"help": "Unlearning method.", "choices": sorted(METHODS)})
@@ -327,13 +323,15 @@ def unlearn_command(argv: list[str]) -> int:
     """Unlearn the forget set from a fine-tuned target model (--model_name_or_path) with one method."""
     method = _method_of(argv)
     config_class = METHODS[method][0]
+    # The options a method reads beyond its config: DareU's rewards, Reveal-and-Release's target.
+    extra = extra_inputs_of(method)
     dataclass_types = (
         UnlearnArguments,
         ScriptArguments,
         DataArguments,
         ModelConfig,
         config_class,
-        *METHOD_ARGUMENTS.get(method, ()),
+        *((extra.arguments,) if extra else ()),
     )
     parser = _parser(dataclass_types, f"rlunlearn unlearn --method {method}")
     args, script_args, data_args, model_args, config, *method_args = parser.parse_args_and_config(argv)

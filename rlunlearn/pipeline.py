@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,7 +235,9 @@ def finetune_model(
     else:
         tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
         model = load_model(model_args)
-    config = dataclasses.replace(finetune_config, output_dir=str(output_dir), run_name=finetune_config.run_name or which)
+    config = dataclasses.replace(
+        finetune_config, output_dir=str(output_dir), run_name=finetune_config.run_name or which
+    )
     logger.info("Fine-tuning the %s model (%s)", which, "all authors" if which == "target" else "retain authors only")
     data = training_data(bundle, which, data_args.prompt_format(), _with_background(data_args, model_args))
     finetune(model, tokenizer, data, config, get_peft_config(model_args))
@@ -325,26 +328,14 @@ def prepare_models(
 
 
 def unlearning_datasets(method: str, config: UnlearningConfig, bundle: UnlearningBundle, data_args: DataArguments):
-    """The forget set in the form the method's trainer reads, and the retain set where it has a retain term."""
+    """The forget set in the form the method's trainer reads (its `forget_data`), and the retain set where it has a
+    retain term."""
     trainer_class = METHODS[method][1]
     fmt = data_args.prompt_format()
-    if method == "dareu":
-        # RL: the forget questions as prompts; `author` and `answer` ride along for reward functions that read them.
-        retain = sft_dataset(bundle.retain, fmt) if config.retain_weight > 0 else None
-        prompts = prompt_dataset(bundle.forget, fmt)
-        if data_args.paraphrased_prompts:
-            rows = bundle.eval_splits.get("forget")
-            if rows is None or "paraphrased_question" not in rows.column_names:
-                raise ValueError("--paraphrased_prompts needs paraphrased forget questions; this data has none.")
-            paraphrases = prompt_dataset(rows, fmt, prompts.column_names, question_column="paraphrased_question")
-            prompts = concatenate_datasets([prompts, paraphrases])
-        return prompts, retain
-    if method == "reveal_release":
-        # The forget set is what the model reveals (and the seed data of RevealArguments, if any).
-        return None, sft_dataset(bundle.retain, fmt) if trainer_class.needs_retain(config) else None
-    if set(trainer_class.forget_groups.values()) == {"completion"}:
+    kind = trainer_class.forget_data
+    if kind == "completion":
         forget = sft_dataset(bundle.forget, fmt)
-    elif data_args.preference_chosen == "perturbed":
+    elif kind == "preference" and data_args.preference_chosen == "perturbed":
         # The evaluation's forget split holds the forget set's rows, in order, with their perturbed answers.
         rows = bundle.eval_splits.get("forget")
         if rows is None or "perturbed_answer" not in rows.column_names:
@@ -352,10 +343,81 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
                 "--preference_chosen perturbed needs perturbed answers of the forget set; this data has none."
             )
         forget = preference_dataset(rows, fmt, alternative_column="perturbed_answer", seed=config.seed)
-    else:
+    elif kind == "preference":
         forget = preference_dataset(bundle.forget, fmt, data_args.refusals(), seed=config.seed)
+    elif kind == "prompts":
+        # The forget questions as prompts; `author` and `answer` ride along for reward functions that read them.
+        forget = prompt_dataset(bundle.forget, fmt)
+        if data_args.paraphrased_prompts:
+            rows = bundle.eval_splits.get("forget")
+            if rows is None or "paraphrased_question" not in rows.column_names:
+                raise ValueError("--paraphrased_prompts needs paraphrased forget questions; this data has none.")
+            paraphrases = prompt_dataset(rows, fmt, forget.column_names, question_column="paraphrased_question")
+            forget = concatenate_datasets([forget, paraphrases])
+    elif kind == "self-generated":
+        forget = None  # the trainer makes its own (its extra inputs may bring seed data)
+    else:
+        raise ValueError(
+            f"{trainer_class.__name__}.forget_data is {kind!r}; rlunlearn builds 'completion', 'preference', "
+            "'prompts' or 'self-generated' forget data."
+        )
     retain = sft_dataset(bundle.retain, fmt) if trainer_class.needs_retain(config) else None
     return forget, retain
+
+
+@dataclass(frozen=True)
+class ExtraInputs:
+    """How rlunlearn makes one kind of a trainer's `extra_inputs`: the options they come from (a dataclass that the
+    command line and the example scripts parse; each has an `attributor` field, the attribution classifier's folder),
+    whether given options read that classifier, and the builder of the trainer's keyword arguments, called as
+    build(options, config, bundle, data_args, model_args)."""
+
+    arguments: type
+    reads_attributor: Callable[..., bool]
+    build: Callable[..., dict]
+
+
+def _reward_inputs(reward_args: RewardArguments, config, bundle, data_args: DataArguments, model_args) -> dict:
+    engine = sharding_engine(config)
+    if "attribution" in reward_args.reward_funcs and reward_args.attributor is None and engine:
+        raise ValueError(
+            f"--attributor is required under {engine}: the attribution classifier cannot be trained inside the "
+            f"sharded run. Train it first, on one process (`rlunlearn train-attributor --model_name_or_path "
+            f"{model_args.model_name_or_path} --output_dir DIR` with this run's data options), and pass --attributor "
+            "DIR."
+        )
+    # A classifier is trained (when no --attributor is given) and loaded whole, also under ZeRO-3.
+    with whole_models(config):
+        classifier = None
+        if "attribution" in reward_args.reward_funcs:
+            classifier = attributor_for_run(
+                reward_args.attributor, bundle, data_args, model_args, config.output_dir, config.seed
+            )
+        return {"reward_funcs": build_rewards(reward_args, bundle, data_args, classifier)}
+
+
+def _reveal_inputs(reveal_args: RevealArguments, config, bundle, data_args: DataArguments, model_args) -> dict:
+    inputs = reveal_release_inputs(reveal_args, bundle, data_args, model_args, config.output_dir, config.seed)
+    # Each round trains a LoRA module: without --use_peft, ModelConfig's default LoRA settings.
+    return {**inputs, "peft_config": get_peft_config(dataclasses.replace(model_args, use_peft=True))}
+
+
+# A trainer's `extra_inputs` -> how rlunlearn makes them.
+EXTRA_INPUTS = {
+    "rewards": ExtraInputs(RewardArguments, lambda options: "attribution" in options.reward_funcs, _reward_inputs),
+    "reveal": ExtraInputs(RevealArguments, lambda options: options.reveal_reward == "attribution", _reveal_inputs),
+}
+
+
+def extra_inputs_of(method: str) -> ExtraInputs | None:
+    """How the method's extra inputs are made (None when it needs none)."""
+    trainer_class = METHODS[method][1]
+    kind = trainer_class.extra_inputs
+    if kind is not None and kind not in EXTRA_INPUTS:
+        raise ValueError(
+            f"{trainer_class.__name__}.extra_inputs is {kind!r}; rlunlearn makes {', '.join(EXTRA_INPUTS)}."
+        )
+    return EXTRA_INPUTS.get(kind)
 
 
 def report_info(bundle: UnlearningBundle, data_args: DataArguments, settings) -> dict:
@@ -387,9 +449,10 @@ def unlearn(
 ) -> UnlearningTrainer:
     """Unlearn `bundle`'s forget set from the model at `model_path` with `method`; saves into `config.output_dir`.
 
-    DareU takes its rewards from `method_args` (a RewardArguments), Reveal-and-Release its target, instructions and
-    reveal reward (a RevealArguments); without an attribution classifier there, one is trained from the model at
-    `model_path` and saved in `<output_dir>/attributor`."""
+    A method with `extra_inputs` takes them from `method_args`, an instance of their `arguments` in `EXTRA_INPUTS`
+    (default: that class's defaults): DareU its rewards (a RewardArguments), Reveal-and-Release its target,
+    instructions and reveal reward (a RevealArguments); without an attribution classifier there, one is trained from
+    the model at `model_path` and saved in `<output_dir>/attributor`."""
     if method not in METHODS:
         raise ValueError(f"--method {method!r} is not a method; the methods are: {', '.join(METHODS)}.")
     config_class, trainer_class = METHODS[method]
@@ -398,42 +461,13 @@ def unlearn(
     model_args = dataclasses.replace(model_args, model_name_or_path=str(model_path))
     tokenizer = load_tokenizer(str(model_path), model_args.model_revision)
     forget, retain = unlearning_datasets(method, config, bundle, data_args)
-    peft_config = get_peft_config(model_args)
-    extra = {}
-    if method == "reveal_release":
-        extra = reveal_release_inputs(
-            method_args or RevealArguments(), bundle, data_args, model_args, config.output_dir, config.seed
-        )
-        forget = extra.pop("train_dataset")
-        # Each round trains a LoRA module: without --use_peft, ModelConfig's default LoRA settings.
-        peft_config = get_peft_config(dataclasses.replace(model_args, use_peft=True))
-    if method == "dareu":
-        reward_args = method_args or RewardArguments()
-        classifier = None
-        engine = sharding_engine(config)
-        if "attribution" in reward_args.reward_funcs and reward_args.attributor is None and engine:
-            raise ValueError(
-                f"--attributor is required under {engine}: the attribution classifier cannot be trained inside the "
-                f"sharded run. Train it first, on one process (`rlunlearn train-attributor --model_name_or_path "
-                f"{model_path} --output_dir DIR` with this run's data options), and pass --attributor DIR."
-            )
-        with whole_models(config):
-            if "attribution" in reward_args.reward_funcs:
-                classifier = attributor_for_run(
-                    reward_args.attributor, bundle, data_args, model_args, config.output_dir, config.seed
-                )
-            extra["reward_funcs"] = build_rewards(reward_args, bundle, data_args, classifier)
+    inputs = {"train_dataset": forget, "retain_dataset": retain, "peft_config": get_peft_config(model_args)}
+    extra = extra_inputs_of(method)
+    if extra is not None:
+        inputs.update(extra.build(method_args or extra.arguments(), config, bundle, data_args, model_args))
     if config.eval_strategy != "no":
-        extra["eval_dataset"] = unlearning_eval_sets(bundle, data_args.prompt_format())
-    trainer = trainer_class(
-        model=load_model(model_args),
-        args=config,
-        train_dataset=forget,
-        retain_dataset=retain,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        **extra,
-    )
+        inputs["eval_dataset"] = unlearning_eval_sets(bundle, data_args.prompt_format())
+    trainer = trainer_class(model=load_model(model_args), args=config, processing_class=tokenizer, **inputs)
     # "true" (or "last") resumes from the newest checkpoint in output_dir, a path from that checkpoint.
     resume = config.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if str(resume).lower() in ("true", "last") else resume)
