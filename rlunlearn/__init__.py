@@ -1,7 +1,8 @@
 """rlunlearn: make a language model forget chosen data while keeping the rest of what it knows.
 
 Data and models (`rlunlearn.data`, `rlunlearn.models`), evaluation (`rlunlearn.evaluation`), the end-to-end pipeline
-(`rlunlearn.pipeline`) and the command line (`rlunlearn.cli`). The methods are TRL trainers in `rlunlearn.trainers`, the rewards plain callables in `rlunlearn.rewards`.
+(`rlunlearn.pipeline`), its options (`rlunlearn.arguments`) and the command line (`rlunlearn.cli`). The methods are TRL
+trainers in `rlunlearn.trainers`, the rewards plain callables in `rlunlearn.rewards`.
 """
 
 import logging

@@ -23,6 +23,7 @@ from trl import ModelConfig
 from rlunlearn.trainers import METHODS, UnlearningConfig
 from rlunlearn.trainers.utils import bf16_default
 
+from .arguments import CacheArguments, DataArguments, ScratchModelArguments
 from .attribution import AttributorConfig, cached_attributor
 from .data.draws import FORGET_SHAPES, REPORTED, TOFU_BENCHMARK_AUTHORS, VALIDATION, author_draws
 from .evaluation import (
@@ -43,16 +44,7 @@ from .evaluation import (
 from .evaluation.aggregate import mean_interval, rank_agreement
 from .finetune import FinetuneConfig
 from .models import MODEL_PRESETS, load_model, load_tokenizer
-from .pipeline import (
-    CacheArguments,
-    DataArguments,
-    PreparedModels,
-    ScratchModelArguments,
-    extra_inputs_of,
-    prepare_models,
-    report_info,
-    unlearn,
-)
+from .pipeline import PreparedModels, extra_inputs_of, prepare_models, report_info, unlearn
 from .pretrain import PretrainConfig, cached_base, pretraining_corpus
 
 # Presets: the data, the base model, the fine-tuning recipe and each method's unlearning hyperparameters.

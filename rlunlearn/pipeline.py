@@ -7,171 +7,45 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import concatenate_datasets
 from trl import ModelConfig, get_peft_config
 
+from rlunlearn.rewards import check_reward
 from rlunlearn.trainers import METHODS, UnlearningConfig, UnlearningTrainer
 from rlunlearn.trainers.utils import sharding_engine
 
+from .arguments import DataArguments, ScratchModelArguments, check_training_settings
 from .attribution import RewardArguments, attributor_for_run, build_rewards
-from .cache import cached_build, default_cache_dir, remove_abandoned_staging, settings_hash
+from .cache import cached_build, remove_abandoned_staging, settings_hash
 from .data import (
-    DEFAULT_QUESTION_TEMPLATE,
-    REFUSALS,
-    TOFU_HUB_ID,
     PromptFormat,
     UnlearningBundle,
-    generate_authors,
-    load_refusals,
-    load_tofu,
     preference_dataset,
     prompt_dataset,
+    reveal_instructions,
     sft_dataset,
 )
 from .finetune import FinetuneConfig, finetune, training_data
-from .models import MODEL_PRESETS, build_model, load_model, load_tokenizer, train_tokenizer, whole_models
+from .models import (
+    build_model,
+    check_lora_targets,
+    check_model_source,
+    load_model,
+    load_tokenizer,
+    model_init_kwargs,
+    train_tokenizer,
+    whole_models,
+)
 from .pretrain import PretrainConfig, cached_base, is_offline_base, pretraining_corpus
-from .reveal import RevealArguments, reveal_release_inputs
+from .reveal import RevealArguments, reveal_release_inputs, seed_dataset
 
 logger = logging.getLogger(__name__)
 
 # Bump when a change to the fine-tuning code makes cached models stale.
 CACHE_VERSION = 4
-
-
-@dataclass
-class DataArguments:
-    """Which data to unlearn and how questions become prompts."""
-
-    data: str = field(default="generated", metadata={"help": "Data source.", "choices": ["generated", "tofu"]})
-    tofu_path: str = field(
-        default=TOFU_HUB_ID,
-        metadata={
-            "help": "TOFU: a local folder in the published layout (full.json, forget10.json, ...) or the hub id."
-        },
-    )
-    forget_split: str = field(
-        default="forget10", metadata={"help": "TOFU forget split.", "choices": ["forget01", "forget05", "forget10"]}
-    )
-    num_forget_authors: int | None = field(
-        default=None,
-        metadata={
-            "help": "Authors to forget: the first N of the forget split (TOFU; default all), or of the "
-            "generated authors (default 2)."
-        },
-    )
-    num_retain_authors: int | None = field(
-        default=None,
-        metadata={
-            "help": "TOFU: keep only the first N retain authors (default all). 18 with forget01 is the CPU preset."
-        },
-    )
-    forget_authors: list[int] = field(
-        default_factory=list,
-        metadata={
-            "help": "TOFU: the authors to forget by number (0-199 in full.json's order, within --forget_split's "
-            "authors: 180-199 for forget10), instead of the first --num_forget_authors."
-        },
-    )
-    retain_authors: list[int] = field(
-        default_factory=list,
-        metadata={"help": "TOFU: the retain authors by number, instead of the first --num_retain_authors."},
-    )
-    num_authors: int = field(default=20, metadata={"help": "Generated data: number of authors (forget + retain)."})
-    generator_seed: int = field(default=0, metadata={"help": "Generated data: seed of the generator."})
-    prompt_style: str = field(
-        default="plain",
-        metadata={
-            "help": "'plain' renders --question_template; 'chat' uses the tokenizer's chat template.",
-            "choices": ["plain", "chat"],
-        },
-    )
-    question_template: str = field(
-        default=DEFAULT_QUESTION_TEMPLATE, metadata={"help": "Plain prompts: the template, with a {question} slot."}
-    )
-    system_prompt: str | None = field(default=None, metadata={"help": "Chat prompts: an optional system message."})
-    refusals_file: str | None = field(
-        default=None,
-        metadata={"help": "Refusal answers, one a line (e.g. TOFU's idontknow.jsonl); default: the built-in ones."},
-    )
-    preference_chosen: str = field(
-        default="refusal",
-        metadata={
-            "help": "What preference methods (FLAT, IdkDPO) prefer to the forget answer: a refusal template, or one of "
-            "the data's perturbed answers (an alternative answer).",
-            "choices": ["refusal", "perturbed"],
-        },
-    )
-    paraphrased_prompts: bool = field(
-        default=False,
-        metadata={
-            "help": "RL methods (DareU): prompt with the forget questions' paraphrases as well as the questions "
-            "(TOFU's paraphrased_question; the generator's paraphrases)."
-        },
-    )
-    train_background: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Fine-tune on the general-knowledge splits (real authors, world facts) as well. Default: "
-            "yes for models built here (from scratch, or the offline base, which loses that knowledge when "
-            "fine-tuned on authors alone); no for other checkpoints."
-        },
-    )
-
-    def bundle(self) -> UnlearningBundle:
-        if self.data == "tofu":
-            return load_tofu(
-                self.tofu_path,
-                self.forget_split,
-                self.forget_authors or self.num_forget_authors,
-                self.retain_authors or self.num_retain_authors,
-            )
-        if self.data == "generated":
-            return generate_authors(self.num_authors, self.num_forget_authors or 2, self.generator_seed)
-        raise ValueError(f"--data {self.data!r} is not one of 'generated', 'tofu'.")
-
-    def prompt_format(self) -> PromptFormat:
-        return PromptFormat(self.prompt_style, self.question_template, self.system_prompt)
-
-    def refusals(self) -> list[str]:
-        return load_refusals(self.refusals_file) if self.refusals_file else list(REFUSALS)
-
-
-@dataclass
-class ScratchModelArguments:
-    """The model target and retain are fine-tuned from when no checkpoint is given (offline use): the offline base,
-    pretrained here once on text that shares no author with the data and cached (`rlunlearn pretrain`), or, with
-    --from_scratch, a random initialisation."""
-
-    from_scratch: bool = field(
-        default=False,
-        metadata={
-            "help": "Fine-tune target and retain from a random initialisation on the data alone instead of from the "
-            "offline pretrained base (the authors are then learnt in the same weights as the language, and are hard "
-            "to unlearn without losing it)."
-        },
-    )
-    model_preset: str = field(
-        default="small", metadata={"help": "Size of the model built here.", "choices": sorted(MODEL_PRESETS)}
-    )
-    architecture: str = field(
-        default="llama", metadata={"help": "Architecture built here.", "choices": ["llama", "qwen2"]}
-    )
-    vocab_size: int = field(default=4096, metadata={"help": "Vocabulary of the BPE tokenizer trained here."})
-
-
-@dataclass
-class CacheArguments:
-    cache_dir: str = field(
-        default_factory=default_cache_dir,
-        metadata={
-            "help": "Where pretrained bases and fine-tuned target and retain models are cached (env RLUNLEARN_CACHE; "
-            "default ~/.cache/rlunlearn)."
-        },
-    )
 
 
 @dataclass
@@ -369,15 +243,16 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
 class ExtraInputs:
     """How rlunlearn makes one kind of a trainer's `extra_inputs`: the options they come from (a dataclass that the
     command line and the example scripts parse; each has an `attributor` field, the attribution classifier's folder),
-    whether given options read that classifier, and the builder of the trainer's keyword arguments, called as
-    build(options, config, bundle, data_args, model_args)."""
+    whether given options read that classifier, a check of those options that loads no model, and the builder of the
+    trainer's keyword arguments; the last two are called as f(options, config, bundle, data_args, model_args)."""
 
     arguments: type
     reads_attributor: Callable[..., bool]
+    check: Callable[..., None]
     build: Callable[..., dict]
 
 
-def _reward_inputs(reward_args: RewardArguments, config, bundle, data_args: DataArguments, model_args) -> dict:
+def _check_rewards(reward_args: RewardArguments, config, bundle, data_args: DataArguments, model_args) -> None:
     engine = sharding_engine(config)
     if "attribution" in reward_args.reward_funcs and reward_args.attributor is None and engine:
         raise ValueError(
@@ -386,6 +261,40 @@ def _reward_inputs(reward_args: RewardArguments, config, bundle, data_args: Data
             f"{model_args.model_name_or_path} --output_dir DIR` with this run's data options), and pass --attributor "
             "DIR."
         )
+    weights = getattr(config, "reward_weights", None)
+    if weights is not None and len(weights) != len(reward_args.reward_funcs):
+        raise ValueError(
+            f"--reward_weights gives {len(weights)} weight(s) for {len(reward_args.reward_funcs)} --reward_funcs "
+            f"({' '.join(reward_args.reward_funcs)}): give one weight a reward, in the same order."
+        )
+    for spec in reward_args.reward_funcs:
+        if spec == "refusal":
+            data_args.refusals()
+        elif spec != "attribution":
+            check_reward(spec)
+    if reward_args.attributor is not None:
+        check_model_source(reward_args.attributor, "--attributor")
+
+
+def _check_reveal(reveal_args: RevealArguments, config, bundle, data_args: DataArguments, model_args) -> None:
+    if reveal_args.seed_file:
+        seed_dataset(reveal_args.seed_file, data_args.prompt_format())
+    reveal_instructions(reveal_args.targets(bundle), reveal_args.target_kind, reveal_args.instructions_file)
+    data_args.refusals()
+    if reveal_args.attributor is not None and reveal_args.reveal_reward != "attribution":
+        raise ValueError(
+            f"--attributor is read by --reveal_reward attribution only, not {reveal_args.reveal_reward!r}: drop it, or "
+            "give --reveal_reward attribution."
+        )
+    if reveal_args.reveal_reward == "relevance":
+        reveal_args.contrasts(bundle, config.seed)
+    elif reveal_args.reveal_reward != "attribution":
+        check_reward(reveal_args.reveal_reward)
+    if reveal_args.attributor is not None:
+        check_model_source(reveal_args.attributor, "--attributor")
+
+
+def _reward_inputs(reward_args: RewardArguments, config, bundle, data_args: DataArguments, model_args) -> dict:
     # A classifier is trained (when no --attributor is given) and loaded whole, also under ZeRO-3.
     with whole_models(config):
         classifier = None
@@ -404,8 +313,12 @@ def _reveal_inputs(reveal_args: RevealArguments, config, bundle, data_args: Data
 
 # A trainer's `extra_inputs` -> how rlunlearn makes them.
 EXTRA_INPUTS = {
-    "rewards": ExtraInputs(RewardArguments, lambda options: "attribution" in options.reward_funcs, _reward_inputs),
-    "reveal": ExtraInputs(RevealArguments, lambda options: options.reveal_reward == "attribution", _reveal_inputs),
+    "rewards": ExtraInputs(
+        RewardArguments, lambda options: "attribution" in options.reward_funcs, _check_rewards, _reward_inputs
+    ),
+    "reveal": ExtraInputs(
+        RevealArguments, lambda options: options.reveal_reward == "attribution", _check_reveal, _reveal_inputs
+    ),
 }
 
 
@@ -438,6 +351,34 @@ def unlearning_eval_sets(bundle: UnlearningBundle, fmt: PromptFormat) -> dict:
     return {"forget": sft_dataset(bundle.forget, fmt), "retain": sft_dataset(retain, fmt)}
 
 
+def check_unlearning(
+    method: str,
+    config: UnlearningConfig,
+    model_path: str | Path,
+    bundle: UnlearningBundle,
+    data_args: DataArguments,
+    model_args: ModelConfig,
+    method_args=None,
+) -> None:
+    """Every check of an unlearning run that loads no model, so that bad options fail in seconds: the method and its
+    config, the training settings, the model folder and LoRA targets, the data the method reads, and its extra
+    inputs."""
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r} is not a method; the methods are: {', '.join(METHODS)}.")
+    config_class = METHODS[method][0]
+    if not isinstance(config, config_class):
+        raise TypeError(f"--method {method} takes a {config_class.__name__}, got {type(config).__name__}.")
+    model_args = dataclasses.replace(model_args, model_name_or_path=str(model_path))
+    check_training_settings(config)
+    check_model_source(str(model_path))
+    model_init_kwargs(model_args)  # the quantisation flags
+    check_lora_targets(model_args)
+    unlearning_datasets(method, config, bundle, data_args)
+    extra = extra_inputs_of(method)
+    if extra is not None:
+        extra.check(method_args or extra.arguments(), config, bundle, data_args, model_args)
+
+
 def unlearn(
     method: str,
     config: UnlearningConfig,
@@ -452,12 +393,10 @@ def unlearn(
     A method with `extra_inputs` takes them from `method_args`, an instance of their `arguments` in `EXTRA_INPUTS`
     (default: that class's defaults): DareU its rewards (a RewardArguments), Reveal-and-Release its target,
     instructions and reveal reward (a RevealArguments); without an attribution classifier there, one is trained from
-    the model at `model_path` and saved in `<output_dir>/attributor`."""
-    if method not in METHODS:
-        raise ValueError(f"--method {method!r} is not a method; the methods are: {', '.join(METHODS)}.")
-    config_class, trainer_class = METHODS[method]
-    if not isinstance(config, config_class):
-        raise TypeError(f"--method {method} takes a {config_class.__name__}, got {type(config).__name__}.")
+    the model at `model_path` and saved in `<output_dir>/attributor`. Everything that can be checked without a model
+    is checked first (`check_unlearning`)."""
+    check_unlearning(method, config, model_path, bundle, data_args, model_args, method_args)
+    trainer_class = METHODS[method][1]
     model_args = dataclasses.replace(model_args, model_name_or_path=str(model_path))
     tokenizer = load_tokenizer(str(model_path), model_args.model_revision)
     forget, retain = unlearning_datasets(method, config, bundle, data_args)

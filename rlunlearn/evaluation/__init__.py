@@ -5,9 +5,10 @@
 retain model (forget quality, privleak, the reference attack, Tug-of-War) and the target (quantisation recovery).
 """
 
+from ..arguments import PROBES, ProbeSettings, resolve_probes
 from . import metrics
 from .metrics import rouge_l
-from .probes import PROBES, ProbeSettings, recovered_fraction, resolve_probes, run_probes
+from .probes import recovered_fraction, run_probes
 from .report import (
     PROBE_COLUMNS,
     RETAIN,

@@ -19,12 +19,13 @@ from trl import ModelConfig
 
 from rlunlearn.trainers.utils import tokenize_pair
 
+from ..arguments import ProbeSettings
 from ..cache import settings_hash
 from ..data import EVAL_SPLITS, PromptFormat, UnlearningBundle
 from ..models import load_model, load_tokenizer
 from . import metrics
 from .metrics import MIA_ATTACKS
-from .probes import ProbeSettings, run_probes
+from .probes import run_probes
 from .report import compare_with_retain
 from .scoring import EvalSettings, generate_answers, score_answers
 
