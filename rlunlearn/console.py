@@ -35,8 +35,17 @@ class StageProgress(ProgressCallback):
         if self.training_bar is not None and "loss" in logs:
             self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
 
+    def on_step_end(self, args, state, control, **kwargs):
+        # No bar with --disable_tqdm (transformers then gives this class's place to PrinterCallback, replaced too).
+        if self.training_bar is not None:
+            super().on_step_end(args, state, control, **kwargs)
+
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         """No bar for the batches of an evaluation: the stage's bar is enough."""
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_train_end(args, state, control, **kwargs)
 
 
 @contextlib.contextmanager
