@@ -30,9 +30,9 @@ from flags, a YAML file (`--config dareu.yaml`, flags override it), or both; `--
 
 from trl import ModelConfig, TrlParser
 
+from rlunlearn.arguments import DataArguments
 from rlunlearn.attribution import RewardArguments
 from rlunlearn.launch import ScriptArguments, run_unlearning
-from rlunlearn.pipeline import DataArguments
 from rlunlearn.trainers import DareUConfig
 
 if __name__ == "__main__":

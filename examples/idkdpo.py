@@ -27,8 +27,8 @@ from flags, a YAML file (`--config idkdpo.yaml`, flags override it), or both; `-
 
 from trl import ModelConfig, TrlParser
 
+from rlunlearn.arguments import DataArguments
 from rlunlearn.launch import ScriptArguments, run_unlearning
-from rlunlearn.pipeline import DataArguments
 from rlunlearn.trainers import IdkDPOConfig
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ from flags, a YAML file (`--config reveal_release.yaml`, flags override it), or 
 
 from trl import ModelConfig, TrlParser
 
+from rlunlearn.arguments import DataArguments
 from rlunlearn.launch import ScriptArguments, run_unlearning
-from rlunlearn.pipeline import DataArguments
 from rlunlearn.reveal import RevealArguments
 from rlunlearn.trainers import RevealReleaseConfig
 

@@ -2,7 +2,7 @@
 
 from .attribution import AttributionReward, DegeneracyPenalty, RefusalBonus
 from .classifier import ClassifierReward, SequenceClassifier, fit_temperature, train_classifier
-from .registry import load_reward, register, registered
+from .registry import check_reward, load_reward, register, registered
 
 register("attribution")(AttributionReward)
 register("degeneracy")(DegeneracyPenalty)
@@ -15,6 +15,7 @@ __all__ = [
     "DegeneracyPenalty",
     "RefusalBonus",
     "SequenceClassifier",
+    "check_reward",
     "fit_temperature",
     "load_reward",
     "register",

@@ -50,6 +50,18 @@ def _import(path: str) -> Callable | None:
     return getattr(module, attribute, None)
 
 
+def check_reward(spec: str) -> None:
+    """Fail, before anything loads, when `spec` names no reward: not registered, not importable, and not a folder of a
+    sequence-classification model."""
+    if spec in _REGISTRY or _import(spec) is not None:
+        return
+    if not (Path(spec.partition("#")[0]) / "config.json").is_file():
+        raise ValueError(
+            f"Unknown reward {spec!r}: not a registered name ({', '.join(registered())}), an importable "
+            "`module:attribute`, or a folder of a sequence-classification model."
+        )
+
+
 def load_reward(spec: str | Callable, **options) -> Callable:
     """The reward callable that `spec` names (see the module docstring); `options` go to a class's constructor."""
     if callable(spec) and not inspect.isclass(spec):
@@ -57,12 +69,8 @@ def load_reward(spec: str | Callable, **options) -> Callable:
     else:
         found = spec if inspect.isclass(spec) else _REGISTRY.get(spec) or _import(spec)
         if found is None:
-            path, _, label = str(spec).partition("#")
-            if not (Path(path) / "config.json").is_file():
-                raise ValueError(
-                    f"Unknown reward {spec!r}: not a registered name ({', '.join(registered())}), an importable "
-                    "`module:attribute`, or a folder of a sequence-classification model."
-                )
+            check_reward(spec)
+            path, _, label = spec.partition("#")
             classifier = SequenceClassifier.from_pretrained(path)
             return ClassifierReward(classifier, label or classifier.labels[-1], name=Path(path).name, **options)
         if inspect.isclass(found):

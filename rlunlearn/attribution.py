@@ -14,6 +14,7 @@ from transformers import AutoModelForSequenceClassification, TrainingArguments
 from trl import ModelConfig, get_peft_config
 
 from rlunlearn.rewards import AttributionReward, RefusalBonus, SequenceClassifier, load_reward, train_classifier
+from rlunlearn.trainers.utils import can_pin_memory
 
 from .data import UnlearningBundle, attribution_dataset
 from .models import load_tokenizer, model_init_kwargs
@@ -41,6 +42,10 @@ class AttributorConfig(TrainingArguments):
     )
     eval_fraction: float = field(default=0.1, metadata={"help": "Share of each label's rows held out."})
     calibrate: bool = field(default=True, metadata={"help": "Fit a temperature on the held-out texts."})
+
+    def __post_init__(self):
+        self.dataloader_pin_memory = self.dataloader_pin_memory and can_pin_memory()
+        super().__post_init__()
 
 
 def train_attributor(

@@ -23,7 +23,8 @@ from trl import ModelConfig
 from rlunlearn.trainers import METHODS, UnlearningConfig
 from rlunlearn.trainers.utils import bf16_default
 
-from .attribution import AttributorConfig, RewardArguments, cached_attributor
+from .arguments import CacheArguments, DataArguments, ScratchModelArguments
+from .attribution import AttributorConfig, cached_attributor
 from .data.draws import FORGET_SHAPES, REPORTED, TOFU_BENCHMARK_AUTHORS, VALIDATION, author_draws
 from .evaluation import (
     PROBE_COLUMNS,
@@ -43,15 +44,7 @@ from .evaluation import (
 from .evaluation.aggregate import mean_interval, rank_agreement
 from .finetune import FinetuneConfig
 from .models import MODEL_PRESETS, load_model, load_tokenizer
-from .pipeline import (
-    CacheArguments,
-    DataArguments,
-    PreparedModels,
-    ScratchModelArguments,
-    prepare_models,
-    report_info,
-    unlearn,
-)
+from .pipeline import PreparedModels, extra_inputs_of, prepare_models, report_info, unlearn
 from .pretrain import PretrainConfig, cached_base, pretraining_corpus
 
 # Presets: the data, the base model, the fine-tuning recipe and each method's unlearning hyperparameters.
@@ -448,15 +441,17 @@ def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> d
 
 
 def _method_arguments(method, prepared, bundle, data_args):
-    """DareU's rewards: the attribution classifier, trained once from the target and cached beside it. Reveal-and-
-    Release needs none: its defaults name the forget authors only, and its reveal reward reads no forget data."""
-    if method != "dareu":
+    """The options of a method's extra inputs, with the attribution classifier (trained once from the target and
+    cached beside it), where their defaults read one: DareU's rewards. None otherwise: Reveal-and-Release's default
+    reveal reward reads no forget data."""
+    extra = extra_inputs_of(method)
+    if extra is None or not extra.reads_attributor(extra.arguments()):
         return None
     attributor, metrics = cached_attributor(
         prepared.folder, bundle, data_args, prepared.target, AttributorConfig(output_dir=None)
     )
     print(f"{method}: attribution classifier held-out accuracy {metrics['accuracy']:.3f}", flush=True)
-    return RewardArguments(attributor=str(attributor))
+    return extra.arguments(attributor=str(attributor))
 
 
 def _unlearn_and_evaluate(
@@ -486,9 +481,10 @@ def _unlearn_and_evaluate(
         probe_settings=probe_settings,
         retain=retain_result,
     )
-    if method == "dareu":
+    extra_inputs = METHODS[method][1].extra_inputs
+    if extra_inputs == "rewards":
         plot_rewards(trainer.state.log_history, folder / f"{name}_reward.png", f"{name} on {bundle.name}")
-    if method == "reveal_release":
+    if extra_inputs == "reveal":
         plot_reveal_rewards(trainer.rounds, folder / "reveal_reward.png", f"Reveal-and-Release on {bundle.name}")
         costs["reveal reward per round"] = [round(r["reveal_reward"], 3) for r in trainer.rounds]
     return result, costs

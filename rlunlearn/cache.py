@@ -3,7 +3,7 @@
 Each entry is a folder named by a hash of everything that changes what it holds. It is built in a staging folder beside
 it (`<name>.partial`) and renamed once complete, so an interrupted run never leaves a half-made entry, and every entry
 finished before an interruption stays. A builder that can resume (pretraining, from its checkpoints) picks up what an
-interrupted run left in the staging folder; the others start it again.
+interrupted run left in the staging folder; the others start it again, and remove it when interrupted.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 COMPLETE = "complete.json"
 
@@ -44,3 +46,15 @@ def cached_build(folder: Path, key: dict, build: Callable[[Path], dict | None]) 
 def entry_key(folder: Path) -> dict:
     """What a complete entry was built from."""
     return json.loads((Path(folder) / COMPLETE).read_text())["key"]
+
+
+def remove_abandoned_staging(parent: Path) -> list[Path]:
+    """Delete the staging folders that earlier versions named `<name>.tmp-<pid>` in `parent` whose process is gone:
+    what their killed runs left, which no run reads any more. Returns those deleted."""
+    abandoned = []
+    for staging in Path(parent).glob("*.tmp-*"):
+        pid = staging.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+            abandoned.append(staging)
+    return abandoned

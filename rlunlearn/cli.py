@@ -1,79 +1,81 @@
 """The `rlunlearn` command line.
 
-    rlunlearn <command> [--option value ...] [--config options.yaml]
+    rlunlearn [--debug] <command> [options] [--config options.yaml]
 
-Every command takes its options as flags or from a YAML file (TRL's `TrlParser`: flags override the file), and
-writes a run folder (`--output_dir`, default runs/<command>-<time>) holding its config, logs and results as JSON.
+Every command takes its options as flags or from a YAML file (TRL's `TrlParser`: flags override the file), checks them
+and its input files before any model loads, and writes a run folder (`--output_dir`, default runs/<command>-<time>)
+holding its config, logs and results as JSON. An error in the options or input files prints as one line with exit code
+2; `--debug` prints its traceback instead.
+
+This module imports nothing heavy: a command imports torch, transformers and the trainers when it runs, so that
+`rlunlearn --help` and errors in the options of most commands come at once.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
+import shutil
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-from trl import ModelConfig, TrlParser
-
 from rlunlearn.trainers import METHODS
 
-from .attribution import AttributorConfig, RewardArguments, train_attributor
-from .bench import DEMO, TASKS
-from .evaluation import (
-    PROBE_COLUMNS,
-    RETAIN,
-    TARGET,
-    UNLEARNED,
-    EvalSettings,
-    ProbeSettings,
-    build_report,
-    evaluate_folder,
-    evaluate_model,
-    has_probes,
-    plot_tradeoff,
-    resolve_probes,
-    retain_from_report,
-    summary_table,
-)
-from .finetune import FinetuneConfig
-from .launch import ScriptArguments, run_unlearning
-from .models import check_same_tokenizer
-from .pipeline import (
+from .arguments import (
     CacheArguments,
     DataArguments,
+    ProbeSettings,
     ScratchModelArguments,
-    finetune_models,
-    offline_base,
-    prepare_models,
-    report_info,
-    unlearn,
+    check_output_dir,
+    check_training_settings,
+    resolve_probes,
 )
-from .pretrain import PretrainConfig, cached_base, pretrain, pretraining_corpus
-from .reveal import RevealArguments
 
 logger = logging.getLogger("rlunlearn")
 
-
-def _parser(dataclass_types: tuple, prog: str) -> TrlParser:
-    return TrlParser(
-        dataclass_types,
-        prog=prog,
-        epilog="Options can also come from a YAML file, `--config options.yaml` (one `option: value` a line); flags "
-        "given beside it override the file.",
-    )
+CONFIG_EPILOG = """\
+Options can also come from a YAML file, --config options.yaml (one `option: value` a line); flags given
+beside it override the file. `rlunlearn --debug <command> ...` prints the traceback of an error."""
 
 
-def _run_folder(output_dir: str | None, command: str) -> Path:
+def _parse(command: str, groups: dict[str, type], argv: list[str], description: str, usage: str = "") -> tuple:
+    """The options of `command`: one dataclass a group (help title -> dataclass)."""
+    from .parser import OptionParser
+
+    usage = usage or f"rlunlearn {command} [options] [--config FILE]"
+    return OptionParser(groups, f"rlunlearn {command}", usage, description, CONFIG_EPILOG).parse(argv)
+
+
+def _default_output_dir(output_dir: str | None, command: str) -> str:
     if output_dir in (None, "", "trainer_output"):
-        output_dir = os.path.join("runs", f"{command}-{time.strftime('%Y%m%d-%H%M%S')}")
+        return os.path.join("runs", f"{command}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return output_dir
+
+
+@contextlib.contextmanager
+def _run_folder(output_dir: str):
+    """The run folder, made now, and the console while the command works in it (see `console.quiet_console`). A
+    command that fails before it saved any weights leaves no folder behind."""
+    from .console import quiet_console
+
     folder = Path(output_dir)
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    try:
+        with quiet_console():
+            yield folder
+    except BaseException:
+        if made and not any(folder.rglob("*.safetensors")):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _to_json(obj) -> dict:
@@ -85,18 +87,15 @@ def _write_json(path: Path, content) -> None:
 
 
 def _write_report(run: Path, report: dict, title: str) -> None:
+    from .evaluation import PROBE_COLUMNS, has_probes, plot_tradeoff, summary_table, utility_notes
+
     _write_json(run / "report.json", report)
     plot_tradeoff(report, run / "tradeoff.png", title)
     print(f"\n{title}\n{summary_table(report)}")
     if has_probes(report):
         print(f"\nRobustness probes (forget split)\n{summary_table(report, PROBE_COLUMNS)}")
-    missing = {
-        name: m["summary"]["model_utility_missing"]
-        for name, m in report["models"].items()
-        if m["summary"].get("model_utility_missing")
-    }
-    if missing:
-        print(f"Model utility leaves out what the data lacks: {missing}")
+    for note in utility_notes(report):
+        print(note)
     print(f"\nReport: {run / 'report.json'}; plot: {run / 'tradeoff.png'}")
 
 
@@ -106,9 +105,9 @@ def _write_report(run: Path, report: dict, title: str) -> None:
 @dataclass
 class DemoArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/demo-<time>)."})
-    method: str = field(
-        default=DEMO["method"],
-        metadata={"help": "Unlearning method (with the demo's settings).", "choices": sorted(METHODS)},
+    method: str | None = field(
+        default=None,
+        metadata={"help": "Unlearning method, with the demo's settings (default: the demo's own method)."},
     )
     seed: int = field(default=42, metadata={"help": "Seed of fine-tuning and unlearning."})
 
@@ -121,7 +120,7 @@ def _side_by_side(bundle, results: dict, method: str, split: str, count: int = 3
         lines += [
             f"  Q: {data[i]['question']}",
             f"     true answer: {data[i]['answer']}",
-            f"     target:      {results[TARGET]['splits'][split]['generations'][i]}",
+            f"     target:      {results['target']['splits'][split]['generations'][i]}",
             f"     {method + ':':<12} {results[method]['splits'][split]['generations'][i]}",
         ]
     return "\n".join(lines)
@@ -129,80 +128,123 @@ def _side_by_side(bundle, results: dict, method: str, split: str, count: int = 3
 
 def demo(argv: list[str]) -> int:
     """Forget two fictitious authors: pretrain a small base, fine-tune target and retain models (all cached),
-    unlearn, and show the answers before and after beside the TOFU metrics."""
-    parser = _parser((DemoArguments, DataArguments, ScratchModelArguments, CacheArguments), "rlunlearn demo")
-    demo_args, data_args, scratch_args, cache_args = parser.parse_args_and_config(argv)
-    run = _run_folder(demo_args.output_dir, "demo")
-    started = time.time()
+    unlearn, and show the answers before and after beside the TOFU metrics.
+
+    The demo generates fictitious authors (20 by default, 2 of them to forget), pretrains a small Llama and its BPE
+    tokenizer on text that shares no author with them (the offline base), fine-tunes from it a target model on every
+    author and a retain model on the authors to keep (the model that never saw the forgotten ones), unlearns the
+    forgotten authors from the target with --method, and prints the answers of the target and of the unlearned model
+    beside the TOFU and MUSE metrics of all three. Nothing is downloaded. The base and the fine-tuned models are
+    cached (--cache_dir): the first run takes minutes on a CPU, the next ones much less."""
+    demo_args, data_args, scratch_args, cache_args = _parse(
+        "demo",
+        {
+            "demo": DemoArguments,
+            "data": DataArguments,
+            "base model (built here)": ScratchModelArguments,
+            "cache": CacheArguments,
+        },
+        argv,
+        inspect.getdoc(demo),
+    )
+    if demo_args.method is not None and demo_args.method not in METHODS:
+        raise ValueError(f"--method {demo_args.method!r} is not a method; the methods are: {', '.join(METHODS)}.")
+    check_output_dir(demo_args.output_dir)
     bundle = data_args.bundle()
-    fmt = data_args.prompt_format()
-    settings = EvalSettings()
-    print(
-        f"Data: {bundle.name}: forget {len(bundle.forget)} answers of {', '.join(bundle.forget_authors)}; "
-        f"retain {len(bundle.retain)} answers of {len(bundle.retain_authors)} authors."
-    )
-    pretrain_config = PretrainConfig(output_dir="unused", report_to="none", seed=demo_args.seed, **DEMO["pretrain"])
-    base = offline_base(data_args, scratch_args, cache_args.cache_dir, pretrain_config)
-    print(f"Base model: {base or 'none (from scratch)'} ({time.time() - started:.0f}s)")
-    finetune_config = FinetuneConfig(
-        output_dir=str(run / "finetune"), seed=demo_args.seed, report_to="none", **(DEMO["finetune"] if base else {})
-    )
-    prepared = prepare_models(
-        bundle, data_args, ModelConfig(model_name_or_path=base), scratch_args, finetune_config, cache_args.cache_dir
-    )
-    print(
-        f"Target and retain models: {prepared.target.parent} ("
-        f"{'reused from the cache' if prepared.reused else 'fine-tuned'}, {time.time() - started:.0f}s)"
-    )
 
-    unlearn_config = METHODS[demo_args.method][0](
-        output_dir=str(run / "unlearned"),
-        seed=demo_args.seed,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=5,
-        **DEMO["unlearning_common"],
-        **DEMO["unlearning"].get(demo_args.method, {}),
-    )
-    unlearn_started = time.time()
-    trainer = unlearn(demo_args.method, unlearn_config, prepared.target, bundle, data_args, ModelConfig())
-    print(f"Unlearned with {demo_args.method} in {time.time() - unlearn_started:.0f}s.")
+    from trl import ModelConfig
 
-    results = {
-        RETAIN: evaluate_folder(prepared.retain, bundle, fmt, settings, cache=True),
-        TARGET: evaluate_folder(prepared.target, bundle, fmt, settings, cache=True),
-        demo_args.method: evaluate_model(trainer.model, trainer.processing_class, bundle, fmt, settings=settings),
-    }
-    roles = {TARGET: TARGET, RETAIN: RETAIN, demo_args.method: UNLEARNED}
-    report = build_report(
-        results,
-        roles,
-        results[RETAIN],
-        {
-            **report_info(bundle, data_args, settings),
-            "seconds": round(time.time() - started, 1),
-            "models_reused": prepared.reused,
-        },
-    )
-    _write_json(
-        run / "run_config.json",
-        {
-            "demo": _to_json(demo_args),
-            "data": _to_json(data_args),
-            "scratch_model": _to_json(scratch_args),
-            "base_model": base,
-            "unlearning": unlearn_config.to_dict(),
-            "target_model": str(prepared.target),
-            "retain_model": str(prepared.retain),
-        },
-    )
-    _write_json(run / "log_history.json", trainer.state.log_history)
-    print(f"\nForget set: answers before (target) and after ({demo_args.method})")
-    print(_side_by_side(bundle, results, demo_args.method, "forget"))
-    print(f"\nRetain set: answers before (target) and after ({demo_args.method})")
-    print(_side_by_side(bundle, results, demo_args.method, "retain"))
-    _write_report(run, report, f"{bundle.name}: target, retain and {demo_args.method}-unlearned models")
-    print(f"Done in {time.time() - started:.0f}s. Run folder: {run}")
+    from .bench import DEMO
+    from .evaluation import RETAIN, TARGET, UNLEARNED, EvalSettings, build_report, evaluate_folder, evaluate_model
+    from .finetune import FinetuneConfig
+    from .pipeline import offline_base, prepare_models, report_info, unlearn
+    from .pretrain import PretrainConfig
+
+    method = demo_args.method or DEMO["method"]
+    with _run_folder(_default_output_dir(demo_args.output_dir, "demo")) as run:
+        started = time.time()
+        fmt = data_args.prompt_format()
+        settings = EvalSettings()
+        print(
+            f"Data: {bundle.name}: forget {len(bundle.forget)} answers of {', '.join(bundle.forget_authors)}; "
+            f"retain {len(bundle.retain)} answers of {len(bundle.retain_authors)} authors."
+        )
+        pretrain_config = PretrainConfig(output_dir="unused", report_to="none", seed=demo_args.seed, **DEMO["pretrain"])
+        base = offline_base(data_args, scratch_args, cache_args.cache_dir, pretrain_config)
+        print(f"Base model: {base or 'none (from scratch)'} ({time.time() - started:.0f}s)")
+        finetune_config = FinetuneConfig(
+            output_dir=str(run / "finetune"),
+            seed=demo_args.seed,
+            report_to="none",
+            **(DEMO["finetune"] if base else {}),
+        )
+        prepared = prepare_models(
+            bundle, data_args, ModelConfig(model_name_or_path=base), scratch_args, finetune_config, cache_args.cache_dir
+        )
+        print(
+            f"Target and retain models: {prepared.target.parent} ("
+            f"{'reused from the cache' if prepared.reused else 'fine-tuned'}, {time.time() - started:.0f}s)"
+        )
+
+        unlearn_config = METHODS[method][0](
+            output_dir=str(run / "unlearned"),
+            seed=demo_args.seed,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=5,
+            **DEMO["unlearning_common"],
+            **DEMO["unlearning"].get(method, {}),
+        )
+        unlearn_started = time.time()
+        trainer = unlearn(method, unlearn_config, prepared.target, bundle, data_args, ModelConfig())
+        print(f"Unlearned with {method} in {time.time() - unlearn_started:.0f}s.")
+
+        results = {
+            RETAIN: evaluate_folder(
+                prepared.retain, bundle, fmt, settings, cache=True, description="evaluating retain"
+            ),
+            TARGET: evaluate_folder(
+                prepared.target, bundle, fmt, settings, cache=True, description="evaluating target"
+            ),
+            method: evaluate_model(
+                trainer.model,
+                trainer.processing_class,
+                bundle,
+                fmt,
+                settings=settings,
+                description=f"evaluating {method}",
+            ),
+        }
+        roles = {TARGET: TARGET, RETAIN: RETAIN, method: UNLEARNED}
+        report = build_report(
+            results,
+            roles,
+            results[RETAIN],
+            {
+                **report_info(bundle, data_args, settings),
+                "seconds": round(time.time() - started, 1),
+                "models_reused": prepared.reused,
+            },
+        )
+        _write_json(
+            run / "run_config.json",
+            {
+                "demo": {**_to_json(demo_args), "method": method},
+                "data": _to_json(data_args),
+                "scratch_model": _to_json(scratch_args),
+                "base_model": base,
+                "unlearning": unlearn_config.to_dict(),
+                "target_model": str(prepared.target),
+                "retain_model": str(prepared.retain),
+            },
+        )
+        _write_json(run / "log_history.json", trainer.state.log_history)
+        print(f"\nForget set: answers before (target) and after ({method})")
+        print(_side_by_side(bundle, results, method, "forget"))
+        print(f"\nRetain set: answers before (target) and after ({method})")
+        print(_side_by_side(bundle, results, method, "retain"))
+        _write_report(run, report, f"{bundle.name}: target, retain and {method}-unlearned models")
+        print(f"Done in {time.time() - started:.0f}s. Run folder: {run}")
     return 0
 
 
@@ -210,34 +252,55 @@ def demo(argv: list[str]) -> int:
 
 
 def pretrain_command(argv: list[str]) -> int:
-    """Pretrain the offline base model on text that shares no author with the data's benchmark (cached, resumable)."""
-    parser = _parser((DataArguments, ScratchModelArguments, PretrainConfig, CacheArguments), "rlunlearn pretrain")
-    data_args, scratch_args, config, cache_args = parser.parse_args_and_config(argv)
+    """Pretrain the offline base model on text that shares no author with the data's benchmark (cached, resumable).
+
+    Without --output_dir, the base is cached by its settings (--cache_dir) and reused by `demo`, `finetune` and
+    `bench`; with one, it is written there and resumes from the checkpoints an interrupted run left."""
+    from .pretrain import PretrainConfig
+
+    data_args, scratch_args, config, cache_args = _parse(
+        "pretrain",
+        {
+            "data": DataArguments,
+            "base model (built here)": ScratchModelArguments,
+            "pretraining (PretrainConfig)": PretrainConfig,
+            "cache": CacheArguments,
+        },
+        argv,
+        inspect.getdoc(pretrain_command),
+    )
+    check_training_settings(config)
+
+    from .console import quiet_console
+    from .pretrain import cached_base, pretrain, pretraining_corpus
+
     corpus = pretraining_corpus(data_args)
     print(f"Pretraining corpus: {len(corpus)} question-answer texts ({data_args.data}).")
     started = time.time()
-    if config.output_dir in (None, "", "trainer_output"):
-        folder, reused = cached_base(
-            corpus,
-            config,
-            cache_args.cache_dir,
-            scratch_args.model_preset,
-            scratch_args.architecture,
-            scratch_args.vocab_size,
-            data_args.prompt_format(),
-        )
-    else:  # a folder of the user's: resumes from its checkpoints, not cached
-        folder, reused = (
-            pretrain(
+    # No run folder: the base goes to the cache, or to --output_dir, where an interrupted run's checkpoints stay.
+    with quiet_console():
+        if config.output_dir in (None, "", "trainer_output"):
+            folder, reused = cached_base(
                 corpus,
                 config,
+                cache_args.cache_dir,
                 scratch_args.model_preset,
                 scratch_args.architecture,
                 scratch_args.vocab_size,
                 data_args.prompt_format(),
-            ),
-            False,
-        )
+            )
+        else:  # a folder of the user's: resumes from its checkpoints, not cached
+            folder, reused = (
+                pretrain(
+                    corpus,
+                    config,
+                    scratch_args.model_preset,
+                    scratch_args.architecture,
+                    scratch_args.vocab_size,
+                    data_args.prompt_format(),
+                ),
+                False,
+            )
     print(
         f"Base model {'reused from the cache' if reused else f'pretrained in {time.time() - started:.0f}s'}: {folder}\n"
         f"Fine-tune target and retain models from it: `rlunlearn finetune --model_name_or_path {folder} ...`"
@@ -257,55 +320,84 @@ class FinetuneArguments:
 
 def finetune_command(argv: list[str]) -> int:
     """Fine-tune the target model (all authors) and the retain model (retain authors only) into the run folder, from
-    --model_name_or_path or the offline pretrained base."""
-    parser = _parser(
-        (FinetuneArguments, DataArguments, ScratchModelArguments, ModelConfig, FinetuneConfig, CacheArguments),
-        "rlunlearn finetune",
-    )
-    args, data_args, scratch_args, model_args, config, cache_args = parser.parse_args_and_config(argv)
-    run = _run_folder(config.output_dir, "finetune")
-    config.output_dir = str(run)
-    bundle = data_args.bundle()
-    if not model_args.model_name_or_path:
-        model_args.model_name_or_path = offline_base(data_args, scratch_args, cache_args.cache_dir)
-    settings = EvalSettings()
-    which = ("target", "retain") if args.which == "both" else (args.which,)
-    _write_json(
-        run / "run_config.json",
+    --model_name_or_path or the offline pretrained base.
+
+    Without --model_name_or_path, both start from the offline base (`rlunlearn pretrain`, cached), or with
+    --from_scratch from a random initialisation and learn the data's general knowledge as well; with a checkpoint,
+    both start from it (TOFU's recipe: --learning_rate 1e-5 --num_train_epochs 5)."""
+    from trl import ModelConfig
+
+    from .finetune import FinetuneConfig
+
+    args, data_args, scratch_args, model_args, config, cache_args = _parse(
+        "finetune",
         {
-            "data": _to_json(data_args),
-            "scratch_model": _to_json(scratch_args),
-            "model": _to_json(model_args),
-            "finetune": config.to_dict(),
+            "finetune": FinetuneArguments,
+            "data": DataArguments,
+            "base model (without --model_name_or_path)": ScratchModelArguments,
+            "model (TRL's ModelConfig)": ModelConfig,
+            "fine-tuning (FinetuneConfig)": FinetuneConfig,
+            "cache": CacheArguments,
         },
+        argv,
+        inspect.getdoc(finetune_command),
     )
-    seconds = finetune_models(bundle, data_args, model_args, scratch_args, config, run, which)
-    results = {name: evaluate_folder(run / name, bundle, data_args.prompt_format(), settings) for name in which}
-    report = build_report(
-        results,
-        {name: name for name in which},
-        results.get(RETAIN),
-        {**report_info(bundle, data_args, settings), "seconds": seconds},
-    )
-    _write_report(run, report, f"{bundle.name}: fine-tuned models")
-    print(f"Models saved in {', '.join(str(run / name) for name in which)}")
+    check_training_settings(config)
+    if model_args.model_name_or_path:
+        from .models import check_lora_targets, check_model_source
+
+        check_model_source(model_args.model_name_or_path)
+        check_lora_targets(model_args)
+    bundle = data_args.bundle()
+
+    from .evaluation import RETAIN, EvalSettings, build_report, evaluate_folder
+    from .pipeline import finetune_models, offline_base, report_info
+
+    with _run_folder(_default_output_dir(config.output_dir, "finetune")) as run:
+        config.output_dir = str(run)
+        if not model_args.model_name_or_path:
+            model_args.model_name_or_path = offline_base(data_args, scratch_args, cache_args.cache_dir)
+        settings = EvalSettings()
+        which = ("target", "retain") if args.which == "both" else (args.which,)
+        _write_json(
+            run / "run_config.json",
+            {
+                "data": _to_json(data_args),
+                "scratch_model": _to_json(scratch_args),
+                "model": _to_json(model_args),
+                "finetune": config.to_dict(),
+            },
+        )
+        seconds = finetune_models(bundle, data_args, model_args, scratch_args, config, run, which)
+        results = {
+            name: evaluate_folder(
+                run / name, bundle, data_args.prompt_format(), settings, description=f"evaluating {name}"
+            )
+            for name in which
+        }
+        report = build_report(
+            results,
+            {name: name for name in which},
+            results.get(RETAIN),
+            {**report_info(bundle, data_args, settings), "seconds": seconds},
+        )
+        _write_report(run, report, f"{bundle.name}: fine-tuned models")
+        print(f"Models saved in {', '.join(str(run / name) for name in which)}")
     return 0
 
 
 # ---- unlearn --------------------------------------------------------------------------------------------------------
 
 
-# The arguments a method reads beyond its config: DareU's rewards, Reveal-and-Release's target.
-METHOD_ARGUMENTS = {"dareu": (RewardArguments,), "reveal_release": (RevealArguments,)}
-
-
 @dataclass
 class UnlearnArguments:
-    method: str = field(default="ga", metadata={"help": "Unlearning method.", "choices": sorted(METHODS)})
+    method: str = field(default="ga", metadata={"help": "Unlearning method (the list above)."})
 
 
 def _method_of(argv: list[str]) -> str:
     """The --method given on the command line or in the --config file: it decides which config class parses the rest."""
+    from .parser import read_config
+
     method = None
     for i, arg in enumerate(argv):
         if arg == "--method" and i + 1 < len(argv):
@@ -313,56 +405,75 @@ def _method_of(argv: list[str]) -> str:
         elif arg.startswith("--method="):
             method = arg.split("=", 1)[1]
         elif arg == "--config" and i + 1 < len(argv) and method is None:
-            with open(argv[i + 1]) as handle:
-                method = (yaml.safe_load(handle) or {}).get("method")
+            method = read_config(argv[i + 1]).get("method")
     method = method or UnlearnArguments.method
     if method not in METHODS:
-        raise SystemExit(
-            f"rlunlearn unlearn: --method {method!r} is not a method; the methods are: {', '.join(METHODS)}."
-        )
+        raise ValueError(f"--method {method!r} is not a method; the methods are: {', '.join(METHODS)}.")
     return method
 
 
 def unlearn_command(argv: list[str]) -> int:
-    """Unlearn the forget set from a fine-tuned target model (--model_name_or_path) with one method."""
+    """Unlearn the forget set from a fine-tuned target model (--model_name_or_path) with one method.
+
+    The model is saved in the run folder with a model card (README.md) and, unless --evaluate false, its evaluation
+    (report.json)."""
     method = _method_of(argv)
+
+    from trl import ModelConfig
+
+    from .launch import ScriptArguments, check_script
+    from .pipeline import check_unlearning, extra_inputs_of
+
     config_class = METHODS[method][0]
-    dataclass_types = (
-        UnlearnArguments,
-        ScriptArguments,
-        DataArguments,
-        ModelConfig,
-        config_class,
-        *METHOD_ARGUMENTS.get(method, ()),
+    # The options a method reads beyond its config: DareU's rewards, Reveal-and-Release's target.
+    extra = extra_inputs_of(method)
+    # ModelConfig before the config: the help lists its options (all TRL's) before the config's inherited ones.
+    groups = {
+        "unlearn": UnlearnArguments,
+        "model (TRL's ModelConfig)": ModelConfig,
+        f"{method} ({config_class.__name__})": config_class,
+        **({f"{method}'s inputs ({extra.arguments.__name__})": extra.arguments} if extra else {}),
+        "after unlearning": ScriptArguments,
+        "data": DataArguments,
+    }
+    choice = (
+        f"The methods: {', '.join(METHODS)}. The options below are those of --method {method}; `rlunlearn unlearn "
+        "--method NAME --help` lists another method's."
     )
-    parser = _parser(dataclass_types, f"rlunlearn unlearn --method {method}")
-    args, script_args, data_args, model_args, config, *method_args = parser.parse_args_and_config(argv)
-    if not model_args.model_name_or_path:
-        raise SystemExit(
-            "rlunlearn unlearn: --model_name_or_path is required: the fine-tuned target model to unlearn from "
-            "(e.g. runs/finetune-.../target from `rlunlearn finetune`)."
+    description = f"{inspect.getdoc(unlearn_command)}\n\n{textwrap.fill(choice, 115)}"
+    usage = "rlunlearn unlearn --method NAME [options] [--config FILE]"
+    _, model_args, config, *method_args, script_args, data_args = _parse("unlearn", groups, argv, description, usage)
+    method_args = method_args[0] if method_args else None
+    # Checked here, before the run folder is made; run_unlearning checks again for its other callers (no model loads).
+    check_script(script_args, model_args)
+    bundle = data_args.bundle()
+    check_unlearning(method, config, model_args.model_name_or_path, bundle, data_args, model_args, method_args)
+
+    from .launch import run_unlearning
+
+    with _run_folder(_default_output_dir(config.output_dir, "unlearn")) as run:
+        config.output_dir = str(run)
+        _write_json(
+            run / "run_config.json",
+            {
+                "method": method,
+                "script": _to_json(script_args),
+                "data": _to_json(data_args),
+                "model": _to_json(model_args),
+                "unlearning": config.to_dict(),
+                **({type(method_args).__name__: _to_json(method_args)} if method_args else {}),
+            },
         )
-    run = _run_folder(config.output_dir, "unlearn")
-    config.output_dir = str(run)
-    _write_json(
-        run / "run_config.json",
-        {
-            "method": method,
-            "script": _to_json(script_args),
-            "data": _to_json(data_args),
-            "model": _to_json(model_args),
-            "unlearning": config.to_dict(),
-            **{type(extra).__name__: _to_json(extra) for extra in method_args},
-        },
-    )
-    trainer, report = run_unlearning(method, script_args, data_args, model_args, config, *method_args)
-    if method == "reveal_release":
-        print(f"Reveal reward per round (bandit history in {run / 'reveal_release.json'}):")
-        for record in trainer.rounds:
-            print(f"  round {record['round']}: {record['reveal_reward']:.3f}, {record['revealed']} answers revealed")
-    if report is not None:
-        _write_report(run, report, f"{report['bundle']['name']}: {method}")
-    print(f"Unlearned model and its card (README.md) saved in {run}.")
+        trainer, report = run_unlearning(method, script_args, data_args, model_args, config, method_args)
+        if getattr(trainer, "rounds", None):
+            print(f"Reveal reward per round (bandit history in {run / 'reveal_release.json'}):")
+            for record in trainer.rounds:
+                print(
+                    f"  round {record['round']}: {record['reveal_reward']:.3f}, {record['revealed']} answers revealed"
+                )
+        if report is not None:
+            _write_report(run, report, f"{report['bundle']['name']}: {method}")
+        print(f"Unlearned model and its card (README.md) saved in {run}.")
     return 0
 
 
@@ -402,54 +513,67 @@ class EvalArguments:
 
 def eval_command(argv: list[str]) -> int:
     """Evaluate models on a dataset's splits: TOFU and MUSE metrics, membership inference, a report and a plot."""
-    parser = _parser((EvalArguments, DataArguments, ProbeSettings), "rlunlearn eval")
-    args, data_args, probe_settings = parser.parse_args_and_config(argv)
-    try:
-        probes = resolve_probes(args.probes)
-    except ValueError as error:
-        raise SystemExit(f"rlunlearn eval: {error}") from None
+    args, data_args, probe_settings = _parse(
+        "eval",
+        {"eval": EvalArguments, "data": DataArguments, "robustness probes": ProbeSettings},
+        argv,
+        inspect.getdoc(eval_command),
+    )
+    probes = resolve_probes(args.probes)
     if args.retain_model and args.retain_report:
-        raise SystemExit("rlunlearn eval: give --retain_model or --retain_report, not both.")
+        raise ValueError("give --retain_model or --retain_report, not both.")
     if args.names and len(args.names) != len(args.models):
-        raise SystemExit(
-            f"rlunlearn eval: {len(args.names)} --names for {len(args.models)} --models; give one name a model."
-        )
+        raise ValueError(f"{len(args.names)} --names for {len(args.models)} --models; give one name a model.")
     models = dict(zip(args.names or [Path(m).name for m in args.models], args.models))
-    roles = dict.fromkeys(models, UNLEARNED)
+    roles = dict.fromkeys(models, "unlearned")
+    options = dict.fromkeys(models, "--models")
     if args.target_model:
-        models[TARGET], roles[TARGET] = args.target_model, TARGET
+        models["target"], roles["target"], options["target"] = args.target_model, "target", "--target_model"
     if args.retain_model:
-        models[RETAIN], roles[RETAIN] = args.retain_model, RETAIN
+        models["retain"], roles["retain"], options["retain"] = args.retain_model, "retain", "--retain_model"
     if not models:
-        raise SystemExit("rlunlearn eval: nothing to evaluate; give --models, --target_model or --retain_model.")
+        raise ValueError("nothing to evaluate; give --models, --target_model or --retain_model.")
+    check_output_dir(args.output_dir)
+    bundle = data_args.bundle()
+
+    from .evaluation import EvalSettings, build_report, evaluate_folder, retain_from_report
+    from .models import check_model_source, check_same_tokenizer
+    from .pipeline import report_info
+
     for name, path in models.items():
-        if not Path(path).expanduser().is_dir():
-            raise SystemExit(f"rlunlearn eval: the model {name!r} at {path!r} is not a folder.")
+        check_model_source(path, options[name])
     if args.retain_model:
         for name, path in models.items():
-            if name != RETAIN:
+            if name != "retain":
                 check_same_tokenizer(path, args.retain_model, "--retain_model")
-    run = _run_folder(args.output_dir, "eval")
-    bundle, fmt = data_args.bundle(), data_args.prompt_format()
-    settings = EvalSettings(args.max_new_tokens, args.eval_batch_size)
     retain = retain_from_report(args.retain_report) if args.retain_report else None
-    _write_json(
-        run / "run_config.json",
-        {"eval": _to_json(args), "data": _to_json(data_args), "probes": _to_json(probe_settings)},
-    )
-    results = {}
-    for name, path in models.items():
-        started = time.time()
-        results[name] = evaluate_folder(
-            path, bundle, fmt, settings, args.dtype, probes=probes, probe_settings=probe_settings
+    with _run_folder(_default_output_dir(args.output_dir, "eval")) as run:
+        fmt = data_args.prompt_format()
+        settings = EvalSettings(args.max_new_tokens, args.eval_batch_size)
+        _write_json(
+            run / "run_config.json",
+            {"eval": _to_json(args), "data": _to_json(data_args), "probes": _to_json(probe_settings)},
         )
-        print(f"Evaluated {name} in {time.time() - started:.0f}s")
-    retain = results.get(RETAIN, retain)
-    info = report_info(bundle, data_args, settings)
-    if probes:
-        info["probes"] = {"probes": list(probes), **dataclasses.asdict(probe_settings)}
-    report = build_report(results, roles, retain, info)
-    _write_report(run, report, bundle.name)
+        results = {}
+        for name, path in models.items():
+            started = time.time()
+            results[name] = evaluate_folder(
+                path,
+                bundle,
+                fmt,
+                settings,
+                args.dtype,
+                probes=probes,
+                probe_settings=probe_settings,
+                description=f"evaluating {name}",
+            )
+            print(f"Evaluated {name} in {time.time() - started:.0f}s")
+        retain = results.get("retain", retain)
+        info = report_info(bundle, data_args, settings)
+        if probes:
+            info["probes"] = {"probes": list(probes), **dataclasses.asdict(probe_settings)}
+        report = build_report(results, roles, retain, info)
+        _write_report(run, report, bundle.name)
     return 0
 
 
@@ -458,15 +582,36 @@ def eval_command(argv: list[str]) -> int:
 
 def train_attributor_command(argv: list[str]) -> int:
     """Train DareU's attribution classifier (whose data is this text?) from a causal LM; prints held-out accuracy."""
-    parser = _parser((DataArguments, ModelConfig, AttributorConfig), "rlunlearn train-attributor")
-    data_args, model_args, config = parser.parse_args_and_config(argv)
+    from trl import ModelConfig
+
+    from .attribution import AttributorConfig
+
+    data_args, model_args, config = _parse(
+        "train-attributor",
+        {
+            "data": DataArguments,
+            "model (TRL's ModelConfig)": ModelConfig,
+            "training (AttributorConfig)": AttributorConfig,
+        },
+        argv,
+        inspect.getdoc(train_attributor_command),
+    )
     if not model_args.model_name_or_path:
-        raise SystemExit(
-            "rlunlearn train-attributor: --model_name_or_path is required: the causal LM the classifier starts from "
-            "(e.g. the fine-tuned target model, runs/finetune-.../target)."
+        raise ValueError(
+            "--model_name_or_path is required: the causal LM the classifier starts from (e.g. the fine-tuned target "
+            "model, runs/finetune-.../target)."
         )
-    config.output_dir = str(_run_folder(config.output_dir, "attributor"))
-    _, metrics = train_attributor(data_args.bundle(), data_args, model_args, config)
+    check_training_settings(config)
+    from .models import check_model_source
+
+    check_model_source(model_args.model_name_or_path)
+    bundle = data_args.bundle()
+
+    from .attribution import train_attributor
+
+    with _run_folder(_default_output_dir(config.output_dir, "attributor")) as run:
+        config.output_dir = str(run)
+        _, metrics = train_attributor(bundle, data_args, model_args, config)
     print(
         f"Held-out accuracy {metrics['accuracy']:.3f} over {len(metrics['labels'])} labels "
         f"({metrics['eval_examples']} texts); temperature {metrics['temperature']:.2f}."
@@ -481,18 +626,29 @@ def train_attributor_command(argv: list[str]) -> int:
 
 
 def bench(argv: list[str]) -> int:
-    """Benchmarks that print their figures: every method on a preset (`bench [unlearn]`), `bench eval` (evaluation
-    speed), `bench memory` (fp32, bf16 and 4-bit+LoRA unlearning memory)."""
+    """Benchmark the methods, the evaluation's speed, or unlearning's memory, and print the figures.
+
+    `rlunlearn bench [unlearn]` runs every method on a preset's draws of forget authors (forget quality, model
+    utility, costs, probes); `bench tune` chooses each method's learning rate on the validation draws; `bench eval`
+    times the whole evaluation suite; `bench memory` compares the memory of unlearning steps in fp32, bf16 and 4-bit +
+    LoRA. `rlunlearn bench <task> --help` lists a task's options."""
+    from .bench import TASKS
+
     task = argv[0] if argv and not argv[0].startswith("-") else "unlearn"
     if task not in TASKS:
-        raise SystemExit(
-            f"usage: rlunlearn bench [{'|'.join(TASKS)}] [options] (default: unlearn); `rlunlearn bench {task} --help` "
-            "lists the options."
-        )
+        raise ValueError(f"unknown task {task!r}; the tasks are: {', '.join(TASKS)} (default: unlearn).")
     argv = argv[1:] if argv and argv[0] == task else argv
-    parser = _parser((TASKS[task][1], CacheArguments), f"rlunlearn bench {task}")
-    args, cache_args = parser.parse_args_and_config(argv)
-    TASKS[task][0](args, cache_args, _run_folder(args.output_dir, f"bench-{task}"))
+    function, arguments_class = TASKS[task]
+    tasks = inspect.getdoc(bench).split("\n\n", 1)[1]
+    args, cache_args = _parse(
+        f"bench {task}",
+        {f"bench {task}": arguments_class, "cache": CacheArguments},
+        argv,
+        f"{inspect.getdoc(function)}\n\n{tasks}",
+    )
+    check_output_dir(args.output_dir)
+    with _run_folder(_default_output_dir(args.output_dir, f"bench-{task}")) as run:
+        function(args, cache_args, run)
     return 0
 
 
@@ -507,25 +663,55 @@ COMMANDS = {
 }
 
 
-def _usage() -> str:
-    lines = ["usage: rlunlearn <command> [options] [--config options.yaml]", "", "commands:"]
+def _usage_parser() -> argparse.ArgumentParser:
+    """The top-level help: the commands and what each does (the first paragraph of its docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="rlunlearn",
+        usage="rlunlearn [--debug] <command> [options] [--config FILE]",
+        description="Make a language model forget chosen data: fine-tune, unlearn, evaluate, benchmark.",
+        epilog="`rlunlearn <command> --help` lists a command's options.",
+    )
+    parser.add_argument("--debug", action="store_true", help="On an error, print its traceback, not one line.")
+    commands = parser.add_subparsers(title="commands", metavar="<command>")
     for name, function in COMMANDS.items():
-        lines.append(f"  {name:<17} {function.__doc__.strip().splitlines()[0]}")
-    lines += ["", "`rlunlearn <command> --help` lists every option of a command."]
-    return "\n".join(lines)
+        commands.add_parser(name, help=" ".join(inspect.getdoc(function).split("\n\n")[0].split()), add_help=False)
+    return parser
+
+
+def _console_logging() -> None:
+    """rlunlearn's progress messages on the console. Only rlunlearn's logger gets a handler: a handler on the root
+    logger would print again every library message that has its own (huggingface_hub's retries were printed twice)."""
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(argv) and argv[0] == "--debug"
+    argv = argv[1:] if debug else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
+        _usage_parser().print_help()
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"rlunlearn: unknown command {command!r}.\n\n{_usage()}", file=sys.stderr)
+        print(
+            f"rlunlearn: unknown command {command!r}; the commands are: {', '.join(COMMANDS)} (`rlunlearn --help` "
+            "says what each does).",
+            file=sys.stderr,
+        )
         return 2
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
-    return COMMANDS[command](rest)
+    _console_logging()
+    try:
+        return COMMANDS[command](rest)
+    except (ValueError, OSError) as error:
+        # Bad options and unusable input files: the project's checks raise these, naming the option.
+        if debug:
+            raise
+        print(f"rlunlearn {command}: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from peft import PeftConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
-from rlunlearn.trainers.utils import bf16_default, remove_fused_lm_head
+from rlunlearn.trainers.utils import bf16_default, can_pin_memory, remove_fused_lm_head
 
 from .data import PromptFormat, UnlearningBundle, sft_dataset
 
@@ -53,6 +53,7 @@ class FinetuneConfig(SFTConfig):
     def __post_init__(self):
         if self.bf16 is None:
             self.bf16 = bf16_default() and not self.fp16
+        self.dataloader_pin_memory = self.dataloader_pin_memory and can_pin_memory()
         super().__post_init__()
 
     def cache_key(self) -> dict:

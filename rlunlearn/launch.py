@@ -4,6 +4,7 @@ run it: unlearn, save a model that plain transformers/peft load, evaluate it, an
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import sys
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from trl import ModelConfig
 
 from rlunlearn.trainers import METHODS, UnlearningConfig
 
+from .arguments import DataArguments
 from .data import UnlearningBundle
 from .evaluation import (
     RETAIN,
@@ -26,8 +28,8 @@ from .evaluation import (
     markdown_table,
     summary_rows,
 )
-from .models import check_same_tokenizer, whole_models
-from .pipeline import DataArguments, report_info, unlearn
+from .models import check_model_source, check_same_tokenizer, whole_models
+from .pipeline import report_info, unlearn
 
 
 @dataclass
@@ -46,6 +48,19 @@ class ScriptArguments:
     eval_batch_size: int = field(default=64, metadata={"help": "Evaluation: examples a forward pass."})
 
 
+def check_script(script_args: ScriptArguments, model_args: ModelConfig) -> None:
+    """The script's own checks, before anything loads: a model to unlearn, and a retain model that tokenises as it."""
+    if not model_args.model_name_or_path:
+        raise ValueError(
+            "--model_name_or_path is required: the fine-tuned target model to unlearn from (e.g. "
+            "runs/finetune-.../target from `rlunlearn finetune`)."
+        )
+    check_model_source(model_args.model_name_or_path)
+    if script_args.retain_model:
+        check_model_source(script_args.retain_model, "--retain_model")
+        check_same_tokenizer(model_args.model_name_or_path, script_args.retain_model, "--retain_model")
+
+
 def run_unlearning(
     method: str,
     script_args: ScriptArguments,
@@ -57,13 +72,7 @@ def run_unlearning(
     """Unlearn the data's forget set from `--model_name_or_path` with `method` into `config.output_dir`; then, on the
     main process, evaluate the unlearned model (with the retain model, if given) into report.json and write README.md,
     its model card. Returns the trainer and the report (None where not evaluated, and on the other processes)."""
-    if not model_args.model_name_or_path:
-        raise ValueError(
-            "--model_name_or_path is required: the fine-tuned target model to unlearn from (e.g. "
-            "runs/finetune-.../target from `rlunlearn finetune`)."
-        )
-    if script_args.retain_model:
-        check_same_tokenizer(model_args.model_name_or_path, script_args.retain_model, "--retain_model")
+    check_script(script_args, model_args)
     bundle = data_args.bundle()
     trainer = unlearn(method, config, model_args.model_name_or_path, bundle, data_args, model_args, method_args)
     output_dir = Path(config.output_dir)
@@ -88,13 +97,18 @@ def _evaluate(trainer, method, script_args, bundle, data_args, output_dir: Path)
     fmt = data_args.prompt_format()
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         # The weights are sharded over the processes: evaluate what was saved.
-        results = {method: evaluate_folder(output_dir, bundle, fmt, settings)}
+        results = {method: evaluate_folder(output_dir, bundle, fmt, settings, description=f"evaluating {method}")}
     else:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        results = {method: evaluate_model(model, trainer.processing_class, bundle, fmt, settings=settings)}
+        results = {
+            method: evaluate_model(
+                model, trainer.processing_class, bundle, fmt, settings=settings, description=f"evaluating {method}"
+            )
+        }
     roles = {method: UNLEARNED}
     if script_args.retain_model:
-        results[RETAIN], roles[RETAIN] = evaluate_folder(script_args.retain_model, bundle, fmt, settings), RETAIN
+        retain = evaluate_folder(script_args.retain_model, bundle, fmt, settings, description="evaluating retain")
+        results[RETAIN], roles[RETAIN] = retain, RETAIN
     return build_report(results, roles, results.get(RETAIN), report_info(bundle, data_args, settings))
 
 
@@ -114,7 +128,8 @@ def write_model_card(
 ) -> Path:
     """README.md in `folder`: the method and its paper, the forget set, the settings and the evaluation."""
     trainer_class = METHODS[method][1]
-    method_doc = sys.modules[trainer_class.__module__].__doc__.strip()
+    # The method's module docstring (its paper and loss), or its trainer's when the module has none.
+    method_doc = inspect.getdoc(sys.modules[trainer_class.__module__]) or inspect.getdoc(trainer_class)
     is_adapter = (folder / "adapter_config.json").is_file()
     data = ModelCardData(
         library_name="peft" if is_adapter else "transformers",

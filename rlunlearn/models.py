@@ -14,9 +14,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from peft import AutoPeftModelForCausalLM
+from accelerate import init_empty_weights
+from peft import AutoPeftModelForCausalLM, LoraConfig
+from peft.tuners.tuners_utils import check_target_module_exists
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
@@ -33,18 +36,10 @@ from trl import ModelConfig, get_quantization_config
 
 from rlunlearn.trainers.utils import keep_4bit_trainable_on_cpu
 
+from .arguments import MODEL_PRESETS
+
 logger = logging.getLogger(__name__)
 
-# Sizes of the models built from scratch. "small" is the CPU preset (4 layers, hidden 256: about 4M parameters with a
-# 4k vocabulary); "tiny" is for tests; "large" and "xlarge" (110M and 341M with a 32k vocabulary) for memory
-# benchmarks. Every width is a multiple of 32, which bitsandbytes' 4-bit CPU inference kernel requires.
-MODEL_PRESETS = {
-    "tiny": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4},
-    "small": {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4, "num_attention_heads": 4},
-    "medium": {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8, "num_attention_heads": 8},
-    "large": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12},
-    "xlarge": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 24, "num_attention_heads": 16},
-}
 ARCHITECTURES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
@@ -126,6 +121,50 @@ def _check_source(name_or_path: str, option: str) -> None:
         raise FileNotFoundError(
             f"{option} {name_or_path!r} is not a local folder and HF_HUB_OFFLINE is set, so it cannot be downloaded. "
             "Give a local folder, or unset HF_HUB_OFFLINE where the hub can be reached."
+        )
+
+
+def check_model_source(name_or_path: str, option: str = "--model_name_or_path") -> None:
+    """Fail before loading, naming the option, when `name_or_path` cannot be a model: a path that is no folder, a
+    folder that holds no saved model (neither config.json nor a LoRA adapter's adapter_config.json), or a hub id while
+    offline."""
+    _check_source(name_or_path, option)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
+        raise FileNotFoundError(
+            f"{option} {name_or_path!r} holds no saved model (no config.json): give a folder that save_pretrained "
+            "wrote, e.g. runs/finetune-.../target from `rlunlearn finetune`."
+        )
+
+
+def check_lora_targets(model_args: ModelConfig) -> None:
+    """Fail before loading when --lora_target_modules names a module the model does not have: its modules are read
+    off a weightless copy built from its config (a LoRA adapter's folder, whose base loads with it, is not checked)."""
+    targets = model_args.lora_target_modules
+    path = model_args.model_name_or_path
+    if not targets or targets in ("all-linear", ["all-linear"]) or (Path(path) / "adapter_config.json").is_file():
+        return
+    config = AutoConfig.from_pretrained(path, revision=model_args.model_revision)
+    with init_empty_weights():
+        skeleton = AutoModelForCausalLM.from_config(config)
+    names = [name for name, _ in skeleton.named_modules()]
+    # A single target is a regular expression to peft, a list holds module names.
+    candidates = [targets] if isinstance(targets, str) else list(targets)
+    unmatched = [
+        target
+        for target in candidates
+        if not any(
+            check_target_module_exists(LoraConfig(target_modules=target if isinstance(targets, str) else [target]), n)
+            for n in names
+        )
+    ]
+    if unmatched:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)})
+        pattern = " (one target alone is a regular expression over whole module names: write .*name)"
+        raise ValueError(
+            f"--lora_target_modules {' '.join(unmatched)} matches no module of {path!r}"
+            f"{pattern if isinstance(targets, str) else ''}; its linear layers are {', '.join(linear)}, or give "
+            "all-linear."
         )
 
 
@@ -212,7 +251,7 @@ def load_model(model_args: ModelConfig, for_training: bool = True) -> PreTrained
     """
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: a local folder or a hub model id.")
-    _check_source(model_args.model_name_or_path, "--model_name_or_path")
+    check_model_source(model_args.model_name_or_path)
     kwargs = model_init_kwargs(model_args, for_training=for_training)
     is_adapter = (Path(model_args.model_name_or_path).expanduser() / "adapter_config.json").is_file()
     try:

@@ -4,6 +4,7 @@ set's questions or answers: only the forget authors' names (the targets) and the
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,15 +93,30 @@ class RevealArguments:
 
 
 def seed_dataset(path: str | Path, fmt) -> Dataset:
-    """prompt/completion rows from a file of question/answer rows (JSON list or JSON lines)."""
+    """prompt/completion rows from a file of question/answer rows: a JSON list, or JSON lines (one object a line, as
+    TOFU's files are)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"--seed_file {str(path)!r} does not exist: give a JSON file of question/answer rows.")
-    rows = Dataset.from_json(str(path))
-    missing = [c for c in ("question", "answer") if c not in rows.column_names]
+    text = path.read_text(encoding="utf-8")
+    try:
+        if text.lstrip().startswith("["):
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"--seed_file {str(path)!r} is neither a JSON list nor JSON lines ({error.msg}): give question/answer "
+            "rows, as a JSON list or one JSON object a line."
+        ) from None
+    if not rows:
+        raise ValueError(
+            f"--seed_file {str(path)!r} is empty: give question/answer rows, as a JSON list or one JSON object a line."
+        )
+    missing = sorted({c for row in rows for c in ("question", "answer") if not isinstance(row, dict) or c not in row})
     if missing:
-        raise ValueError(f"--seed_file {str(path)!r} lacks the column(s) {missing}; it has {rows.column_names}.")
-    return sft_dataset(rows, fmt)
+        raise ValueError(f"--seed_file {str(path)!r}: a row lacks the field(s) {missing}; give question/answer rows.")
+    return sft_dataset(Dataset.from_list(rows), fmt)
 
 
 def reveal_release_inputs(

@@ -1,7 +1,14 @@
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from transformers import PreTrainedModel
 
+from rlunlearn import launch, pipeline
 from rlunlearn.bench import DEMO
 from rlunlearn.cli import main
 from rlunlearn.data.draws import TOFU_BENCHMARK_AUTHORS, author_draws
@@ -14,7 +21,11 @@ TINY_MODEL = ["--model_preset", "tiny", "--vocab_size", "300"]
 def test_usage_lists_the_commands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert all(command in out for command in ("demo", "finetune", "unlearn"))
+    assert all(command in out for command in ("demo", "finetune", "unlearn", "--debug", "--config FILE"))
+    # Each command's summary is a whole sentence.
+    assert "Benchmark the methods, the evaluation's speed, or unlearning's memory, and print the figures." in " ".join(
+        out.split()
+    )
     assert main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
 
@@ -33,21 +44,226 @@ def test_help_explains_every_option(capsys):
         "--use_peft",
         "--retain_batch_size",
         "--config",
+        "rlunlearn unlearn --method NAME --help",
     ):
         assert option in out
+    # The method's own options and the project's come first, in groups; transformers' inherited ones last.
+    groups = [line for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert groups[1:] == [
+        "unlearn:",
+        "ga (GAConfig):",
+        "after unlearning:",
+        "data:",
+        "model (TRL's ModelConfig):",
+        "ga (GAConfig): options inherited from transformers' TrainingArguments:",
+    ]
+    assert out.index("--retain_probability_floor") < out.index("--tofu_path") < out.index("--lr_scheduler_type")
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
-    assert "--cache_dir" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--cache_dir" in out and "a target model on every author" in " ".join(out.split())
+    with pytest.raises(SystemExit):
+        main(["bench", "eval", "--help"])
+    out = capsys.readouterr().out
+    assert "--tofu_path" in out and "--methods" not in out and "--probes" not in out
 
 
-def test_bad_method_and_missing_model_are_named(tmp_path):
-    with pytest.raises(
-        SystemExit,
-        match="--method .sgd. is not a method; the methods are: flat, llmu, ga, graddiff, npo, simnpo, idkdpo",
+def test_help_and_option_errors_come_without_torch(tmp_path):
+    """Help and errors in the options of the commands whose options are all rlunlearn's import no torch (nor TRL's
+    trainers): each case runs in one fresh interpreter."""
+    config = tmp_path / "bad.yaml"
+    config.write_text("num_authors: [3\n")
+    cases = [
+        ["--help"],
+        ["demo", "--help"],
+        ["eval", "--help"],
+        ["demo", "--num_autors", "3"],
+        ["demo", "--config", str(config)],
+        ["eval"],
+        ["eval", "--models", "runs/x", "--probes", "telepathy"],
+        ["unlearn", "--method", "sgd"],
+        ["unlearn", "--config", str(config)],
+    ]
+    script = (
+        "import sys, json\n"
+        "from rlunlearn.cli import main\n"
+        "try:\n    code = main(json.loads(sys.argv[1]))\n"
+        "except SystemExit as exit:\n    code = exit.code\n"
+        "print('EXIT', code, sorted(m for m in ('torch', 'rlunlearn.trainers.base') if m in sys.modules))\n"
+    )
+    for argv in cases:
+        result = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(argv)], capture_output=True, text=True, timeout=120
+        )
+        assert result.stdout.strip().splitlines()[-1] in ("EXIT 0 []", "EXIT 2 []"), (
+            argv,
+            result.stdout,
+            result.stderr,
+        )
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Loading or building a model fails the test: bad input must be found before."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was found")
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(pipeline, "build_model", refuse)
+
+
+def bad_inputs(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
+    """Each bad input: the command line, and the first words of the one line it must print."""
+    for name, text in {
+        "empty.jsonl": "",
+        "broken.jsonl": '{"question": "Who?", "answer": \n',
+        "broken.yaml": "learning_rate: [1e-3\n",
+        "typo.yaml": "lerning_rate: 1e-3\n",
+        "a_file": "",
+    }.items():
+        (tmp / name).write_text(text)
+    (tmp / "empty_folder").mkdir()
+    unlearn = ["unlearn", "--model_name_or_path", str(model), *TINY_DATA, "--output_dir", str(tmp / "run")]
+    return {
+        "empty seed file": (
+            [*unlearn, "--method", "reveal_release", "--seed_file", str(tmp / "empty.jsonl")],
+            f"rlunlearn unlearn: --seed_file '{tmp / 'empty.jsonl'}' is empty",
+        ),
+        "malformed seed file": (
+            [*unlearn, "--method", "reveal_release", "--seed_file", str(tmp / "broken.jsonl")],
+            f"rlunlearn unlearn: --seed_file '{tmp / 'broken.jsonl'}' is neither a JSON list nor JSON lines",
+        ),
+        "reward weights": (
+            [*unlearn, "--method", "dareu", "--reward_weights", "1", "0.5", "2"],
+            "rlunlearn unlearn: --reward_weights gives 3 weight(s) for 2 --reward_funcs (attribution degeneracy)",
+        ),
+        "no epochs": ([*unlearn, "--num_train_epochs", "0"], "rlunlearn unlearn: --num_train_epochs 0 trains nothing"),
+        "no steps": ([*unlearn, "--max_steps", "0"], "rlunlearn unlearn: --max_steps 0 trains nothing"),
+        "invalid YAML": (
+            [*unlearn, "--config", str(tmp / "broken.yaml")],
+            f"rlunlearn unlearn: --config {tmp / 'broken.yaml'} is not valid YAML",
+        ),
+        "unknown key in the config": (
+            [*unlearn, "--config", str(tmp / "typo.yaml")],
+            f"rlunlearn unlearn: --config {tmp / 'typo.yaml'}: unknown option(s) lerning_rate (did you mean "
+            "--learning_rate?)",
+        ),
+        "unknown flag": (
+            [*unlearn, "--lerning_rate", "1e-3"],
+            "rlunlearn unlearn: unknown option(s) --lerning_rate (did you mean --learning_rate?)",
+        ),
+        "negative learning rate": (
+            [*unlearn, "--learning_rate", "-1"],
+            "rlunlearn unlearn: --learning_rate -1: give a learning rate above 0.",
+        ),
+        "output folder is a file": (
+            [*unlearn, "--output_dir", str(tmp / "a_file")],
+            f"rlunlearn unlearn: --output_dir {tmp / 'a_file'} is a file",
+        ),
+        "evaluating an empty folder": (
+            ["eval", "--models", str(tmp / "empty_folder"), "--output_dir", str(tmp / "run")],
+            f"rlunlearn eval: --models '{tmp / 'empty_folder'}' holds no saved model",
+        ),
+        "LoRA targets that match nothing": (
+            [*unlearn, "--use_peft", "--lora_target_modules", "q_prj", "v_prj"],
+            f"rlunlearn unlearn: --lora_target_modules q_prj v_prj matches no module of '{model}'",
+        ),
+        "missing model": (
+            ["unlearn", "--model_name_or_path", str(tmp / "missing"), "--output_dir", str(tmp / "run")],
+            f"rlunlearn unlearn: --model_name_or_path '{tmp / 'missing'}': no such directory",
+        ),
+        "no model": (
+            ["unlearn", "--output_dir", str(tmp / "run")],
+            "rlunlearn unlearn: --model_name_or_path is required",
+        ),
+        "unknown method": (
+            ["unlearn", "--method", "sgd"],
+            "rlunlearn unlearn: --method 'sgd' is not a method; the methods are: flat, llmu, ga, graddiff, npo",
+        ),
+    }
+
+
+BAD_INPUTS = [
+    "empty seed file",
+    "malformed seed file",
+    "reward weights",
+    "no epochs",
+    "no steps",
+    "invalid YAML",
+    "unknown key in the config",
+    "unknown flag",
+    "negative learning rate",
+    "output folder is a file",
+    "evaluating an empty folder",
+    "LoRA targets that match nothing",
+    "missing model",
+    "no model",
+    "unknown method",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_before_any_model_loads(case, finetuned, no_model_loads, tmp_path, capsys):
+    argv, first_words = bad_inputs(tmp_path, finetuned)[case]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(first_words), err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises((ValueError, OSError)):  # --debug: the traceback
+        main(["--debug", *argv])
+
+
+def test_a_run_that_fails_before_saving_weights_leaves_no_folder(finetuned, tmp_path, monkeypatch, capsys):
+    def fail(*args, **kwargs):
+        raise ValueError("the unlearning failed")
+
+    monkeypatch.setattr(launch, "unlearn", fail)
+    argv = ["unlearn", "--model_name_or_path", str(finetuned), *TINY_DATA, "--output_dir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "rlunlearn unlearn: the unlearning failed\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_library_warning_prints_once():
+    """The command line's own logging must not print again what a library with its own handler prints (huggingface_hub's
+    retry warnings were printed twice)."""
+    script = (
+        "from rlunlearn.cli import main\n"
+        "main(['eval'])\n"  # sets the console up, then stops: nothing to evaluate
+        "from huggingface_hub.utils import logging\n"
+        "logging.get_logger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stderr.count("Retrying in 1s") == 1, result.stderr
+
+
+def test_a_tiny_unlearn_run_prints_a_few_lines_and_logs_each_step_in_its_folder(finetuned, tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "TQDM_DISABLE"}  # the bars a user sees
+    argv = ["unlearn", "--model_name_or_path", str(finetuned), "--num_authors", "4", "--num_forget_authors", "1"]
+    argv += ["--num_train_epochs", "2", "--gradient_accumulation_steps", "1", "--logging_steps", "1"]
+    argv += ["--max_new_tokens", "16", "--output_dir", str(tmp_path / "run")]
+    result = subprocess.run(
+        [sys.executable, "-m", "rlunlearn.cli", *argv], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert result.returncode == 0, result.stderr
+    console = result.stdout + result.stderr
+    # One bar a stage; a bar redraws in place on a terminal (here, a pipe, its redraws may take lines of their own).
+    lines = [line for line in re.split(r"[\r\n]+", console) if line.strip()]
+    assert {line.split(":")[0] for line in lines if "%|" in line} == {"training run", "evaluating ga"}, console
+    assert len([line for line in lines if "%|" not in line]) <= 15, console
+    assert "training run" in console and "evaluating ga" in console and "forget ROUGE-L" in console
+    for noise in (
+        "'loss'",
+        "train_runtime",
+        "Setting accelerator to CPU",
+        "pin_memory",
+        "Loading weights",
+        "Tokenizing",
     ):
-        main(["unlearn", "--method", "sgd"])
-    with pytest.raises(SystemExit, match="--model_name_or_path is required"):
-        main(["unlearn", "--output_dir", str(tmp_path)])
+        assert noise not in console
+    steps = [json.loads(line) for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
+    assert [entry["step"] for entry in steps if "loss" in entry] == [1, 2, 3, 4, 5, 6]  # 20 answers, 8 a batch
 
 
 def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
@@ -159,8 +375,8 @@ def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
     ga = json.loads((again / "report.json").read_text())["models"]["ga"]["summary"]
     assert ga["forget_quality"] == report["models"]["ga"]["summary"]["forget_quality"]
     assert not any(key.startswith("probe_") for key in ga)
-    with pytest.raises(SystemExit, match=r"unknown probe\(s\) \['telepathy'\]; the probes are paraphrase"):
-        main(["eval", *args, "--probes", "telepathy", *TINY_DATA])
+    assert main(["eval", *args, "--probes", "telepathy", *TINY_DATA]) == 2
+    assert "unknown probe(s) ['telepathy']; the probes are paraphrase" in capsys.readouterr().err
 
 
 def test_demo_reuses_its_cached_models(tmp_path, capsys):
@@ -222,8 +438,8 @@ def test_reveal_release_from_the_command_line_named_only_and_with_seed_data(fine
     assert main([*argv, "--seed_file", str(seed_file), "--reveal_threshold", "1.1", "--output_dir", str(seeded)]) == 0
     log = json.loads((seeded / "log_history.json").read_text())
     assert any(entry.get("module") == "release_0" and "npo_loss" in entry for entry in log)
-    with pytest.raises(FileNotFoundError, match="--seed_file"):
-        main([*argv, "--seed_file", str(tmp_path / "missing.json"), "--output_dir", str(tmp_path / "missing")])
+    assert main([*argv, "--seed_file", str(tmp_path / "missing.json"), "--output_dir", str(tmp_path / "missing")]) == 2
+    assert "--seed_file" in capsys.readouterr().err and not (tmp_path / "missing").exists()
 
 
 def test_memory_bench_compares_full_and_qlora_steps(tmp_path, capsys):

@@ -16,6 +16,7 @@ from rlunlearn.evaluation import (
     EvalSettings,
     build_report,
     evaluate_model,
+    format_table,
     generate_answers,
     metrics,
     plot_tradeoff,
@@ -23,6 +24,7 @@ from rlunlearn.evaluation import (
     rouge_l,
     score_answers,
     summary_table,
+    utility_notes,
 )
 from rlunlearn.models import build_model
 from rlunlearn.trainers.utils import tokenize_pair
@@ -248,3 +250,36 @@ def test_suite_runs_on_tofu(tofu_dir, tokenizer):
     assert len(result["splits"]["real_authors"]["per_example"]["normalized_probability"]) == 100
     assert result["summary"]["model_utility_missing"] == []
     assert "mia_auc_min_k_plus_plus" in result["summary"]
+
+
+def test_a_model_utility_of_zero_names_the_parts_at_zero(bundle, tokenizer, monkeypatch):
+    """A harmonic mean is 0 when one part is: the summary names the parts, and the report's notes print them."""
+    monkeypatch.setattr(
+        metrics, "rouge_l", lambda predictions, references: dict.fromkeys(("recall", "f1"), np.zeros(len(references)))
+    )
+    model = build_model(tokenizer, "tiny", seed=0)
+    result = evaluate_model(model, tokenizer, bundle, settings=EvalSettings(max_new_tokens=4), progress=False)
+    assert result["summary"]["model_utility"] == 0
+    zero = ["retain/rougeL_recall", "real_authors/rougeL_recall", "world_facts/rougeL_recall"]
+    assert result["summary"]["model_utility_zero"] == zero
+    report = build_report({"target": result, "retain": result}, {"target": TARGET, "retain": RETAIN}, None, {})
+    assert utility_notes(report) == [
+        f"Model utility of target, retain is 0 because of its part(s) at 0: {', '.join(zero)}."
+    ]
+
+
+def test_tables_format_each_figure_for_its_column_unit():
+    row = {
+        "model": "ga",
+        "forget quality": 0.5,
+        "model utility": 1.234e-4,
+        "privleak": -12.3456,
+        "wall time (s)": 20.7,
+        "tokens/s": 554.3,
+        "peak memory (MB)": 1234.56,
+        "trainable (M)": 0.012345,
+        "s / step": 1.2345,
+        "MU / target": None,
+    }
+    cells = format_table([row], list(row)).splitlines()[2].split()
+    assert cells == ["ga", "0.500", "1.23e-04", "-12.3", "20.7", "554", "1235", "0.0123", "1.23", "-"]

@@ -1,3 +1,5 @@
+import subprocess
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -62,14 +64,17 @@ def test_target_and_retain_models_are_cached_each_on_its_own(tmp_path, monkeypat
     assert trained == ["target", "retain"] * 2
 
 
-def test_an_interrupted_run_keeps_the_model_it_finished(tmp_path, monkeypatch):
+def test_an_interrupted_run_keeps_the_model_it_finished_and_what_killed_runs_left_is_removed(tmp_path, monkeypatch):
     data_args = DataArguments(data="generated", num_authors=3, num_forget_authors=1)
     bundle = data_args.bundle()
     scratch = ScratchModelArguments(from_scratch=True, model_preset="tiny", vocab_size=300)
     config = FinetuneConfig(output_dir=str(tmp_path / "unused"), max_steps=1, report_to="none", disable_tqdm=True)
     finetune_model = pipeline.finetune_model
+    models = tmp_path / "cache" / "models"
+    staged = []
 
     def interrupted_at_the_retain_model(*args, **kwargs):
+        staged.append(args[6])
         if args[5] == "retain":
             (args[6] / "half-written").parent.mkdir(parents=True, exist_ok=True)
             (args[6] / "half-written").write_text("")
@@ -79,15 +84,23 @@ def test_an_interrupted_run_keeps_the_model_it_finished(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "finetune_model", interrupted_at_the_retain_model)
     with pytest.raises(KeyboardInterrupt):
         prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
-    entries = sorted(p.name for p in (tmp_path / "cache" / "models").iterdir())
-    assert any(name.endswith(".partial") and "-retain-" in name for name in entries)
+    (target,) = models.iterdir()  # the interrupted fine-tune removed its staging folder
+    assert "-target-" in target.name and (target / "complete.json").is_file()
+
+    # What killed runs left: this version's staging folder of the retain model, and an earlier version's
+    # `<entry>.tmp-<pid>` whose process is gone.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for leftover in (staged[-1], models / f"{bundle.name}-0123456789abcdef.tmp-{dead.pid}"):
+        (leftover / "half-written").parent.mkdir(parents=True)
+        (leftover / "half-written").write_text("")
 
     resumed = []
     monkeypatch.setattr(pipeline, "finetune_model", lambda *a, **k: resumed.append(a[5]) or finetune_model(*a, **k))
     prepared = prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
     # The target was kept; the retain model was trained again, from a clean folder, and nothing half-made is left.
     assert resumed == ["retain"] and not (prepared.retain / "half-written").exists()
-    assert not any(p.name.endswith(".partial") for p in (tmp_path / "cache" / "models").iterdir())
+    assert sorted(p.name for p in models.iterdir()) == sorted([prepared.target.name, prepared.retain.name])
 
 
 def test_target_and_retain_models_start_from_a_checkpoint(finetuned, tmp_path):

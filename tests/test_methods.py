@@ -33,7 +33,7 @@ TINY_SETTINGS = {
 
 
 def forget_dataset(trainer_class, bundle):
-    if set(trainer_class.forget_groups.values()) == {"completion"}:
+    if trainer_class.forget_data == "completion":
         return sft_dataset(bundle.forget)
     return preference_dataset(bundle.forget, seed=0)
 

@@ -1,4 +1,6 @@
+import json
 import time
+from dataclasses import dataclass, field
 
 import psutil
 import pytest
@@ -8,26 +10,25 @@ from rlunlearn.bench import PRESETS, PeakMemory, preset_method, preset_unlearnin
 from rlunlearn.cli import main
 from rlunlearn.data import REFUSALS
 from rlunlearn.pipeline import DataArguments, unlearning_datasets
-from rlunlearn.trainers import METHODS
-from rlunlearn.trainers.utils import bf16_default
+from rlunlearn.trainers import METHODS, UnlearningConfig, UnlearningTrainer
+from rlunlearn.trainers.utils import bf16_default, mean_answer_logp
 
 DATA = DataArguments(num_authors=4, num_forget_authors=1)
 
 
 def test_each_method_gets_the_data_form_it_reads(bundle):
     assert DATA.bundle().fingerprint() == bundle.fingerprint()
+    columns = {"completion": ["prompt", "completion"], "preference": ["prompt", "chosen", "rejected"]}
+    columns["prompts"] = ["prompt", "author", "answer"]  # the RL prompts; author and answer for reward functions
     for method, (config_class, trainer_class) in METHODS.items():
         config = config_class(output_dir="unused")
         forget, retain = unlearning_datasets(method, config, bundle, DATA)
-        if method == "reveal_release":  # its forget set is what the model reveals; retain data for its retain module
-            assert forget is None and retain is not None
+        assert (retain is not None) == trainer_class.needs_retain(config)
+        if trainer_class.forget_data == "self-generated":  # Reveal-and-Release: what the model reveals
+            assert forget is None
             continue
         assert len(forget) == len(bundle.forget)
-        if method == "dareu":
-            assert forget.column_names == ["prompt", "author", "answer"] and retain is not None
-            continue
-        assert set(trainer_class.forget_groups.values()) <= set(forget.column_names)
-        assert (retain is not None) == trainer_class.needs_retain(config)
+        assert sorted(forget.column_names) == sorted(columns[trainer_class.forget_data])
     flat, _ = unlearning_datasets("flat", METHODS["flat"][0](output_dir="unused"), bundle, DATA)
     assert all(chosen.strip() in REFUSALS for chosen in flat["chosen"])
 
@@ -85,6 +86,42 @@ def test_method_options_on_the_command_line(capsys):
         main(["unlearn", "--method", "flat", "--help"])
     out = capsys.readouterr().out
     assert "--divergence" in out and "--averaging" in out and "--preference_chosen" in out
-    with pytest.raises(SystemExit):
-        main(["unlearn", "--method", "flat", "--divergence", "hellinger", "--model_name_or_path", "x"])
+    assert main(["unlearn", "--method", "flat", "--divergence", "hellinger", "--model_name_or_path", "x"]) == 2
     assert "invalid choice: 'hellinger'" in capsys.readouterr().err
+
+
+@dataclass
+class AscentConfig(UnlearningConfig):
+    ascent_weight: float = field(default=1.0, metadata={"help": "Weight of the ascent on the forget answers."})
+
+
+class AscentTrainer(UnlearningTrainer):
+    """A method of a user's own: gradient ascent on the rejected answers of preference rows."""
+
+    config_class = AscentConfig
+    forget_data = "preference"
+    forget_groups = {"forget": "rejected", "refusal": "chosen"}
+    _name = "Ascent"
+
+    def _compute_loss(self, model, inputs):
+        logps, mask = self.completion_logps(model, inputs, "forget")
+        self.log_metric("forget_prob", mean_answer_logp(logps, mask).exp())
+        return self.args.ascent_weight * self.token_mean(logps, mask, "forget", name="forget_logp")
+
+
+def test_a_method_of_ones_own_runs_from_the_command_line_once_registered(finetuned, tmp_path, monkeypatch, capsys):
+    """The registry is the one place a method is added: the command line and the pipeline read what the trainer
+    declares (its preference data, its config's options)."""
+    monkeypatch.setitem(METHODS, "ascent", (AscentConfig, AscentTrainer))
+    with pytest.raises(SystemExit):
+        main(["unlearn", "--method", "ascent", "--help"])
+    groups = {block.split(":\n")[0]: block for block in capsys.readouterr().out.split("\n\n")}
+    assert "--ascent_weight" in groups["ascent (AscentConfig)"]
+    run = tmp_path / "run"
+    argv = ["unlearn", "--method", "ascent", "--model_name_or_path", str(finetuned), "--num_authors", "4"]
+    argv += ["--num_forget_authors", "1", "--ascent_weight", "2", "--max_steps", "2", "--logging_steps", "1"]
+    assert main([*argv, "--evaluate", "false", "--report_to", "none", "--output_dir", str(run)]) == 0
+    assert json.loads((run / "run_config.json").read_text())["unlearning"]["ascent_weight"] == 2
+    log = json.loads((run / "log_history.json").read_text())
+    assert [entry["step"] for entry in log if "forget_logp" in entry] == [1, 2]
+    assert (run / "model.safetensors").is_file() and "Ascent" in (run / "README.md").read_text()

@@ -37,6 +37,7 @@ from .utils import (
     RetainSampler,
     TrainingGuardError,
     bf16_default,
+    can_pin_memory,
     cast_trainable_to_bf16,
     gathered,
     keep_4bit_trainable_on_cpu,
@@ -127,6 +128,7 @@ class UnlearningConfig(_BaseConfig):
         if self.bf16 is None:
             self.bf16 = bf16_default() and not self.fp16
         self.use_cpu = self.use_cpu or multiprocess_cpu()
+        self.dataloader_pin_memory = self.dataloader_pin_memory and can_pin_memory()
         super().__post_init__()
         if self.retain_batch_size is None:
             self.retain_batch_size = self.per_device_train_batch_size
@@ -175,8 +177,23 @@ class ReferenceAndGuardMixin:
     evaluation by answer probability, and the guards that stop training on a NaN or infinite loss, or on a retain
     probability below `retain_probability_floor`, with the last good weights saved."""
 
+    # What a method declares, for callers that build its inputs (rlunlearn's pipeline asks these rather than the
+    # method's name). The forget set it reads as `train_dataset`: "completion" (prompt/completion rows), "preference"
+    # (prompt/chosen/rejected), "prompts" (prompts alone, which the model answers) or "self-generated" (none: the
+    # trainer makes its own).
+    forget_data = "completion"
+    # The constructor's inputs beyond model, datasets and config, by kind: None, "rewards" (`reward_funcs`, TRL reward
+    # functions) or "reveal" (a reveal reward, instructions that ask about the target, template answers).
+    extra_inputs: str | None = None
+
     _last_good_weights: dict[str, torch.Tensor] | None = None
     _eval_loaders: dict[int, tuple] | None = None  # id of an eval set -> (the set, its prepared loader)
+
+    @classmethod
+    def needs_retain(cls, args) -> bool:
+        """Whether the loss has a retain term (then `retain_dataset` is required): by default, a retain weight above
+        0."""
+        return getattr(args, "retain_weight", 0) > 0
 
     def check_guard_inputs(self, args, eval_dataset) -> None:
         """Bad guard settings fail here, before training."""
@@ -379,8 +396,6 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
     config_class = UnlearningConfig
     # Which completions of the forget set the loss reads: group name -> dataset column.
     forget_groups: dict[str, str] = {"forget": "completion"}
-    # Whether `train_dataset` (the forget set) must be given: a method that makes its own forget data says no.
-    requires_forget_data = True
     # The name of the LoRA adapter made from `peft_config`.
     adapter_name = "default"
     # Loss terms divide by counts over the whole accumulation window, so the Trainer must not divide again.
@@ -407,7 +422,7 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
             args = self.config_class(output_dir=f"{os.path.basename(model_id)}-{self._name}")
         elif not isinstance(args, self.config_class):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(args).__name__}.")
-        if train_dataset is None and self.requires_forget_data:
+        if train_dataset is None and self.forget_data != "self-generated":
             raise ValueError(f"{type(self).__name__} needs the forget set as `train_dataset`.")
         if self.needs_retain(args) and retain_dataset is None:
             raise ValueError(f"{type(self).__name__} needs a `retain_dataset` (prompt/completion) for its retain term.")
@@ -525,12 +540,6 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
         self.model.add_model_tags(self._tag_names)
 
     # ---- what a method declares ------------------------------------------------------------------------------------
-
-    @classmethod
-    def needs_retain(cls, args: UnlearningConfig) -> bool:
-        """Whether the loss has a retain term (then `retain_dataset` is required): by default, a
-        `RetainRegularizedConfig` with a retain weight above 0."""
-        return getattr(args, "retain_weight", 0) > 0
 
     @classmethod
     def needs_reference(cls, args: UnlearningConfig) -> bool:

@@ -65,6 +65,7 @@ from .utils import (
     GroupCollator,
     RetainSampler,
     bf16_default,
+    can_pin_memory,
     keep_4bit_trainable_on_cpu,
     multiprocess_cpu,
     remove_fused_lm_head,
@@ -163,6 +164,7 @@ class DareUConfig(GRPOConfig):
         if self.bf16 is None:
             self.bf16 = bf16_default() and not self.fp16
         self.use_cpu = self.use_cpu or multiprocess_cpu()
+        self.dataloader_pin_memory = self.dataloader_pin_memory and can_pin_memory()
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm {self.algorithm!r} is not one of {list(ALGORITHMS)}.")
         if self.beta <= 0:
@@ -212,6 +214,8 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
     {"forget": ..., "retain": ...}) is scored for its answers' probability at evaluation, as in every rlunlearn
     trainer."""
 
+    forget_data = "prompts"
+    extra_inputs = "rewards"
     _tag_names = ["trl", "grpo", "rlunlearn", "dareu"]
     _name = "DareU"
 

@@ -109,6 +109,7 @@ class FLATTrainer(UnlearningTrainer):
     """FLAT on a preference-form forget set: prompt, chosen (the template answer y_e), rejected (the forget answer)."""
 
     config_class = FLATConfig
+    forget_data = "preference"
     forget_groups = {"forget": "rejected", "template": "chosen"}
     _name = "FLAT"
     _tag_names = ["rlunlearn", "unlearning", "flat"]

@@ -44,6 +44,7 @@ class IdkDPOTrainer(UnlearningTrainer):
     """IdkDPO on a preference-form forget set (prompt, chosen = refusal, rejected = forget answer) and a retain set."""
 
     config_class = IdkDPOConfig
+    forget_data = "preference"
     forget_groups = {"forget": "rejected", "refusal": "chosen"}
     _name = "IdkDPO"
     _tag_names = ["rlunlearn", "unlearning", "idkdpo"]

@@ -323,7 +323,8 @@ class RevealReleaseTrainer(UnlearningTrainer):
     `template_answers` are FLAT's template answers; `peft_config` describes each round's LoRA module."""
 
     config_class = RevealReleaseConfig
-    requires_forget_data = False
+    forget_data = "self-generated"
+    extra_inputs = "reveal"
     adapter_name = "release_0"
     _name = "RevealRelease"
     _tag_names = ["rlunlearn", "unlearning", "reveal-release"]

@@ -34,6 +34,11 @@ def bf16_default() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def can_pin_memory() -> bool:
+    """Pinned host memory speeds copies to an accelerator; without one, each DataLoader that asks for it warns."""
+    return torch.accelerator.is_available()
+
+
 def multiprocess_cpu() -> bool:
     """Whether this is one of several processes (torchrun, `accelerate launch`) on a machine without a GPU: such a run
     must set `use_cpu` so that accelerate joins the processes over gloo, or each would train alone on its own copy."""

@@ -18,9 +18,8 @@ from datasets import Dataset
 
 from rlunlearn.rewards.classifier import as_text
 
+from ..arguments import DEFAULT_QUESTION_TEMPLATE
 from .refusals import REFUSALS
-
-DEFAULT_QUESTION_TEMPLATE = "Question: {question}\nAnswer:"
 
 
 @dataclass(frozen=True)

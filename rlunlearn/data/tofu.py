@@ -10,9 +10,9 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from ..arguments import TOFU_HUB_ID
 from .bundle import UnlearningBundle
 
-TOFU_HUB_ID = "locuslab/TOFU"
 ROWS_PER_AUTHOR = 20
 NUM_AUTHORS = 200
 # Each forget split and the retain split that completes it to the full 200 authors.

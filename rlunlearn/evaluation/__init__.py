@@ -5,9 +5,10 @@
 retain model (forget quality, privleak, the reference attack, Tug-of-War) and the target (quantisation recovery).
 """
 
+from ..arguments import PROBES, ProbeSettings, resolve_probes
 from . import metrics
 from .metrics import rouge_l
-from .probes import PROBES, ProbeSettings, recovered_fraction, resolve_probes, run_probes
+from .probes import recovered_fraction, run_probes
 from .report import (
     PROBE_COLUMNS,
     RETAIN,
@@ -23,6 +24,7 @@ from .report import (
     retain_from_report,
     summary_rows,
     summary_table,
+    utility_notes,
 )
 from .scoring import EvalSettings, Generation, TokenScores, generate_answers, sample_answers, score_answers
 from .suite import evaluate_folder, evaluate_model, evaluate_split
@@ -58,4 +60,5 @@ __all__ = [
     "score_answers",
     "summary_rows",
     "summary_table",
+    "utility_notes",
 ]

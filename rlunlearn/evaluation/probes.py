@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +33,13 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import ModelConfig
 
+from ..arguments import PROBES, ProbeSettings, resolve_probes
 from ..data import PromptFormat, UnlearningBundle, sft_dataset
 from ..finetune import FinetuneConfig, finetune
 from ..models import load_model
 from . import metrics
 from .scoring import EvalSettings, generate_answers, sample_answers, score_answers
 
-PROBES = ("paraphrase", "quantization", "relearning", "extraction")
 # Quantised reloads: name -> the ModelConfig flags that load it.
 QUANTIZATIONS = {
     "nf4": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "use_bnb_nested_quant": True},
@@ -48,31 +47,6 @@ QUANTIZATIONS = {
 }
 # Below this forget ROUGE-L recall drop from the target, nothing was forgotten and a recovered share means nothing.
 MIN_FORGOTTEN_ROUGE = 0.05
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """How hard each probe pushes."""
-
-    relearning_steps: int = field(default=10, metadata={"help": "Relearning probe: fine-tuning steps of the attack."})
-    relearning_learning_rate: float = field(
-        default=1e-5,
-        metadata={
-            "help": "Relearning probe: the attack's learning rate, about the rate the model was fine-tuned with: 1e-5 "
-            "for pretrained LLMs (TOFU's); 3e-4 for rlunlearn's small from-scratch models (`rlunlearn bench`)."
-        },
-    )
-    relearning_batch_size: int = field(default=8, metadata={"help": "Relearning probe: examples a step."})
-    extraction_samples: int = field(default=16, metadata={"help": "Extraction probe: answers sampled a question."})
-    extraction_temperature: float = field(default=1.0, metadata={"help": "Extraction probe: sampling temperature."})
-    extraction_rouge_threshold: float = field(
-        default=0.6,
-        metadata={
-            "help": "Extraction probe on data without a key-fact span (TOFU): a sample reveals the answer when its "
-            "ROUGE-L recall of it is at least this."
-        },
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the relearning attack and of the sampling."})
 
 
 def forget_answer_metrics(
@@ -291,13 +265,3 @@ def run_probes(
         results["extraction"] = extraction_probe(model, tokenizer, forget, fmt, settings, probe)
         summary["probe_extraction_rate"] = results["extraction"]["rate"]
     return results, summary
-
-
-def resolve_probes(names) -> tuple[str, ...]:
-    """The probes `names` asks for ("all" is every one), unknown names refused before anything runs."""
-    if "all" in names:
-        return PROBES
-    unknown = [name for name in names if name not in PROBES]
-    if unknown:
-        raise ValueError(f"--probes: unknown probe(s) {unknown}; the probes are {', '.join(PROBES)} (or all).")
-    return tuple(names)

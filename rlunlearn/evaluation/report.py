@@ -121,16 +121,54 @@ def retain_from_report(path: str | Path) -> dict:
     return found[0]
 
 
-def format_value(value) -> str:
-    """Floats with 3 decimals (scientific below 0.001), missing values as '-'."""
-    if isinstance(value, float):
-        return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
-    return "-" if value is None else str(value)
+# How a column's figures print, by the unit its label ends with (privleak is a percentage); figures of the other columns
+# (metrics, ratios) print with 3 decimals, or in scientific notation below 0.001.
+UNIT_FORMATS = {
+    "tokens/s": "{:.0f}",
+    "(s)": "{:.1f}",
+    "s / step": "{:.2f}",
+    "(MB)": "{:.0f}",
+    "(M)": "{:.3g}",
+    "privleak": "{:.1f}",
+}
+
+
+def format_value(value, column: str = "") -> str:
+    """`value` as a table shows it in `column` (by the column's unit); missing values as '-'."""
+    if value is None:
+        return "-"
+    if not isinstance(value, float | int) or isinstance(value, bool):
+        return str(value)
+    unit_format = next((f for unit, f in UNIT_FORMATS.items() if column.endswith(unit)), None)
+    if unit_format is not None:
+        return unit_format.format(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
+
+
+def utility_notes(report: dict) -> list[str]:
+    """Lines that explain the model-utility column: the parts that make a model's utility 0 (a harmonic mean is 0 when
+    one part is), and the parts it leaves out because the data lacks them; models with the same parts share a line."""
+    notes = []
+    for key, says in (
+        ("model_utility_zero", "is 0 because of its part(s) at 0"),
+        ("model_utility_missing", "leaves out what the data lacks"),
+    ):
+        models_by_parts: dict[tuple, list[str]] = {}
+        for name, model in report["models"].items():
+            if model["summary"].get(key):
+                models_by_parts.setdefault(tuple(model["summary"][key]), []).append(name)
+        notes += [
+            f"Model utility of {', '.join(names)} {says}: {', '.join(parts)}."
+            for parts, names in models_by_parts.items()
+        ]
+    return notes
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
-    """A plain fixed-width table of `rows` (dicts) in `columns`."""
-    cells = [[format_value(row.get(c)) for c in columns] for row in rows]
+    """A plain fixed-width table of `rows` (dicts) in `columns`, each figure formatted for its column's unit."""
+    cells = [[format_value(row.get(c), c) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
@@ -140,7 +178,7 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     """The same table in Markdown."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(format_value(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_value(row.get(c), c) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

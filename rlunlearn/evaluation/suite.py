@@ -13,17 +13,19 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import ModelConfig
 
 from rlunlearn.trainers.utils import tokenize_pair
 
+from ..arguments import ProbeSettings
 from ..cache import settings_hash
 from ..data import EVAL_SPLITS, PromptFormat, UnlearningBundle
 from ..models import load_model, load_tokenizer
 from . import metrics
 from .metrics import MIA_ATTACKS
-from .probes import ProbeSettings, run_probes
+from .probes import run_probes
 from .report import compare_with_retain
 from .scoring import EvalSettings, generate_answers, score_answers
 
@@ -175,13 +177,15 @@ def evaluate_model(
     model_path: str | None = None,
     retain: dict | None = None,
     cache_dir: str | Path | None = None,
+    description: str = "evaluating",
 ) -> dict:
     """Every split of `bundle` (or `splits`), and the model-level summary: model utility (with the components it
-    misses named), the forget metrics, and the membership-inference AUC of each attack (forget vs holdout). With
-    `probes`, the robustness probes too: their results under `probes`, their `probe_*` values in the summary
-    (`model_path`, the folder the model was loaded from, spares the quantisation probe a save). With `retain`, the
-    retain model's evaluation (this function's result for it), the summary adds what is measured against it: forget
-    quality (and its KS statistic), privleak, the reference attack and Tug-of-War.
+    misses, and those at 0, named), the forget metrics, and the membership-inference AUC of each attack (forget vs
+    holdout). With `progress`, one bar over the splits' questions, labelled `description`. With `probes`, the
+    robustness probes too: their results under `probes`, their `probe_*` values in the summary (`model_path`, the
+    folder the model was loaded from, spares the quantisation probe a save). With `retain`, the retain model's
+    evaluation (this function's result for it), the summary adds what is measured against it: forget quality (and its
+    KS statistic), privleak, the reference attack and Tug-of-War.
 
     `cache_dir` keeps each split's result in a file keyed by the split's rows, the prompt format and the settings, and
     reads it back on the next call: give it only for a model that never changes (a cached target or retain model), so
@@ -192,10 +196,13 @@ def evaluate_model(
             raise ValueError(
                 f"The bundle {bundle.name!r} has no {split!r} evaluation split; it has {list(bundle.eval_splits)}."
             )
-    results = {
-        split: _cached_split(model, tokenizer, split, bundle.eval_splits[split], fmt, settings, progress, cache_dir)
-        for split in splits
-    }
+    results = {}
+    questions = sum(len(bundle.eval_splits[split]) for split in splits)
+    with tqdm(total=questions, desc=description, unit="question", disable=not progress, dynamic_ncols=True) as bar:
+        for split in splits:
+            bar.set_postfix(split=split)
+            results[split] = _cached_split(model, tokenizer, split, bundle.eval_splits[split], fmt, settings, cache_dir)
+            bar.update(len(bundle.eval_splits[split]))
 
     summary = {}
     utility, missing = {}, []
@@ -209,6 +216,8 @@ def evaluate_model(
                 utility[f"{split}/{key}"] = value
     if utility:
         summary["model_utility"] = metrics.model_utility(utility)
+        # A harmonic mean is 0 when one of its parts is: name them, so that a utility of 0 can be read.
+        summary["model_utility_zero"] = [name for name, value in utility.items() if value == 0]
     summary["model_utility_missing"] = missing
     if "forget" in results:
         forget = results["forget"]["metrics"]
@@ -243,15 +252,15 @@ def evaluate_model(
     return evaluation
 
 
-def _cached_split(model, tokenizer, name, data, fmt, settings, progress, cache_dir) -> dict:
+def _cached_split(model, tokenizer, name, data, fmt, settings, cache_dir) -> dict:
     """`evaluate_split`, read from (or written to) `cache_dir` when one is given."""
     if cache_dir is None:
-        return evaluate_split(model, tokenizer, name, data, fmt, settings, progress)
+        return evaluate_split(model, tokenizer, name, data, fmt, settings)
     key = settings_hash({"split": name, "rows": data.to_list(), "format": asdict(fmt), "settings": asdict(settings)})
     path = Path(cache_dir) / f"eval-{name}-{key[:16]}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    result = evaluate_split(model, tokenizer, name, data, fmt, settings, progress)
+    result = evaluate_split(model, tokenizer, name, data, fmt, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result))
     return result
@@ -268,6 +277,7 @@ def evaluate_folder(
     probe_settings: ProbeSettings = ProbeSettings(),
     retain: dict | None = None,
     cache: bool = False,
+    description: str = "evaluating",
 ) -> dict:
     """`evaluate_model` (with the robustness `probes`, and what is measured against `retain`) on the saved model in
     `path` (a LoRA adapter is merged into its base), with its tokenizer. `cache` keeps each split's result in
@@ -285,4 +295,5 @@ def evaluate_folder(
         model_path=str(path),
         retain=retain,
         cache_dir=Path(path) / "evaluations" if cache else None,
+        description=description,
     )
