@@ -93,13 +93,14 @@ def finetuned(tmp_path_factory, bundle, tokenizer):
 @pytest.fixture(scope="session")
 def attributor(tmp_path_factory, finetuned, bundle, tokenizer):
     """An attribution classifier (the forget author, `retain`, `none`) on the fine-tuned tiny model, saved."""
-    from transformers import AutoModelForSequenceClassification, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, TrainingArguments, set_seed
 
     from rlunlearn.data import attribution_dataset
     from rlunlearn.rewards import train_classifier
 
     path = tmp_path_factory.mktemp("attributor")
     train, held_out, labels = attribution_dataset(bundle, retain_labels="one")
+    set_seed(0)  # the classification head is initialised here: the same classifier whatever tests ran before
     model = AutoModelForSequenceClassification.from_pretrained(
         finetuned,
         num_labels=len(labels),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import QUIET_TRAINING
 from peft import AutoPeftModelForCausalLM, LoraConfig
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, set_seed
 from trl import ModelConfig
 
 from rlunlearn.data import PromptFormat, UnlearningBundle, reveal_instructions, sft_dataset
@@ -130,7 +130,7 @@ def reveal_reward_of(run, prompts) -> float:
 
 
 def test_one_round_lowers_the_targets_reveal_reward(finetuned, bundle, tokenizer, tmp_path, reveal_reward):
-    torch.manual_seed(987)  # whatever ran before, the run starts from its own seed
+    set_seed(987)  # whatever ran before (Python, NumPy and torch generators), the run starts from its own seed
     args = config(tmp_path, learning_rate=2e-3, num_train_epochs=5)
     run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), args, bundle, tokenizer, reveal_reward)
     prompts = instructions(bundle)
