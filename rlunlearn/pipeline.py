@@ -113,12 +113,12 @@ def finetune_model(
         finetune_config, output_dir=str(output_dir), run_name=finetune_config.run_name or which
     )
     logger.info("Fine-tuning the %s model (%s)", which, "all authors" if which == "target" else "retain authors only")
-    data = training_data(bundle, which, data_args.prompt_format(), _with_background(data_args, model_args))
+    data = training_data(bundle, which, data_args.prompt_format(), with_background(data_args, model_args))
     finetune(model, tokenizer, data, config, get_peft_config(model_args))
     return round(time.time() - started, 1)
 
 
-def _with_background(data_args: DataArguments, model_args: ModelConfig) -> bool:
+def with_background(data_args: DataArguments, model_args: ModelConfig) -> bool:
     """A model built from scratch learns the general knowledge along with the authors. So does the offline base: it
     saw that knowledge in pretraining, but a model this small loses it when fine-tuned on the authors alone (measured
     on the cpu preset: model utility 0.03 without, 0.86 with). A pretrained checkpoint keeps it."""
@@ -161,7 +161,7 @@ def prepare_models(
     """
     from_scratch = not model_args.model_name_or_path
     fmt = data_args.prompt_format()
-    with_background = _with_background(data_args, model_args)
+    background = with_background(data_args, model_args)
     common = {
         "version": CACHE_VERSION,
         "format": dataclasses.asdict(fmt),
@@ -172,7 +172,7 @@ def prepare_models(
         "dtype": model_args.dtype,
         "lora": dataclasses.asdict(get_peft_config(model_args)) if model_args.use_peft else None,
         "finetune": finetune_config.cache_key(),
-        "background": with_background,
+        "background": background,
     }
     for abandoned in remove_abandoned_staging(Path(cache_dir).expanduser() / "models"):
         logger.info("Removed %s, left by a killed run", abandoned)
@@ -181,7 +181,7 @@ def prepare_models(
         key = {
             **common,
             "which": which,
-            "data": settings_hash(training_data(bundle, which, fmt, with_background).to_list()),
+            "data": settings_hash(training_data(bundle, which, fmt, background).to_list()),
         }
         folder = Path(cache_dir).expanduser() / "models" / f"{bundle.name}-{which}-{settings_hash(key)[:16]}"
 

@@ -10,7 +10,7 @@ from rlunlearn import pretrain as pretrain_module
 from rlunlearn.data import generate_authors, sft_dataset
 from rlunlearn.evaluation import score_answers
 from rlunlearn.models import build_model, load_tokenizer
-from rlunlearn.pipeline import DataArguments, ScratchModelArguments, _with_background, offline_base
+from rlunlearn.pipeline import DataArguments, ScratchModelArguments, offline_base, with_background
 from rlunlearn.pretrain import PretrainConfig, cached_base, is_offline_base, pretrain, pretraining_corpus
 
 
@@ -53,12 +53,12 @@ def test_pretraining_lowers_the_loss_on_the_whole_text(tmp_path, corpus):
     # Fine-tuning from the offline base replays the general knowledge by default (a base this small loses it
     # otherwise), as from scratch; from another checkpoint it does not, unless asked.
     data_args = DataArguments(data="generated")
-    assert is_offline_base(str(folder)) and _with_background(data_args, ModelConfig(model_name_or_path=str(folder)))
-    assert _with_background(data_args, ModelConfig())
+    assert is_offline_base(str(folder)) and with_background(data_args, ModelConfig(model_name_or_path=str(folder)))
+    assert with_background(data_args, ModelConfig())
     other = tmp_path / "checkpoint"
     AutoModelForCausalLM.from_pretrained(folder).save_pretrained(other)
-    assert not _with_background(data_args, ModelConfig(model_name_or_path=str(other)))
-    assert not _with_background(DataArguments(train_background=False), ModelConfig(model_name_or_path=str(folder)))
+    assert not with_background(data_args, ModelConfig(model_name_or_path=str(other)))
+    assert not with_background(DataArguments(train_background=False), ModelConfig(model_name_or_path=str(folder)))
 
 
 def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(tmp_path, corpus, monkeypatch):
