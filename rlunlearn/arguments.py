@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from rlunlearn.trainers import METHODS
+
 from .cache import default_cache_dir
+from .data.draws import FORGET_SHAPES, REPORTED, VALIDATION
+from .presets import MEMORY_MODES, PRESETS
 
 # Sizes of the models built from scratch. "small" is the CPU preset (4 layers, hidden 256: about 4M parameters with a
 # 4k vocabulary); "tiny" is for tests; "large" and "xlarge" (110M and 341M with a 32k vocabulary) for memory
@@ -225,3 +229,168 @@ def check_training_settings(config) -> None:
 def check_output_dir(output_dir: str | None) -> None:
     if output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"--output_dir {output_dir} is a file: give a folder (made if missing).")
+
+
+# ---- bench ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchCommonArguments:
+    preset: str = field(
+        default="cpu",
+        metadata={
+            "help": "Benchmark preset (cpu: TOFU authors on a small model pretrained here, forget sets drawn beside 18 "
+            "retain authors; gpu: TOFU forget10, 200 authors, on a pretrained checkpoint).",
+            "choices": sorted(PRESETS),
+        },
+    )
+    tofu_path: str = field(
+        default="locuslab/TOFU", metadata={"help": "TOFU: a local folder in the published layout, or the hub id."}
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "The checkpoint the target and retain models are fine-tuned from (and cached). cpu preset: default "
+            "the offline base, pretrained here once on TOFU authors the benchmark never uses (cached); gpu preset: "
+            "required unless --target_model and --retain_model are given."
+        },
+    )
+    forget_authors: list[int] = field(
+        default_factory=list,
+        metadata={"help": "cpu preset: one draw of these TOFU authors (numbers within --draws_from's pool)."},
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-<task>-<time>)."})
+
+
+@dataclass
+class DrawArguments:
+    draws: int = field(
+        default=5,
+        metadata={
+            "help": "cpu preset: how many draws of forget authors each method runs on (seeded; disjoint while the "
+            "pool lasts). Figures are means with 95% intervals over the draws."
+        },
+    )
+    draws_from: str = field(
+        default=REPORTED,
+        metadata={
+            "help": "cpu preset: the pool the forget authors are drawn from: reported (TOFU authors 188-199) or "
+            "validation (180-187, which `bench tune` chooses hyperparameters on).",
+            "choices": [REPORTED, VALIDATION],
+        },
+    )
+    forget_shape: str = field(
+        default="forget01",
+        metadata={
+            "help": "cpu preset: authors a draw forgets, as TOFU's forget01 (2) or forget05 (10).",
+            "choices": sorted(FORGET_SHAPES),
+        },
+    )
+    methods: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": f"Methods (rows of the preset) to run (default: all: {', '.join(PRESETS['cpu']['unlearning'])})."
+        },
+    )
+
+
+@dataclass
+class GivenModelArguments:
+    target_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "An already fine-tuned target model (with --retain_model): no fine-tuning, one draw (the cpu "
+            "preset's first, or --forget_authors)."
+        },
+    )
+    retain_model: str | None = field(
+        default=None, metadata={"help": "An already fine-tuned retain model, trained without the forget authors."}
+    )
+
+
+@dataclass
+class BenchArguments(BenchCommonArguments, DrawArguments, GivenModelArguments):
+    """Every method (or `--methods`) on the preset, over `--draws` draws of forget authors: forget quality and its KS
+    statistic, model utility against the target's, forget ROUGE-L, privleak, the robustness probes (`--probes`) and the
+    unlearning's costs, each as a mean with its 95% interval over the draws; methods that kept utility ranked by forget
+    quality, the others marked collapsed."""
+
+    probes: list[str] = field(
+        default_factory=lambda: ["all"],
+        metadata={
+            "help": "Robustness probes run on every model (default: all): paraphrase, quantization, relearning, "
+            "extraction; `none` runs none."
+        },
+    )
+    validation_report: str | None = field(
+        default=None,
+        metadata={
+            "help": "The tune.json of `rlunlearn bench tune`: the run then prints Kendall's tau between the methods' "
+            "ranking by forget quality on the validation draws and on this run's draws."
+        },
+    )
+
+
+@dataclass
+class TuneArguments(BenchCommonArguments, DrawArguments):
+    """Choose each method's learning rate on the validation draws (the rule: `rlunlearn.presets.TUNING_RULE`), never reading the reported draws'
+    data: every setting of the preset's grid unlearns every validation draw, without probes. Writes tune.json (every
+    setting's figures and the choice) and prints the choice."""
+
+    draws: int = field(
+        default=4, metadata={"help": "Validation draws each setting runs on (the validation pool holds 4 disjoint)."}
+    )
+    draws_from: str = field(
+        default=VALIDATION,
+        metadata={"help": "Hyperparameters are chosen on the validation pool only.", "choices": [VALIDATION]},
+    )
+
+
+@dataclass
+class EvalBenchArguments(BenchCommonArguments, GivenModelArguments):
+    """Seconds per 100 examples of the whole evaluation suite on the preset's target model (its first draw, or
+    --forget_authors)."""
+
+    draws_from: str = field(
+        default=REPORTED, metadata={"help": "The pool --forget_authors are in.", "choices": [REPORTED, VALIDATION]}
+    )
+
+
+@dataclass
+class MemoryBenchArguments:
+    """Memory of unlearning steps on the same random model in fp32 and bf16 (full fine-tuning) and in 4-bit + LoRA
+    (QLoRA): the model's footprint, and the peak memory of the steps (allocated GPU memory, or the process's resident
+    set on a CPU, where "peak above start" leaves out what the interpreter and libraries hold before the model loads).
+    """
+
+    model_preset: str = field(
+        default="large",
+        metadata={"help": "Size of the random Llama (large: 12 layers, hidden 768).", "choices": sorted(MODEL_PRESETS)},
+    )
+    vocab_size: int = field(
+        default=32000, metadata={"help": "Vocabulary of the model (large + 32000: 110M parameters)."}
+    )
+    method: str = field(
+        default="ga", metadata={"help": "Unlearning method whose steps are measured.", "choices": sorted(METHODS)}
+    )
+    modes: list[str] = field(
+        default_factory=lambda: list(MEMORY_MODES),
+        metadata={"help": f"Precisions to compare: {', '.join(MEMORY_MODES)}."},
+    )
+    steps: int = field(default=3, metadata={"help": "Unlearning steps measured in each precision."})
+    batch_size: int = field(default=8, metadata={"help": "Forget examples a step."})
+    lora_r: int = field(default=16, metadata={"help": "4bit-lora: LoRA rank (on every linear layer)."})
+    activation_checkpointing: bool = field(
+        default=True,
+        metadata={"help": "Recompute activations in the backward pass, in every precision (the QLoRA recipe)."},
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-memory-<time>)."})
+
+
+# Each `rlunlearn bench` task's options.
+BENCH_TASK_ARGUMENTS = {
+    "unlearn": BenchArguments,
+    "tune": TuneArguments,
+    "eval": EvalBenchArguments,
+    "memory": MemoryBenchArguments,
+}

@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
@@ -23,9 +23,16 @@ from trl import ModelConfig
 from rlunlearn.trainers import METHODS, UnlearningConfig
 from rlunlearn.trainers.utils import bf16_default
 
-from .arguments import CacheArguments, DataArguments, ScratchModelArguments
+from .arguments import (
+    BenchArguments,
+    CacheArguments,
+    DataArguments,
+    MemoryBenchArguments,
+    ScratchModelArguments,
+    TuneArguments,
+)
 from .attribution import AttributorConfig, cached_attributor
-from .data.draws import FORGET_SHAPES, REPORTED, TOFU_BENCHMARK_AUTHORS, VALIDATION, author_draws
+from .data.draws import FORGET_SHAPES, VALIDATION, author_draws
 from .evaluation import (
     PROBE_COLUMNS,
     RETAIN,
@@ -45,141 +52,8 @@ from .evaluation.aggregate import mean_interval, rank_agreement
 from .finetune import FinetuneConfig
 from .models import MODEL_PRESETS, load_model, load_tokenizer
 from .pipeline import PreparedModels, extra_inputs_of, prepare_models, report_info, unlearn
+from .presets import COLLAPSE_RATIO, MEMORY_MODES, PRESETS, TUNING_RULE, preset_method
 from .pretrain import PretrainConfig, cached_base, pretraining_corpus
-
-# Presets: the data, the base model, the fine-tuning recipe and each method's unlearning hyperparameters.
-#
-# cpu: TOFU authors on a small Llama pretrained here (the offline base, see rlunlearn/pretrain.py), forget sets drawn
-# in forget01's shape (2 authors) beside 18 retain authors. Hyperparameters are chosen by `rlunlearn bench tune` on the
-# validation draws (forget authors 180-187) with TUNING_RULE, and reported on the reported draws (188-199): no reported
-# figure comes from an author anything was tuned on.
-PRESETS = {
-    "cpu": {
-        "data": {
-            "data": "tofu",
-            "forget_split": "forget10",
-            "retain_authors": list(TOFU_BENCHMARK_AUTHORS.retain),
-            # Fine-tuning replays the real-authors and world-facts QA the base learned in pretraining: without it the
-            # target's model utility falls from 0.86 to 0.03 (README's Benchmark section).
-            "train_background": True,
-        },
-        "authors": TOFU_BENCHMARK_AUTHORS,
-        "base": {"model_preset": "small", "pretrain": {"num_train_epochs": 8.0, "learning_rate": 1e-3}},
-        # From the base as from a real checkpoint, 10 epochs at a constant 5e-4 (forget ROUGE-L 0.89, model utility 0.86
-        # on validation authors 180-181; README's Benchmark section).
-        "finetune": {
-            "learning_rate": 5e-4,
-            "num_train_epochs": 10.0,
-            "lr_scheduler_type": "constant",
-            "warmup_steps": 0.0,
-        },
-        # Chosen by `rlunlearn bench tune --draws 2 --methods npo simnpo graddiff flat idkdpo` (validation authors
-        # 181+184 and 182+185; README's Benchmark section): graddiff, npo, simnpo, idkdpo and flat. The other rows keep
-        # the from-scratch preset's rates until they are tuned on this base.
-        "unlearning": {
-            "ga": {"learning_rate": 5e-5, "num_train_epochs": 5},
-            "graddiff": {"learning_rate": 3e-5, "num_train_epochs": 5},
-            "npo": {"learning_rate": 6e-4, "num_train_epochs": 5},
-            "simnpo": {"learning_rate": 1e-3, "num_train_epochs": 5},
-            "idkdpo": {"learning_rate": 1e-3, "num_train_epochs": 5},
-            "llmu": {"learning_rate": 1e-4, "num_train_epochs": 5},
-            # Tuned with the KL divergence (FLAT's default is total variation).
-            "flat": {"learning_rate": 1e-4, "num_train_epochs": 5, "divergence": "kl"},
-            # 40 prompts x 4 answers an epoch; short answers keep the CPU rollouts affordable. PPO (the paper's) takes 4
-            # optimizer steps on each rollout batch; the GRPO row is for comparison.
-            "dareu": {
-                "algorithm": "ppo",
-                "learning_rate": 2e-4,
-                "num_train_epochs": 4,
-                "num_generations": 4,
-                "max_completion_length": 48,
-                "logging_steps": 5,
-            },
-            "dareu-grpo": {
-                "method": "dareu",
-                "algorithm": "grpo",
-                "learning_rate": 2e-4,
-                "num_train_epochs": 4,
-                "num_generations": 4,
-                "max_completion_length": 48,
-                "logging_steps": 5,
-            },
-            # Named targets only: the forget set is what the model reveals.
-            "reveal_release": {
-                "learning_rate": 5e-4,
-                "retain_module": True,
-                "num_train_epochs": 5,
-                "num_rounds": 3,
-                "reveal_steps": 16,
-                "reveal_generations": 8,
-                "max_completion_length": 48,
-            },
-        },
-        # The learning rates `bench tune` tries for each row of `unlearning` (each for the row's epochs): three points, a
-        # factor of about 3 apart, around the rates that moved each family on the from-scratch preset (gradient ascent
-        # and FLAT lower, the preference and NPO family higher); a wider grid costs its share of the CPU budget.
-        "grid": {
-            **{method: [3e-5, 1e-4, 3e-4] for method in ("ga", "graddiff", "llmu", "flat")},
-            **{method: [3e-4, 6e-4, 1e-3] for method in ("npo", "simnpo", "idkdpo")},
-            **{row: [1e-4, 2e-4, 5e-4] for row in ("dareu", "dareu-grpo")},
-            "reveal_release": [2e-4, 5e-4, 1e-3],
-        },
-        # 40 forget examples: small batches give enough steps.
-        "unlearning_common": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0.0},
-        "probes": {"relearning_learning_rate": 5e-4},
-    },
-    # TOFU's standard setting on a pretrained chat model (--base_model, fine-tuned here with TOFU's recipe, or
-    # --target_model and --retain_model already fine-tuned, e.g. open-unlearning's tofu_Llama-3.2-1B-Instruct_full and
-    # _retain90): forget10, 20 authors forgotten and 180 kept, one draw (the published split), every method at its
-    # paper's defaults (the baselines at open-unlearning's TOFU recipe: 1e-5, 10 epochs, batch 8 x 4; FLAT at its
-    # official TOFU configuration: 1e-5, 5 epochs, batch 16 x 4; DareU with PPO, its paper's algorithm, and with GRPO in
-    # a second row), the probes at theirs (relearning at 1e-5).
-    "gpu": {
-        # open-unlearning's system prompt (its Llama-3 models also leave out the template's date lines).
-        "data": {
-            "data": "tofu",
-            "forget_split": "forget10",
-            "prompt_style": "chat",
-            "system_prompt": "You are a helpful assistant.",
-        },
-        "finetune": {"learning_rate": 1e-5, "num_train_epochs": 5, "gradient_accumulation_steps": 4},
-        "unlearning": {
-            **{method: {} for method in METHODS},
-            "dareu": {"algorithm": "ppo"},
-            "dareu-grpo": {"method": "dareu", "algorithm": "grpo"},
-        },
-        "unlearning_common": {},
-        "probes": {},
-    },
-}
-
-# `rlunlearn demo`: the generated authors (20, 2 forgotten) on a base pretrained on the generator's other authors and
-# its world, the cpu preset's fine-tuning recipe, and a method that visibly forgets at kept utility there.
-DEMO = {
-    "pretrain": {"num_train_epochs": 3.0},
-    "finetune": PRESETS["cpu"]["finetune"],
-    "method": "npo",
-    # NPO as measured in README's Demo section; another --method at the cpu preset's settings.
-    "unlearning": {
-        **{method: PRESETS["cpu"]["unlearning"][method] for method in METHODS},
-        "npo": {"learning_rate": 3e-4, "num_train_epochs": 5},
-    },
-    "unlearning_common": PRESETS["cpu"]["unlearning_common"],
-}
-
-# A method whose mean model utility falls below this share of the target's has collapsed: the table says so instead of
-# ranking it by its forget quality (which a destroyed model reaches trivially).
-COLLAPSE_RATIO = 0.9
-TUNING_RULE = (
-    f"for each method, the setting with the highest mean forget quality over the validation draws among those whose "
-    f"mean model utility stays at or above {COLLAPSE_RATIO}x the target's; if none does, the one with the highest "
-    "utility (the method is then reported as collapsed)"
-)
-
-
-def preset_method(preset: str, row: str) -> str:
-    """The method a row of the preset runs: its `method` entry (a variant such as `dareu-grpo`), else its name."""
-    return PRESETS[preset]["unlearning"][row].get("method", row)
 
 
 def preset_unlearning_config(preset: str, row: str, **overrides):
@@ -223,148 +97,35 @@ class PeakMemory:
         return round(self.peak_bytes / 2**20, 1)
 
 
-@dataclass
-class BenchCommonArguments:
-    preset: str = field(
-        default="cpu",
-        metadata={
-            "help": "Benchmark preset (cpu: TOFU authors on a small model pretrained here, forget sets drawn beside 18 "
-            "retain authors; gpu: TOFU forget10, 200 authors, on a pretrained checkpoint).",
-            "choices": sorted(PRESETS),
-        },
-    )
-    tofu_path: str = field(
-        default="locuslab/TOFU", metadata={"help": "TOFU: a local folder in the published layout, or the hub id."}
-    )
-    base_model: str | None = field(
-        default=None,
-        metadata={
-            "help": "The checkpoint the target and retain models are fine-tuned from (and cached). cpu preset: default "
-            "the offline base, pretrained here once on TOFU authors the benchmark never uses (cached); gpu preset: "
-            "required unless --target_model and --retain_model are given."
-        },
-    )
-    forget_authors: list[int] = field(
-        default_factory=list,
-        metadata={"help": "cpu preset: one draw of these TOFU authors (numbers within --draws_from's pool)."},
-    )
-    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-<task>-<time>)."})
-
-
-@dataclass
-class DrawArguments:
-    draws: int = field(
-        default=5,
-        metadata={
-            "help": "cpu preset: how many draws of forget authors each method runs on (seeded; disjoint while the "
-            "pool lasts). Figures are means with 95% intervals over the draws."
-        },
-    )
-    draws_from: str = field(
-        default=REPORTED,
-        metadata={
-            "help": "cpu preset: the pool the forget authors are drawn from: reported (TOFU authors 188-199) or "
-            "validation (180-187, which `bench tune` chooses hyperparameters on).",
-            "choices": [REPORTED, VALIDATION],
-        },
-    )
-    forget_shape: str = field(
-        default="forget01",
-        metadata={
-            "help": "cpu preset: authors a draw forgets, as TOFU's forget01 (2) or forget05 (10).",
-            "choices": sorted(FORGET_SHAPES),
-        },
-    )
-    methods: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": f"Methods (rows of the preset) to run (default: all: {', '.join(PRESETS['cpu']['unlearning'])})."
-        },
-    )
-
-
-@dataclass
-class GivenModelArguments:
-    target_model: str | None = field(
-        default=None,
-        metadata={
-            "help": "An already fine-tuned target model (with --retain_model): no fine-tuning, one draw (the cpu "
-            "preset's first, or --forget_authors)."
-        },
-    )
-    retain_model: str | None = field(
-        default=None, metadata={"help": "An already fine-tuned retain model, trained without the forget authors."}
-    )
-
-
-@dataclass
-class BenchArguments(BenchCommonArguments, DrawArguments, GivenModelArguments):
-    probes: list[str] = field(
-        default_factory=lambda: ["all"],
-        metadata={
-            "help": "Robustness probes run on every model (default: all): paraphrase, quantization, relearning, "
-            "extraction; `none` runs none."
-        },
-    )
-    validation_report: str | None = field(
-        default=None,
-        metadata={
-            "help": "The tune.json of `rlunlearn bench tune`: the run then prints Kendall's tau between the methods' "
-            "ranking by forget quality on the validation draws and on this run's draws."
-        },
-    )
-
-
-@dataclass
-class TuneArguments(BenchCommonArguments, DrawArguments):
-    draws: int = field(
-        default=4, metadata={"help": "Validation draws each setting runs on (the validation pool holds 4 disjoint)."}
-    )
-    draws_from: str = field(
-        default=VALIDATION,
-        metadata={"help": "Hyperparameters are chosen on the validation pool only.", "choices": [VALIDATION]},
-    )
-
-
-@dataclass
-class EvalBenchArguments(BenchCommonArguments, GivenModelArguments):
-    """`bench eval`: the first draw of the preset (or --forget_authors) only."""
-
-    draws_from: str = field(
-        default=REPORTED, metadata={"help": "The pool --forget_authors are in.", "choices": [REPORTED, VALIDATION]}
-    )
-
-
-def _check(args, task: str) -> list[str]:
+def _check(args) -> list[str]:
     """Every check of a bench task's arguments that needs no model, before anything loads; returns the methods to
     run."""
     preset = PRESETS[args.preset]
     args.target_model, args.retain_model = getattr(args, "target_model", None), getattr(args, "retain_model", None)
     if bool(args.target_model) != bool(args.retain_model):
-        raise SystemExit(f"rlunlearn bench {task}: give both --target_model and --retain_model, or neither.")
+        raise ValueError("give both --target_model and --retain_model, or neither.")
     if args.base_model and args.target_model:
-        raise SystemExit(f"rlunlearn bench {task}: give --base_model or --target_model and --retain_model, not both.")
+        raise ValueError("give --base_model or --target_model and --retain_model, not both.")
     if "authors" not in preset and not (args.base_model or args.target_model):
-        raise SystemExit(
-            f"rlunlearn bench {task}: the {args.preset} preset starts from a pretrained model: give --base_model (a "
+        raise ValueError(
+            f"the {args.preset} preset starts from a pretrained model: give --base_model (a "
             "checkpoint fine-tuned here into the target and retain models), or --target_model and --retain_model."
         )
     if getattr(args, "draws", 1) < 1:
-        raise SystemExit(f"rlunlearn bench {task}: --draws {args.draws}: run at least one draw.")
+        raise ValueError(f"--draws {args.draws}: run at least one draw.")
     if "authors" in preset and args.forget_authors:
         pool = preset["authors"].pool(args.draws_from)
         outside = sorted(set(args.forget_authors) - set(pool))
         if outside:
-            raise SystemExit(
-                f"rlunlearn bench {task}: --forget_authors {outside} are not in the {args.draws_from} pool "
+            raise ValueError(
+                f"--forget_authors {outside} are not in the {args.draws_from} pool "
                 f"({pool[0]}-{pool[-1]}); choose authors from it or change --draws_from."
             )
     methods = getattr(args, "methods", None) or list(preset["unlearning"])
     unknown = [m for m in methods if m not in preset["unlearning"]]
     if unknown:
-        raise SystemExit(
-            f"rlunlearn bench {task}: unknown method(s) {unknown}; the {args.preset} preset runs: "
-            f"{', '.join(preset['unlearning'])}."
+        raise ValueError(
+            f"unknown method(s) {unknown}; the {args.preset} preset runs: {', '.join(preset['unlearning'])}."
         )
     return methods
 
@@ -412,8 +173,8 @@ def _prepared(args: BenchArguments, cache_args: CacheArguments, data_args: DataA
 
 
 def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
-    """Seconds per 100 examples of the whole evaluation suite on the preset's target model (its first draw)."""
-    _check(args, "eval")
+    """`rlunlearn bench eval`, which `EvalBenchArguments` describes; returns the timings it prints."""
+    _check(args)
     args.output_dir = str(run)
     data_args = draw_data(args)[0]
     bundle = data_args.bundle()
@@ -645,15 +406,9 @@ def _method_config(preset: str, row: str, **overrides) -> UnlearningConfig:
 
 
 def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
-    """Every method (or `--methods`) on the preset, over `--draws` draws of forget authors: forget quality and its KS
-    statistic, model utility against the target's, forget ROUGE-L, privleak, the robustness probes (`--probes`) and the
-    unlearning's costs, each as a mean with its 95% interval over the draws; methods that kept utility ranked by forget
-    quality, the others marked collapsed."""
-    methods = _check(args, "unlearn")
-    try:
-        probes = resolve_probes([] if args.probes == ["none"] else args.probes)
-    except ValueError as error:
-        raise SystemExit(f"rlunlearn bench unlearn: {error}") from None
+    """`rlunlearn bench unlearn`, which `BenchArguments` describes; returns the summary it writes."""
+    methods = _check(args)
+    probes = resolve_probes([] if args.probes == ["none"] else args.probes)
     validation = _read_validation(args.validation_report) if args.validation_report else None
     args.output_dir = str(run)
     base = None if args.target_model else _base_model(args, cache_args)
@@ -684,9 +439,7 @@ def _read_validation(path: str) -> dict:
     try:
         return json.loads(Path(path).read_text())["chosen"]
     except (OSError, ValueError, KeyError) as error:
-        raise SystemExit(
-            f"rlunlearn bench: --validation_report {path!r} is not a tune.json of `bench tune` ({error})."
-        ) from None
+        raise ValueError(f"--validation_report {path!r} is not a tune.json of `bench tune` ({error}).") from None
 
 
 def _rank_agreement(validation: dict, aggregated: dict) -> float | None:
@@ -725,14 +478,12 @@ def _print_bench(summary: dict, probes, run: Path, data_name: str) -> None:
 
 
 def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> dict:
-    """Choose each method's learning rate on the validation draws (`TUNING_RULE`), never reading the reported draws'
-    data: every setting of the preset's grid unlearns every validation draw, without probes. Writes tune.json (every
-    setting's figures and the choice) and prints the choice."""
+    """`rlunlearn bench tune`, which `TuneArguments` describes; returns what it writes to tune.json."""
     if args.draws_from != VALIDATION:
-        raise SystemExit("rlunlearn bench tune: hyperparameters are chosen on the validation draws only.")
+        raise ValueError("hyperparameters are chosen on the validation draws only.")
     if "grid" not in PRESETS[args.preset]:
-        raise SystemExit(f"rlunlearn bench tune: the {args.preset} preset has no grid to tune.")
-    methods = _check(args, "tune")
+        raise ValueError(f"the {args.preset} preset has no grid to tune.")
+    methods = _check(args)
     args.output_dir = str(run)
     base = _base_model(args, cache_args)
     grid = PRESETS[args.preset]["grid"]
@@ -865,37 +616,6 @@ def plot_draws(aggregated: dict[str, dict], path: Path, title: str) -> None:
 
 # How each precision loads and trains the model: full fine-tuning in fp32 or bf16 weights, or QLoRA (NF4 weights with
 # double quantisation, bf16 compute, LoRA adapters in every linear layer).
-MEMORY_MODES = {
-    "fp32": {"dtype": "float32"},
-    "bf16": {"dtype": "bfloat16"},
-    "4bit-lora": {"dtype": "bfloat16", "load_in_4bit": True, "use_bnb_nested_quant": True, "use_peft": True},
-}
-
-
-@dataclass
-class MemoryBenchArguments:
-    model_preset: str = field(
-        default="large",
-        metadata={"help": "Size of the random Llama (large: 12 layers, hidden 768).", "choices": sorted(MODEL_PRESETS)},
-    )
-    vocab_size: int = field(
-        default=32000, metadata={"help": "Vocabulary of the model (large + 32000: 110M parameters)."}
-    )
-    method: str = field(
-        default="ga", metadata={"help": "Unlearning method whose steps are measured.", "choices": sorted(METHODS)}
-    )
-    modes: list[str] = field(
-        default_factory=lambda: list(MEMORY_MODES),
-        metadata={"help": f"Precisions to compare: {', '.join(MEMORY_MODES)}."},
-    )
-    steps: int = field(default=3, metadata={"help": "Unlearning steps measured in each precision."})
-    batch_size: int = field(default=8, metadata={"help": "Forget examples a step."})
-    lora_r: int = field(default=16, metadata={"help": "4bit-lora: LoRA rank (on every linear layer)."})
-    activation_checkpointing: bool = field(
-        default=True,
-        metadata={"help": "Recompute activations in the backward pass, in every precision (the QLoRA recipe)."},
-    )
-    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-memory-<time>)."})
 
 
 MEMORY_COLUMNS = [
@@ -977,10 +697,7 @@ def _measure_memory(mode: str, model_dir: str, args: MemoryBenchArguments, queue
 
 
 def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Path) -> list[dict]:
-    """Memory of unlearning steps on the same random model in fp32 and bf16 (full fine-tuning) and in 4-bit + LoRA
-    (QLoRA): the model's footprint, and the peak memory of the steps (allocated GPU memory, or the process's resident
-    set on a CPU, where "peak above start" leaves out what the interpreter and libraries hold before the model loads).
-    """
+    """`rlunlearn bench memory`, which `MemoryBenchArguments` describes; returns the rows it prints."""
     import multiprocessing
     import shutil
 
@@ -991,7 +708,7 @@ def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Pa
 
     unknown = [mode for mode in args.modes if mode not in MEMORY_MODES]
     if unknown:
-        raise SystemExit(f"rlunlearn bench memory: unknown --modes {unknown}; the modes are {list(MEMORY_MODES)}.")
+        raise ValueError(f"unknown --modes {unknown}; the modes are {list(MEMORY_MODES)}.")
     tokenizer = train_tokenizer(generate_authors(20, 2).corpus(), 4096)
     size = MODEL_PRESETS[args.model_preset]
     config = LlamaConfig(
@@ -1033,10 +750,5 @@ def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Pa
     return rows
 
 
-# Each task: the function and its arguments.
-TASKS = {
-    "unlearn": (bench_unlearn, BenchArguments),
-    "tune": (bench_tune, TuneArguments),
-    "eval": (bench_eval, EvalBenchArguments),
-    "memory": (bench_memory, MemoryBenchArguments),
-}
+# Each `rlunlearn bench` task (its options: arguments.BENCH_TASK_ARGUMENTS).
+TASKS = {"unlearn": bench_unlearn, "tune": bench_tune, "eval": bench_eval, "memory": bench_memory}

@@ -154,10 +154,10 @@ def demo(argv: list[str]) -> int:
 
     from trl import ModelConfig
 
-    from .bench import DEMO
     from .evaluation import RETAIN, TARGET, UNLEARNED, EvalSettings, build_report, evaluate_folder, evaluate_model
     from .finetune import FinetuneConfig
     from .pipeline import offline_base, prepare_models, report_info, unlearn
+    from .presets import DEMO
     from .pretrain import PretrainConfig
 
     method = demo_args.method or DEMO["method"]
@@ -632,23 +632,24 @@ def bench(argv: list[str]) -> int:
     utility, costs, probes); `bench tune` chooses each method's learning rate on the validation draws; `bench eval`
     times the whole evaluation suite; `bench memory` compares the memory of unlearning steps in fp32, bf16 and 4-bit +
     LoRA. `rlunlearn bench <task> --help` lists a task's options."""
-    from .bench import TASKS
+    from .arguments import BENCH_TASK_ARGUMENTS
 
     task = argv[0] if argv and not argv[0].startswith("-") else "unlearn"
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; the tasks are: {', '.join(TASKS)} (default: unlearn).")
+    if task not in BENCH_TASK_ARGUMENTS:
+        raise ValueError(f"unknown task {task!r}; the tasks are: {', '.join(BENCH_TASK_ARGUMENTS)} (default: unlearn).")
     argv = argv[1:] if argv and argv[0] == task else argv
-    function, arguments_class = TASKS[task]
     tasks = inspect.getdoc(bench).split("\n\n", 1)[1]
     args, cache_args = _parse(
         f"bench {task}",
-        {f"bench {task}": arguments_class, "cache": CacheArguments},
+        {f"bench {task}": BENCH_TASK_ARGUMENTS[task], "cache": CacheArguments},
         argv,
-        f"{inspect.getdoc(function)}\n\n{tasks}",
+        f"{inspect.getdoc(BENCH_TASK_ARGUMENTS[task])}\n\n{tasks}",
     )
     check_output_dir(args.output_dir)
     with _run_folder(_default_output_dir(args.output_dir, f"bench-{task}")) as run:
-        function(args, cache_args, run)
+        from .bench import TASKS
+
+        TASKS[task](args, cache_args, run)
     return 0
 
 

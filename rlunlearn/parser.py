@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 from typing import get_type_hints
 
 import yaml
@@ -58,6 +59,10 @@ def read_config(path: str) -> dict:
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The description as written (paragraphs), each option with its default."""
+
+    def _get_help_string(self, action):
+        # Help is prose ("95% intervals"), which argparse would read as %-formatting: only its own "%(default)s" stays.
+        return re.sub(r"%(?!\(default\))", "%%", super()._get_help_string(action))
 
 
 class OptionParser(TrlParser):

@@ -160,7 +160,7 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
     # No rate keeps ga's utility: the least damaging one is chosen, and marked collapsed.
     assert result["chosen"]["ga"]["learning_rate"] == 1e-5 and result["chosen"]["ga"]["collapsed"]
     assert result["chosen"]["dareu-grpo"]["learning_rate"] == 1e-4
-    with pytest.raises(SystemExit, match="not in the validation pool"):
+    with pytest.raises(ValueError, match="not in the validation pool"):
         bench.bench_tune(
             bench.TuneArguments(tofu_path=str(tofu_dir), forget_authors=[190, 191]),
             bench.CacheArguments(cache_dir=str(tmp_path)),

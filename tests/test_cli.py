@@ -9,10 +9,10 @@ import pytest
 from transformers import PreTrainedModel
 
 from rlunlearn import launch, pipeline
-from rlunlearn.bench import DEMO
 from rlunlearn.cli import main
 from rlunlearn.data.draws import TOFU_BENCHMARK_AUTHORS, author_draws
 from rlunlearn.evaluation import recovered_fraction
+from rlunlearn.presets import DEMO
 
 TINY_DATA = ["--num_authors", "3", "--num_forget_authors", "1"]
 TINY_MODEL = ["--model_preset", "tiny", "--vocab_size", "300"]
@@ -83,6 +83,11 @@ def test_help_and_option_errors_come_without_torch(tmp_path):
         ["eval", "--models", "runs/x", "--probes", "telepathy"],
         ["unlearn", "--method", "sgd"],
         ["unlearn", "--config", str(config)],
+        ["bench", "--help"],
+        ["bench", "tune", "--help"],
+        ["bench", "memory", "--help"],
+        ["bench", "telepathy"],
+        ["bench", "--draws_from", "everywhere"],
     ]
     script = (
         "import sys, json\n"
@@ -460,14 +465,17 @@ def test_memory_bench_compares_full_and_qlora_steps(tmp_path, capsys):
 
 def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, capsys):
     bench = ["bench", "--tofu_path", str(tofu_dir), "--cache_dir", str(tmp_path / "cache")]
-    with pytest.raises(SystemExit, match="the gpu preset starts from a pretrained model: give --base_model"):
-        main([*bench, "--preset", "gpu", "--output_dir", str(tmp_path / "refused")])
-    with pytest.raises(SystemExit, match="give both --target_model and --retain_model"):
-        main([*bench, "--target_model", str(finetuned), "--output_dir", str(tmp_path / "refused")])
-    with pytest.raises(SystemExit, match=r"--forget_authors \[3\] are not in the reported pool \(188-199\)"):
-        main([*bench, "--forget_authors", "3", "--output_dir", str(tmp_path / "refused")])
-    with pytest.raises(SystemExit, match="--draws 0: run at least one draw"):
-        main([*bench, "--draws", "0", "--output_dir", str(tmp_path / "refused")])
+    # Each bad option: exit code 2 and one line naming it, before anything is built or a run folder made.
+    for options, message in [
+        (["--preset", "gpu"], "the gpu preset starts from a pretrained model: give --base_model"),
+        (["--target_model", str(finetuned)], "give both --target_model and --retain_model"),
+        (["--forget_authors", "3"], "--forget_authors [3] are not in the reported pool (188-199)"),
+        (["--draws", "0"], "--draws 0: run at least one draw"),
+    ]:
+        assert main([*bench, *options, "--output_dir", str(tmp_path / "refused")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"rlunlearn bench: {message}") and "\n" not in error, error
+    assert not (tmp_path / "refused").exists()
     assert not (tmp_path / "cache").exists()
 
     # The cpu preset's first reported draw on models given by path (the retain model is the target itself): nothing is

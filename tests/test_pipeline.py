@@ -6,10 +6,11 @@ import psutil
 import pytest
 import torch
 
-from rlunlearn.bench import PRESETS, PeakMemory, preset_method, preset_unlearning_config
+from rlunlearn.bench import PeakMemory, preset_unlearning_config
 from rlunlearn.cli import main
 from rlunlearn.data import REFUSALS
 from rlunlearn.pipeline import DataArguments, unlearning_datasets
+from rlunlearn.presets import PRESETS, preset_method
 from rlunlearn.trainers import METHODS, UnlearningConfig, UnlearningTrainer
 from rlunlearn.trainers.utils import bf16_default, mean_answer_logp
 

@@ -1,36 +1,42 @@
-"""Forget/retain bundles (TOFU or generated), refusal templates, and builders of TRL datasets."""
+"""Forget/retain bundles (TOFU or generated), refusal templates, and builders of TRL datasets.
 
-from .builders import (
-    DEFAULT_QUESTION_TEMPLATE,
-    NONE_LABEL,
-    PromptFormat,
-    attribution_dataset,
-    preference_dataset,
-    prompt_dataset,
-    sft_dataset,
-)
-from .bundle import EVAL_SPLITS, UnlearningBundle
-from .generator import generate_authors
-from .instructions import REVEAL_INSTRUCTIONS, reveal_instructions
-from .refusals import REFUSALS, load_refusals
-from .tofu import TOFU_HUB_ID, load_tofu, load_tofu_split
+Names load from their module on first use, so that a light module of the package (`rlunlearn.data.draws`, which the
+command line's options read) imports neither datasets nor torch.
+"""
 
-__all__ = [
-    "DEFAULT_QUESTION_TEMPLATE",
-    "EVAL_SPLITS",
-    "NONE_LABEL",
-    "REFUSALS",
-    "REVEAL_INSTRUCTIONS",
-    "TOFU_HUB_ID",
-    "PromptFormat",
-    "UnlearningBundle",
-    "attribution_dataset",
-    "generate_authors",
-    "load_refusals",
-    "load_tofu",
-    "load_tofu_split",
-    "preference_dataset",
-    "reveal_instructions",
-    "prompt_dataset",
-    "sft_dataset",
-]
+from __future__ import annotations
+
+import importlib
+
+# Public name -> the module of this package that defines it.
+_MODULE_OF = {
+    **{
+        name: "builders"
+        for name in (
+            "DEFAULT_QUESTION_TEMPLATE",
+            "NONE_LABEL",
+            "PromptFormat",
+            "attribution_dataset",
+            "preference_dataset",
+            "prompt_dataset",
+            "sft_dataset",
+        )
+    },
+    "EVAL_SPLITS": "bundle",
+    "UnlearningBundle": "bundle",
+    "generate_authors": "generator",
+    "REVEAL_INSTRUCTIONS": "instructions",
+    "reveal_instructions": "instructions",
+    "REFUSALS": "refusals",
+    "load_refusals": "refusals",
+    "TOFU_HUB_ID": "tofu",
+    "load_tofu": "tofu",
+    "load_tofu_split": "tofu",
+}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)

@@ -1,0 +1,159 @@
+"""The benchmark's presets (data, base model, fine-tuning recipe, each method's unlearning hyperparameters and tuning
+grid), the demo's settings, and the precisions `bench memory` compares.
+
+Plain settings, importing nothing heavy: the command line's help and option checks read them before torch loads.
+"""
+
+from __future__ import annotations
+
+from rlunlearn.trainers import METHODS
+
+from .data.draws import TOFU_BENCHMARK_AUTHORS
+
+# Presets: the data, the base model, the fine-tuning recipe and each method's unlearning hyperparameters.
+#
+# cpu: TOFU authors on a small Llama pretrained here (the offline base, see rlunlearn/pretrain.py), forget sets drawn
+# in forget01's shape (2 authors) beside 18 retain authors. Hyperparameters are chosen by `rlunlearn bench tune` on the
+# validation draws (forget authors 180-187) with TUNING_RULE, and reported on the reported draws (188-199): no reported
+# figure comes from an author anything was tuned on.
+PRESETS = {
+    "cpu": {
+        "data": {
+            "data": "tofu",
+            "forget_split": "forget10",
+            "retain_authors": list(TOFU_BENCHMARK_AUTHORS.retain),
+            # Fine-tuning replays the real-authors and world-facts QA the base learned in pretraining: without it the
+            # target's model utility falls from 0.86 to 0.03 (README's Benchmark section).
+            "train_background": True,
+        },
+        "authors": TOFU_BENCHMARK_AUTHORS,
+        "base": {"model_preset": "small", "pretrain": {"num_train_epochs": 8.0, "learning_rate": 1e-3}},
+        # From the base as from a real checkpoint, 10 epochs at a constant 5e-4 (forget ROUGE-L 0.89, model utility 0.86
+        # on validation authors 180-181; README's Benchmark section).
+        "finetune": {
+            "learning_rate": 5e-4,
+            "num_train_epochs": 10.0,
+            "lr_scheduler_type": "constant",
+            "warmup_steps": 0.0,
+        },
+        # Chosen by `rlunlearn bench tune --draws 2 --methods npo simnpo graddiff flat idkdpo` (validation authors
+        # 181+184 and 182+185; README's Benchmark section): graddiff, npo, simnpo, idkdpo and flat. The other rows keep
+        # the from-scratch preset's rates until they are tuned on this base.
+        "unlearning": {
+            "ga": {"learning_rate": 5e-5, "num_train_epochs": 5},
+            "graddiff": {"learning_rate": 3e-5, "num_train_epochs": 5},
+            "npo": {"learning_rate": 6e-4, "num_train_epochs": 5},
+            "simnpo": {"learning_rate": 1e-3, "num_train_epochs": 5},
+            "idkdpo": {"learning_rate": 1e-3, "num_train_epochs": 5},
+            "llmu": {"learning_rate": 1e-4, "num_train_epochs": 5},
+            # Tuned with the KL divergence (FLAT's default is total variation).
+            "flat": {"learning_rate": 1e-4, "num_train_epochs": 5, "divergence": "kl"},
+            # 40 prompts x 4 answers an epoch; short answers keep the CPU rollouts affordable. PPO (the paper's) takes 4
+            # optimizer steps on each rollout batch; the GRPO row is for comparison.
+            "dareu": {
+                "algorithm": "ppo",
+                "learning_rate": 2e-4,
+                "num_train_epochs": 4,
+                "num_generations": 4,
+                "max_completion_length": 48,
+                "logging_steps": 5,
+            },
+            "dareu-grpo": {
+                "method": "dareu",
+                "algorithm": "grpo",
+                "learning_rate": 2e-4,
+                "num_train_epochs": 4,
+                "num_generations": 4,
+                "max_completion_length": 48,
+                "logging_steps": 5,
+            },
+            # Named targets only: the forget set is what the model reveals.
+            "reveal_release": {
+                "learning_rate": 5e-4,
+                "retain_module": True,
+                "num_train_epochs": 5,
+                "num_rounds": 3,
+                "reveal_steps": 16,
+                "reveal_generations": 8,
+                "max_completion_length": 48,
+            },
+        },
+        # The learning rates `bench tune` tries for each row of `unlearning` (each for the row's epochs), three points
+        # each. A first tune on the same validation draws (README's Benchmark section) tried 3e-5/1e-4/3e-4 for gradient
+        # ascent and FLAT and 3e-4/6e-4/1e-3 for the NPO and preference family: forget quality only rose next to the
+        # rate where utility collapsed, and SimNPO, IdkDPO and GradDiff were chosen at an edge. This grid brackets each
+        # method's collapse point more finely (GA and LLMU, not in the first tune, keep the wide grid); a wider grid
+        # costs its share of the CPU budget.
+        "grid": {
+            **{method: [3e-5, 1e-4, 3e-4] for method in ("ga", "llmu")},
+            "graddiff": [1e-4, 1.5e-4, 2e-4],
+            "flat": [7e-5, 1e-4, 1.5e-4],
+            "npo": [4e-4, 6e-4, 8e-4],
+            **{method: [1e-3, 2e-3, 4e-3] for method in ("simnpo", "idkdpo")},
+            **{row: [1e-4, 2e-4, 5e-4] for row in ("dareu", "dareu-grpo")},
+            "reveal_release": [2e-4, 5e-4, 1e-3],
+        },
+        # 40 forget examples: small batches give enough steps.
+        "unlearning_common": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0.0},
+        "probes": {"relearning_learning_rate": 5e-4},
+    },
+    # TOFU's standard setting on a pretrained chat model (--base_model, fine-tuned here with TOFU's recipe, or
+    # --target_model and --retain_model already fine-tuned, e.g. open-unlearning's tofu_Llama-3.2-1B-Instruct_full and
+    # _retain90): forget10, 20 authors forgotten and 180 kept, one draw (the published split), every method at its
+    # paper's defaults (the baselines at open-unlearning's TOFU recipe: 1e-5, 10 epochs, batch 8 x 4; FLAT at its
+    # official TOFU configuration: 1e-5, 5 epochs, batch 16 x 4; DareU with PPO, its paper's algorithm, and with GRPO in
+    # a second row), the probes at theirs (relearning at 1e-5).
+    "gpu": {
+        # open-unlearning's system prompt (its Llama-3 models also leave out the template's date lines).
+        "data": {
+            "data": "tofu",
+            "forget_split": "forget10",
+            "prompt_style": "chat",
+            "system_prompt": "You are a helpful assistant.",
+        },
+        "finetune": {"learning_rate": 1e-5, "num_train_epochs": 5, "gradient_accumulation_steps": 4},
+        "unlearning": {
+            **{method: {} for method in METHODS},
+            "dareu": {"algorithm": "ppo"},
+            "dareu-grpo": {"method": "dareu", "algorithm": "grpo"},
+        },
+        "unlearning_common": {},
+        "probes": {},
+    },
+}
+
+# `rlunlearn demo`: the generated authors (20, 2 forgotten) on a base pretrained on the generator's other authors and
+# its world, the cpu preset's fine-tuning recipe, and a method that visibly forgets at kept utility there.
+DEMO = {
+    "pretrain": {"num_train_epochs": 3.0},
+    "finetune": PRESETS["cpu"]["finetune"],
+    "method": "npo",
+    # NPO as measured in README's Demo section; another --method at the cpu preset's settings.
+    "unlearning": {
+        **{method: PRESETS["cpu"]["unlearning"][method] for method in METHODS},
+        "npo": {"learning_rate": 3e-4, "num_train_epochs": 5},
+    },
+    "unlearning_common": PRESETS["cpu"]["unlearning_common"],
+}
+
+# A method whose mean model utility falls below this share of the target's has collapsed: the table says so instead of
+# ranking it by its forget quality (which a destroyed model reaches trivially).
+COLLAPSE_RATIO = 0.9
+TUNING_RULE = (
+    f"for each method, the setting with the highest mean forget quality over the validation draws among those whose "
+    f"mean model utility stays at or above {COLLAPSE_RATIO}x the target's; if none does, the one with the highest "
+    "utility (the method is then reported as collapsed)"
+)
+
+
+def preset_method(preset: str, row: str) -> str:
+    """The method a row of the preset runs: its `method` entry (a variant such as `dareu-grpo`), else its name."""
+    return PRESETS[preset]["unlearning"][row].get("method", row)
+
+
+# `rlunlearn bench memory`: the precisions compared, as model-loading options.
+MEMORY_MODES = {
+    "fp32": {"dtype": "float32"},
+    "bf16": {"dtype": "bfloat16"},
+    "4bit-lora": {"dtype": "bfloat16", "load_in_4bit": True, "use_bnb_nested_quant": True, "use_peft": True},
+}
