@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import datasets
@@ -52,7 +53,8 @@ class StageProgress(ProgressCallback):
 def quiet_console():
     """While inside: every Trainer reports through `StageProgress` (transformers picks the progress callback of each
     Trainer from these two names of its `trainer` module, as its notebook support does), and the progress bars of
-    dataset preparation and of loading and saving weights are off. Restored on exit."""
+    dataset preparation and of loading and saving weights are off, and so is a library warning printed at every
+    generation. Restored on exit."""
     callbacks = transformers.trainer.DEFAULT_PROGRESS_CALLBACK, transformers.trainer.PrinterCallback
     datasets_bars = datasets.is_progress_bar_enabled()
     transformers_bars = transformers_logging.is_progress_bar_enabled()
@@ -60,7 +62,10 @@ def quiet_console():
     datasets.disable_progress_bars()
     transformers_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            # TRL 1.16 reads a property transformers has deprecated: one FutureWarning each time a model generates.
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            yield
     finally:
         transformers.trainer.DEFAULT_PROGRESS_CALLBACK, transformers.trainer.PrinterCallback = callbacks
         if datasets_bars:
