@@ -23,13 +23,13 @@ PRESETS = {
             "forget_split": "forget10",
             "retain_authors": list(TOFU_BENCHMARK_AUTHORS.retain),
             # Fine-tuning replays the real-authors and world-facts QA the base learned in pretraining: without it the
-            # target's model utility falls from 0.86 to 0.03 (README's Benchmark section).
+            # target's model utility falls from 0.86 to 0.03 (docs/benchmarks.md).
             "train_background": True,
         },
         "authors": TOFU_BENCHMARK_AUTHORS,
         "base": {"model_preset": "small", "pretrain": {"num_train_epochs": 8.0, "learning_rate": 1e-3}},
         # From the base as from a real checkpoint, 10 epochs at a constant 5e-4 (forget ROUGE-L 0.89, model utility 0.86
-        # on validation authors 180-181; README's Benchmark section).
+        # on validation authors 180-181; docs/benchmarks.md).
         "finetune": {
             "learning_rate": 5e-4,
             "num_train_epochs": 10.0,
@@ -37,7 +37,7 @@ PRESETS = {
             "warmup_steps": 0.0,
         },
         # Chosen by `rlunlearn bench tune --draws 2 --methods npo simnpo graddiff flat idkdpo` (validation authors
-        # 181+184 and 182+185; README's Benchmark section): graddiff, npo, simnpo, idkdpo and flat. The other rows keep
+        # 181+184 and 182+185; docs/benchmarks.md): graddiff, npo, simnpo, idkdpo and flat. The other rows keep
         # the from-scratch preset's rates until they are tuned on this base.
         "unlearning": {
             "ga": {"learning_rate": 5e-5, "num_train_epochs": 5},
@@ -79,7 +79,7 @@ PRESETS = {
             },
         },
         # The learning rates `bench tune` tries for each row of `unlearning` (each for the row's epochs), three points
-        # each. A first tune on the same validation draws (README's Benchmark section) tried 3e-5/1e-4/3e-4 for gradient
+        # each. A first tune on the same validation draws (docs/benchmarks.md) tried 3e-5/1e-4/3e-4 for gradient
         # ascent and FLAT and 3e-4/6e-4/1e-3 for the NPO and preference family: forget quality only rose next to the
         # rate where utility collapsed, and SimNPO, IdkDPO and GradDiff were chosen at an edge. This grid brackets each
         # method's collapse point more finely (GA and LLMU, not in the first tune, keep the wide grid); a wider grid

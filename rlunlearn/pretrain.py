@@ -50,7 +50,7 @@ class PretrainConfig(FinetuneConfig):
     r"""
     [`FinetuneConfig`] for pretraining the offline base: the loss on every token (question and answer), a cosine
     schedule from a large learning rate, larger batches, and a checkpoint every `save_steps` so that an interrupted
-    run resumes. Defaults: the CPU preset's base (see README's Benchmark section for the measurements behind them).
+    run resumes. Defaults: the CPU preset's base (see docs/benchmarks.md for the measurements behind them).
     """
 
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
