@@ -242,6 +242,8 @@ def _unlearn_and_evaluate(
         probe_settings=probe_settings,
         retain=retain_result,
     )
+    # The unlearned model is not kept; its training log is (DareU's rewards, clip fraction and KL, each method's loss).
+    (folder / f"{name}_log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1, default=str))
     extra_inputs = METHODS[method][1].extra_inputs
     if extra_inputs == "rewards":
         plot_rewards(trainer.state.log_history, folder / f"{name}_reward.png", f"{name} on {bundle.name}")

@@ -493,6 +493,9 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     assert target["forget_quality"] == retain["forget_quality"] == 1.0 and target["forget_quality_ks"] == 0.0
     assert target["model_utility"] == retain["model_utility"]
     assert ga["forget_probability"] < target["forget_probability"]
+    # The unlearned model is gone; its training log stays.
+    log = json.loads((run / "draw-1" / "ga_log_history.json").read_text())
+    assert not (run / "draw-1" / "ga").exists() and any("loss" in entry for entry in log)
     # One draw: means without intervals; the summary keeps each draw's value.
     summary = json.loads((run / "summary.json").read_text())
     assert summary["draws"] == [first_draw]
