@@ -63,8 +63,11 @@ def quiet_console():
     transformers_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
-            # TRL 1.16 reads a property transformers has deprecated: one FutureWarning each time a model generates.
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            # TRL 1.16's generation helper reads and restores gradient checkpointing through names transformers has
+            # deprecated: two FutureWarnings each time a model generates.
+            warnings.filterwarnings(
+                "ignore", "`(is_gradient_checkpointing|gradient_checkpointing_enable)` is deprecated", FutureWarning
+            )
             yield
     finally:
         transformers.trainer.DEFAULT_PROGRESS_CALLBACK, transformers.trainer.PrinterCallback = callbacks
