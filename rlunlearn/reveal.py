@@ -92,6 +92,10 @@ class RevealArguments:
         return sorted(random.Random(seed).sample(names, min(self.num_contrast_names, len(names))))
 
 
+# What each error about --seed_file asks for.
+SEED_FILE_ROWS = "give question/answer rows, as a JSON list or one JSON object a line"
+
+
 def seed_dataset(path: str | Path, fmt) -> Dataset:
     """prompt/completion rows from a file of question/answer rows: a JSON list, or JSON lines (one object a line, as
     TOFU's files are)."""
@@ -106,13 +110,10 @@ def seed_dataset(path: str | Path, fmt) -> Dataset:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as error:
         raise ValueError(
-            f"--seed_file {str(path)!r} is neither a JSON list nor JSON lines ({error.msg}): give question/answer "
-            "rows, as a JSON list or one JSON object a line."
+            f"--seed_file {str(path)!r} is neither a JSON list nor JSON lines ({error.msg}): {SEED_FILE_ROWS}."
         ) from None
     if not rows:
-        raise ValueError(
-            f"--seed_file {str(path)!r} is empty: give question/answer rows, as a JSON list or one JSON object a line."
-        )
+        raise ValueError(f"--seed_file {str(path)!r} is empty: {SEED_FILE_ROWS}.")
     missing = sorted({c for row in rows for c in ("question", "answer") if not isinstance(row, dict) or c not in row})
     if missing:
         raise ValueError(f"--seed_file {str(path)!r}: a row lacks the field(s) {missing}; give question/answer rows.")
