@@ -63,10 +63,12 @@ def quiet_console():
     transformers_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
-            # TRL 1.16's generation helper reads and restores gradient checkpointing through names transformers has
-            # deprecated: two FutureWarnings each time a model generates.
+            # TRL 1.16's generation helper reads, turns off and restores gradient checkpointing through names
+            # transformers has deprecated: FutureWarnings each time a model generates.
             warnings.filterwarnings(
-                "ignore", "`(is_gradient_checkpointing|gradient_checkpointing_enable)` is deprecated", FutureWarning
+                "ignore",
+                "`(is_gradient_checkpointing|gradient_checkpointing_(enable|disable))` is deprecated",
+                FutureWarning,
             )
             yield
     finally:
