@@ -445,12 +445,12 @@ def _read_validation(path: str) -> dict:
 
 
 def _rank_agreement(validation: dict, aggregated: dict) -> float | None:
-    """Kendall's tau between the non-collapsed methods' mean forget quality on the validation draws (at the chosen
-    settings) and on this run's draws."""
+    """Kendall's tau between the mean forget quality on the validation draws (at the chosen settings) and on this
+    run's draws, over the methods tuned there that collapsed in neither (a row `bench tune` did not run is left out)."""
     status = rank_methods(aggregated)
-    kept = [n for n in aggregated if status[n].isdigit() and not validation[n]["collapsed"]] if validation else []
+    kept = [n for n in aggregated if status[n].isdigit() and n in validation and not validation[n]["collapsed"]]
     return rank_agreement(
-        {n: validation[n]["forget quality"] for n in kept if n in validation},
+        {n: validation[n]["forget quality"] for n in kept},
         {n: aggregated[n]["forget quality"]["mean"] for n in kept},
     )
 

@@ -169,6 +169,7 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
 
 
 def test_draws_are_aggregated_and_collapsed_methods_are_not_ranked():
+    from rlunlearn import bench
     from rlunlearn.bench import aggregate_draws, draw_tables, rank_methods
 
     reports = [
@@ -190,4 +191,9 @@ def test_draws_are_aggregated_and_collapsed_methods_are_not_ranked():
     }
     rows = draw_tables(aggregated, ["forget quality", "MU / target"])
     assert [row["model"] for row in rows] == ["target", "retain", "npo", "flat", "ga"]
+    # Agreement with a tune.json: over the methods tuned there and not collapsed in either; flat was not tuned.
+    validation = {"npo": {"forget quality": 0.5, "collapsed": False}, "ga": {"forget quality": 0.9, "collapsed": True}}
+    assert bench._rank_agreement(validation, aggregated) is None  # one method left: no ranking to compare
+    validation["flat"] = {"forget quality": 0.1, "collapsed": False}
+    assert bench._rank_agreement(validation, aggregated) == pytest.approx(1.0)
     assert rows[2]["forget quality"].startswith("0.300 [")
