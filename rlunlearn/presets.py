@@ -41,7 +41,7 @@ PRESETS = {
         # the from-scratch preset's rates until they are tuned on this base.
         "unlearning": {
             "ga": {"learning_rate": 5e-5, "num_train_epochs": 5},
-            "graddiff": {"learning_rate": 3e-5, "num_train_epochs": 5},
+            "graddiff": {"learning_rate": 1.5e-4, "num_train_epochs": 5},
             "npo": {"learning_rate": 6e-4, "num_train_epochs": 5},
             "simnpo": {"learning_rate": 1e-3, "num_train_epochs": 5},
             "idkdpo": {"learning_rate": 1e-3, "num_train_epochs": 5},
@@ -78,12 +78,18 @@ PRESETS = {
                 "max_completion_length": 48,
             },
         },
-        # The learning rates `bench tune` tries for each row of `unlearning` (each for the row's epochs): three points, a
-        # factor of about 3 apart, around the rates that moved each family on the from-scratch preset (gradient ascent
-        # and FLAT lower, the preference and NPO family higher); a wider grid costs its share of the CPU budget.
+        # The learning rates `bench tune` tries for each row of `unlearning` (each for the row's epochs): first three
+        # points, a factor of about 3 apart, around the rates that moved each family on the from-scratch preset
+        # (gradient ascent and FLAT lower, the preference and NPO family higher); then, where forget quality rose only
+        # next to the rate where utility collapsed, a point or two between (GradDiff 1.5e-4 and 2e-4, FLAT 1.5e-4, NPO
+        # 8e-4, IdkDPO 2e-3). A wider grid costs its share of the CPU budget.
         "grid": {
-            **{method: [3e-5, 1e-4, 3e-4] for method in ("ga", "graddiff", "llmu", "flat")},
-            **{method: [3e-4, 6e-4, 1e-3] for method in ("npo", "simnpo", "idkdpo")},
+            **{method: [3e-5, 1e-4, 3e-4] for method in ("ga", "llmu")},
+            "graddiff": [3e-5, 1e-4, 1.5e-4, 2e-4, 3e-4],
+            "flat": [3e-5, 1e-4, 1.5e-4, 3e-4],
+            "npo": [3e-4, 6e-4, 8e-4, 1e-3],
+            "simnpo": [3e-4, 6e-4, 1e-3],
+            "idkdpo": [3e-4, 6e-4, 1e-3, 2e-3],
             **{row: [1e-4, 2e-4, 5e-4] for row in ("dareu", "dareu-grpo")},
             "reveal_release": [2e-4, 5e-4, 1e-3],
         },
