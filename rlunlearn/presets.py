@@ -37,15 +37,16 @@ PRESETS = {
             "warmup_steps": 0.0,
         },
         # Chosen by `rlunlearn bench tune --draws 2 --methods npo simnpo graddiff flat idkdpo` (validation authors
-        # 181+184 and 182+185; docs/benchmarks.md): graddiff, npo, simnpo, idkdpo and flat. The other rows keep
-        # the from-scratch preset's rates until they are tuned on this base.
+        # 181+184 and 182+185; docs/benchmarks.md): graddiff, npo, simnpo, idkdpo and flat; ga and llmu by the same
+        # with `--methods ga llmu`. DareU's and Reveal-and-Release's rows keep the from-scratch preset's rates until
+        # they are tuned on this base.
         "unlearning": {
-            "ga": {"learning_rate": 5e-5, "num_train_epochs": 5},
+            "ga": {"learning_rate": 1e-4, "num_train_epochs": 5},
             "graddiff": {"learning_rate": 1.5e-4, "num_train_epochs": 5},
             "npo": {"learning_rate": 6e-4, "num_train_epochs": 5},
             "simnpo": {"learning_rate": 1e-3, "num_train_epochs": 5},
             "idkdpo": {"learning_rate": 1e-3, "num_train_epochs": 5},
-            "llmu": {"learning_rate": 1e-4, "num_train_epochs": 5},
+            "llmu": {"learning_rate": 3e-4, "num_train_epochs": 5},
             # Tuned with the KL divergence (FLAT's default is total variation).
             "flat": {"learning_rate": 1e-4, "num_train_epochs": 5, "divergence": "kl"},
             # 40 prompts x 4 answers an epoch; short answers keep the CPU rollouts affordable. PPO (the paper's) takes 4
