@@ -102,7 +102,7 @@ def test_the_generated_base_never_saw_the_data_it_is_fine_tuned_on(tmp_path, mon
     assert offline_base(data_args, ScratchModelArguments(from_scratch=True), tmp_path) is None
 
 
-def test_rlunlearn_pretrain_builds_the_base_that_bench_and_finetune_reuse(tmp_path, tofu_dir, monkeypatch, capsys):
+def test_rlunlearn_pretrain_builds_the_base_that_bench_and_finetune_reuse(tmp_path, tofu_dir, monkeypatch):
     """`rlunlearn pretrain` at its defaults fills the cache entry that `bench` (cpu preset, TOFU) and `finetune`
     (generated data) then look up: the same corpus and settings, hence the same folder."""
     from rlunlearn import bench
@@ -110,8 +110,8 @@ def test_rlunlearn_pretrain_builds_the_base_that_bench_and_finetune_reuse(tmp_pa
     from rlunlearn.cli import main
 
     folders = []
+    # Each entry point's cache folder is recorded; nothing is built.
     monkeypatch.setattr(pretrain_module, "cached_build", lambda folder, key, build: (folders.append(folder), True))
-    monkeypatch.setattr(pretrain_module, "pretrain", lambda *a, **k: pytest.fail("nothing is pretrained here"))
     cache = ["--cache_dir", str(tmp_path)]
     assert main(["pretrain", "--data", "tofu", "--tofu_path", str(tofu_dir), *cache]) == 0
     bench._base_model(BenchArguments(tofu_path=str(tofu_dir)), CacheArguments(cache_dir=str(tmp_path)))
