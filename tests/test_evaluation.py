@@ -5,8 +5,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-from transformers.modeling_outputs import CausalLMOutput
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from rlunlearn.data import UnlearningBundle, load_tofu, sft_dataset
 from rlunlearn.evaluation import (
@@ -27,7 +26,7 @@ from rlunlearn.evaluation import (
     utility_notes,
 )
 from rlunlearn.models import build_model
-from rlunlearn.trainers.utils import tokenize_pair
+from rlunlearn.trainers.utils import tokenize_pair, tokenize_prompt
 
 # ---- metric definitions against values computed by hand ------------------------------------------------------------
 
@@ -94,20 +93,29 @@ def test_rouge_l_recall_and_f1_on_known_strings():
 # ---- scoring, against a model whose logits are set ------------------------------------------------------------------
 
 
-class SuccessorModel(torch.nn.Module):
-    """P(next token = previous + 1) = 0.5; the other 0.5 is spread evenly over the rest of the vocabulary."""
+class SuccessorModel(LlamaForCausalLM):
+    """P(next token = previous + 1) = 0.5; the other 0.5 is spread evenly over the rest of the vocabulary. A one-layer
+    Llama underneath gives scoring its KV cache; its logits are replaced."""
 
     def __init__(self, vocab_size: int):
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.device = torch.device("cpu")
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+        super().__init__(config)
         rest = 0.5 / (vocab_size - 1)
         table = torch.full((vocab_size, vocab_size), math.log(rest))
         table[torch.arange(vocab_size), (torch.arange(vocab_size) + 1) % vocab_size] = math.log(0.5)
         self.register_buffer("table", table)
 
-    def forward(self, input_ids, attention_mask=None, use_cache=False):
-        return CausalLMOutput(logits=self.table[input_ids])
+    def forward(self, input_ids, **kwargs):
+        output = super().forward(input_ids=input_ids, **kwargs)
+        output.logits = self.table[input_ids][:, -output.logits.size(1) :]
+        return output
 
 
 def test_scoring_reads_the_answer_tokens_of_the_logits(bundle, tokenizer):
@@ -136,6 +144,39 @@ def test_scoring_and_generation_ignore_batching(finetuned, bundle, tokenizer):
         np.testing.assert_allclose(a.logps, b.logps, rtol=1e-4, atol=1e-5)
     generated = [g.text for g in generate_answers(model, tokenizer, data["prompt"], max_new_tokens=30, batch_size=6)]
     assert generated == [generate_answers(model, tokenizer, [p], max_new_tokens=30)[0].text for p in data["prompt"]]
+
+
+def test_scoring_from_a_shared_prompt_equals_a_plain_forward_pass(finetuned, bundle, tokenizer):
+    """Each question's answers are scored from one pass over its prompt: the log-probabilities are those of a forward
+    pass over prompt + answer, whatever the other answers in the batch."""
+    model = AutoModelForCausalLM.from_pretrained(finetuned).eval()
+    data = sft_dataset(bundle.forget).select(range(4))
+    prompts = [p for p in data["prompt"] for _ in range(3)]
+    answers = [a for a in data["completion"] for a in (a, " No.", a[: len(a) // 2])]
+    scores = score_answers(model, tokenizer, prompts, answers, batch_size=5)
+    for prompt, answer, score in zip(prompts, answers, scores):
+        prompt_ids, answer_ids = tokenize_pair(tokenizer, prompt, answer)
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt_ids + answer_ids])).logits[0]
+        logps = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+        expected = logps.gather(-1, torch.tensor(answer_ids)[:, None]).squeeze(-1)
+        np.testing.assert_allclose(score.logps, expected.double().numpy(), atol=1e-5)
+
+
+def test_greedy_generation_equals_generate(finetuned, bundle, tokenizer):
+    """Rows leave the batch at their end-of-sequence token; the tokens are still those of `generate`."""
+    model = AutoModelForCausalLM.from_pretrained(finetuned).eval()
+    prompts = [*sft_dataset(bundle.forget).select(range(6))["prompt"], "Question: Who?\nAnswer:"]
+    generations = generate_answers(model, tokenizer, prompts, max_new_tokens=40, batch_size=7)
+    assert len({len(g.token_ids) for g in generations}) > 1  # some rows left the batch before others
+    for prompt, generation in zip(prompts, generations):
+        input_ids = torch.tensor([tokenize_prompt(tokenizer, prompt)])
+        output = model.generate(input_ids, max_new_tokens=40, do_sample=False, pad_token_id=tokenizer.pad_token_id)[
+            0, input_ids.size(1) :
+        ].tolist()
+        if tokenizer.eos_token_id in output:
+            output = output[: output.index(tokenizer.eos_token_id)]
+        assert generation.token_ids == output
 
 
 # ---- the suite ------------------------------------------------------------------------------------------------------

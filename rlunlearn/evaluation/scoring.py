@@ -3,7 +3,8 @@ metric.
 
 Answers are tokenised exactly as the trainers tokenise them (`rlunlearn.trainers.utils.tokenize_pair`), so a probability
 measured here is the probability the training loss saw. Examples are sorted by length before batching so that
-padding stays small, and come back in their original order.
+padding stays small, and come back in their original order. A prompt is run once and its KV cache reused: by every
+answer scored after it, and by each generated token.
 """
 
 from __future__ import annotations
@@ -61,6 +62,31 @@ def _padded(sequences: list[list[int]], pad_id: int, left: bool) -> tuple[torch.
     return input_ids, attention_mask
 
 
+def _prompt_pass(model, prompts: list[list[int]], pad_id: int):
+    """One forward pass over left-padded prompts: the KV cache, each prompt's next-token logits, the prompts' attention
+    mask and each prompt's length (the position of the first token after it)."""
+    input_ids, attention_mask = _padded(prompts, pad_id, left=True)
+    input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
+    # Positions count the prompt's own tokens, so that padding does not shift them.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    output = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
+    )
+    return output.cache, output.logits[:, -1], attention_mask, attention_mask.sum(-1)
+
+
+def _token_scores(logps: torch.Tensor, targets: torch.Tensor) -> TokenScores:
+    """`TokenScores` of one answer from the log-softmax of the logits that predict its tokens, (length, vocabulary)."""
+    probs = logps.exp()
+    mu = (probs * logps).sum(-1)
+    return TokenScores(
+        logps=logps.gather(-1, targets[:, None]).squeeze(-1).double().cpu().numpy(),
+        is_top1=(logps.argmax(-1) == targets).cpu().numpy(),
+        mu=mu.double().cpu().numpy(),
+        var=((probs * logps.square()).sum(-1) - mu.square()).double().cpu().numpy(),
+    )
+
+
 @torch.no_grad()
 def score_answers(
     model: PreTrainedModel,
@@ -70,34 +96,56 @@ def score_answers(
     batch_size: int = 64,
     desc: str | None = None,
 ) -> list[TokenScores]:
-    """Teacher-forced `TokenScores` of each answer given its prompt."""
+    """Teacher-forced `TokenScores` of each answer given its prompt.
+
+    Answers that share a prompt (a question's true, paraphrased and perturbed answers) share one forward pass over it:
+    its KV cache is copied to each answer, which is then scored from the cache. About `batch_size` answers a pass."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers.")
     pairs = [tokenize_pair(tokenizer, p, a) for p, a in zip(prompts, answers)]
+    if any(not prompt_ids for prompt_ids, _ in pairs):
+        raise ValueError(
+            "An empty prompt leaves nothing to predict an answer's first token from: give each answer a prompt, or "
+            "use a tokenizer that adds a BOS token."
+        )
+    # The prompt part of a pair is where its two tokenisations diverge, so it is compared as tokens, not as text.
+    answers_of_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, (prompt_ids, _) in enumerate(pairs):
+        answers_of_prompt.setdefault(tuple(prompt_ids), []).append(i)
+    # Prompts with answers of similar lengths together, about `batch_size` answers a pass.
+    groups = sorted(answers_of_prompt.items(), key=lambda group: max(len(pairs[i][1]) for i in group[1]))
+    batches, size = [[]], 0
+    for group in groups:
+        if batches[-1] and size + len(group[1]) > batch_size:
+            batches.append([])
+            size = 0
+        batches[-1].append(group)
+        size += len(group[1])
+
     results: list[TokenScores | None] = [None] * len(pairs)
     was_training = model.training
     model.eval()
-    batches = _batches([len(p) + len(c) for p, c in pairs], batch_size)
-    for batch in tqdm(batches, desc=desc, leave=False, disable=desc is None):
-        input_ids, attention_mask = _padded(
-            [pairs[i][0] + pairs[i][1] for i in batch], tokenizer.pad_token_id, left=False
+    for batch in tqdm(batches if groups else [], desc=desc, leave=False, disable=desc is None):
+        cache, first_logits, prompt_mask, prompt_lengths = _prompt_pass(
+            model, [list(prompt_ids) for prompt_ids, _ in batch], tokenizer.pad_token_id
         )
+        rows = [i for _, members in batch for i in members]
+        prompt_of_row = torch.tensor([g for g, (_, members) in enumerate(batch) for _ in members], device=model.device)
+        cache.reorder_cache(prompt_of_row)
+        answer_ids, answer_mask = _padded([pairs[i][1] for i in rows], tokenizer.pad_token_id, left=False)
+        answer_ids, answer_mask = answer_ids.to(model.device), answer_mask.to(model.device)
         logits = model(
-            input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device), use_cache=False
+            input_ids=answer_ids,
+            attention_mask=torch.cat([prompt_mask[prompt_of_row], answer_mask], dim=1),
+            position_ids=prompt_lengths[prompt_of_row, None] + torch.arange(answer_ids.size(1), device=model.device),
+            cache=cache,
+            use_cache=True,
         ).logits
-        for row, i in enumerate(batch):
-            start, length = len(pairs[i][0]), len(pairs[i][1])
-            # Position t predicts token t + 1; one row at a time keeps (length x vocabulary) memory small.
-            logps = torch.log_softmax(logits[row, start - 1 : start - 1 + length].float(), dim=-1)
-            targets = input_ids[row, start : start + length].to(logps.device)
-            probs = logps.exp()
-            mu = (probs * logps).sum(-1)
-            results[i] = TokenScores(
-                logps=logps.gather(-1, targets[:, None]).squeeze(-1).double().cpu().numpy(),
-                is_top1=(logps.argmax(-1) == targets).cpu().numpy(),
-                mu=mu.double().cpu().numpy(),
-                var=((probs * logps.square()).sum(-1) - mu.square()).double().cpu().numpy(),
-            )
+        for row, i in enumerate(rows):
+            length = len(pairs[i][1])
+            # The prompt's last position predicts the first answer token; answer position t predicts token t + 1.
+            predicting = torch.cat([first_logits[prompt_of_row[row], None], logits[row, : length - 1]])
+            results[i] = _token_scores(torch.log_softmax(predicting.float(), dim=-1), answer_ids[row, :length])
     model.train(was_training)
     return results
 
@@ -117,9 +165,46 @@ def generate_answers(
     batch_size: int = 64,
     desc: str | None = None,
 ) -> list[Generation]:
-    """Greedy continuations of `prompts` (texts, message lists, or token ids), left-padded in batches and cut at
-    the end-of-sequence token."""
-    return [samples[0] for samples in _generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc)]
+    """Greedy continuations of `prompts` (texts, message lists, or token ids), cut at the end-of-sequence token.
+
+    Written here rather than with `generate`, which keeps every row of a batch until the last one ends: a row leaves
+    the batch (and the KV cache) at its end-of-sequence token, so that one long answer does not make the whole batch
+    run to it. Prompts are batched by length and left-padded. The tokens are those of `generate(do_sample=False)` with
+    no logits processor (no repetition penalty, whatever the model's generation config says)."""
+    prompt_ids = _prompt_ids(tokenizer, prompts)
+    generations: list[Generation | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    for batch in tqdm(_batches([len(p) for p in prompt_ids], batch_size), desc=desc, leave=False, disable=desc is None):
+        cache, logits, attention_mask, positions = _prompt_pass(
+            model, [prompt_ids[i] for i in batch], tokenizer.pad_token_id
+        )
+        tokens: list[list[int]] = [[] for _ in batch]
+        rows = torch.arange(len(batch), device=model.device)  # which prompt of the batch each row of the cache is
+        for step in range(max_new_tokens):
+            next_tokens = logits.argmax(-1)
+            for row, token in zip(rows.tolist(), next_tokens.tolist()):
+                tokens[row].append(token)
+            running = next_tokens != tokenizer.eos_token_id
+            if step == max_new_tokens - 1 or not running.any():
+                break
+            if not running.all():
+                cache.batch_select_indices(running)
+                rows, next_tokens = rows[running], next_tokens[running]
+                attention_mask, positions = attention_mask[running], positions[running]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
+            logits = model(
+                input_ids=next_tokens[:, None],
+                attention_mask=attention_mask,
+                position_ids=positions[:, None],
+                cache=cache,
+                use_cache=True,
+            ).logits[:, -1]
+            positions = positions + 1
+        for row, i in enumerate(batch):
+            generations[i] = _decoded(tokenizer, tokens[row])
+    model.train(was_training)
+    return generations
 
 
 def sample_answers(
@@ -137,7 +222,7 @@ def sample_answers(
     cut), from a generator seeded by `seed` (the global random state is left as it was)."""
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return _generate(
+        return _sample(
             model,
             tokenizer,
             prompts,
@@ -152,10 +237,21 @@ def sample_answers(
         )
 
 
-def _generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc, **sampling) -> list[list[Generation]]:
-    """Continuations of each prompt (one, or `num_return_sequences`), in batches of similar length."""
-    per_prompt = sampling.get("num_return_sequences", 1)
-    prompt_ids = [p if p and isinstance(p[0], int) else tokenize_prompt(tokenizer, p) for p in prompts]
+def _prompt_ids(tokenizer, prompts) -> list[list[int]]:
+    return [p if p and isinstance(p[0], int) else tokenize_prompt(tokenizer, p) for p in prompts]
+
+
+def _decoded(tokenizer, sequence: list[int]) -> Generation:
+    """A generated sequence cut before its first end-of-sequence token, and its text."""
+    if tokenizer.eos_token_id in sequence:
+        sequence = sequence[: sequence.index(tokenizer.eos_token_id)]
+    return Generation(tokenizer.decode(sequence, skip_special_tokens=True).strip(), sequence)
+
+
+def _sample(model, tokenizer, prompts, max_new_tokens, batch_size, desc, **sampling) -> list[list[Generation]]:
+    """`num_return_sequences` sampled continuations of each prompt, with `generate`, in batches of similar length."""
+    per_prompt = sampling["num_return_sequences"]
+    prompt_ids = _prompt_ids(tokenizer, prompts)
     generations: list[list[Generation] | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
@@ -167,15 +263,10 @@ def _generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc, **sam
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            **{"do_sample": False, **sampling},
+            **sampling,
         )
         for row, i in enumerate(batch):
-            generations[i] = []
-            for sequence in output[row * per_prompt : (row + 1) * per_prompt, input_ids.shape[1] :].tolist():
-                if tokenizer.eos_token_id in sequence:
-                    sequence = sequence[: sequence.index(tokenizer.eos_token_id)]
-                generations[i].append(
-                    Generation(tokenizer.decode(sequence, skip_special_tokens=True).strip(), sequence)
-                )
+            sequences = output[row * per_prompt : (row + 1) * per_prompt, input_ids.shape[1] :].tolist()
+            generations[i] = [_decoded(tokenizer, sequence) for sequence in sequences]
     model.train(was_training)
     return generations

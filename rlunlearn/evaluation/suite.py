@@ -27,7 +27,7 @@ from . import metrics
 from .metrics import MIA_ATTACKS
 from .probes import run_probes
 from .report import compare_with_retain
-from .scoring import EvalSettings, generate_answers, score_answers
+from .scoring import EvalSettings, TokenScores, generate_answers, score_answers
 
 # MUSE's generation settings: knowledge memorisation answers in at most 32 new tokens, cut at these strings;
 # verbatim memorisation continues a text for at most 128 new tokens.
@@ -44,14 +44,14 @@ def _cut(text: str, stops: Sequence[str]) -> str:
     return text.strip()
 
 
-def _scores_by_row(model, tokenizer, prompts, answers_per_row, fmt, settings, desc):
-    """Score a list of answers per row (ragged), returning each row's list of mean log-probabilities."""
+def _scores_by_row(model, tokenizer, prompts, answers_per_row, fmt, settings, desc) -> list[list[TokenScores]]:
+    """Score a list of answers per row (ragged) in one pass over all of them, returning each row's scores."""
     flat_prompts = [p for p, answers in zip(prompts, answers_per_row) for _ in answers]
     flat_answers = [fmt.completion(a) for answers in answers_per_row for a in answers]
     flat = score_answers(model, tokenizer, flat_prompts, flat_answers, settings.batch_size, desc)
     rows, start = [], 0
     for answers in answers_per_row:
-        rows.append([s.mean_logp for s in flat[start : start + len(answers)]])
+        rows.append(flat[start : start + len(answers)])
         start += len(answers)
     return rows
 
@@ -93,9 +93,11 @@ def evaluate_split(
         return f"{name}: {step}" if progress else None
 
     prompts = [fmt.prompt(q) for q in data["question"]]
-    true = score_answers(
-        model, tokenizer, prompts, [fmt.completion(a) for a in data["answer"]], settings.batch_size, desc("scoring")
-    )
+    # A question's true, paraphrased and perturbed answers (in this order) are scored after one pass over its prompt.
+    single_columns = [c for c in ("answer", "paraphrased_answer") if c in data.column_names]
+    answers_per_row = [[row[c] for c in single_columns] + list(row.get("perturbed_answer") or []) for row in data]
+    scores = _scores_by_row(model, tokenizer, prompts, answers_per_row, fmt, settings, desc("scoring"))
+    true = [row[0] for row in scores]
     mean_logps = np.array([s.mean_logp for s in true])
     generations = generate_answers(
         model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size, desc("generating")
@@ -113,14 +115,9 @@ def evaluate_split(
     aggregates = {}
 
     if "perturbed_answer" in data.column_names:
-        perturbed = _scores_by_row(
-            model, tokenizer, prompts, data["perturbed_answer"], fmt, settings, desc("perturbed")
-        )
+        perturbed = [[s.mean_logp for s in row[len(single_columns) :]] for row in scores]
         if "paraphrased_answer" in data.column_names:
-            paraphrased = _scores_by_row(
-                model, tokenizer, prompts, [[a] for a in data["paraphrased_answer"]], fmt, settings, desc("paraphrased")
-            )
-            correct = np.array([row[0] for row in paraphrased])
+            correct = np.array([row[1].mean_logp for row in scores])
             per_example["paraphrased_probability"] = metrics.probability(correct)
         else:
             correct = mean_logps
