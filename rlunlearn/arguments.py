@@ -387,10 +387,32 @@ class MemoryBenchArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-memory-<time>)."})
 
 
+@dataclass
+class SpeedBenchArguments:
+    """Seconds per unlearning step of each method's trainer against a plain transformers Trainer whose compute_loss is
+    the same loss written the obvious way (full logits, the reference run on every batch, a forward pass per group),
+    on copies of the same random model and the same batches of the generated authors: interleaved runs, the median
+    of --repeats, and their ratio."""
+
+    methods: list[str] = field(
+        default_factory=lambda: ["npo", "graddiff", "simnpo", "idkdpo", "llmu", "ga"],
+        metadata={"help": "Methods to time (those with a plain baseline: ga graddiff idkdpo llmu npo simnpo)."},
+    )
+    model_presets: list[str] = field(
+        default_factory=lambda: ["small", "medium"],
+        metadata={"help": f"Sizes of the random Llama ({', '.join(sorted(MODEL_PRESETS))}); vocabulary 4096."},
+    )
+    steps: int = field(default=20, metadata={"help": "Unlearning steps a run."})
+    repeats: int = field(default=3, metadata={"help": "Runs of each loop; the table gives the median."})
+    batch_size: int = field(default=8, metadata={"help": "Forget examples a step (and as many retain examples)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-speed-<time>)."})
+
+
 # Each `rlunlearn bench` task's options.
 BENCH_TASK_ARGUMENTS = {
     "unlearn": BenchArguments,
     "tune": TuneArguments,
     "eval": EvalBenchArguments,
     "memory": MemoryBenchArguments,
+    "speed": SpeedBenchArguments,
 }

@@ -54,6 +54,7 @@ from .models import MODEL_PRESETS, load_model, load_tokenizer
 from .pipeline import PreparedModels, extra_inputs_of, prepare_models, report_info, unlearn
 from .presets import COLLAPSE_RATIO, MEMORY_MODES, PRESETS, TUNING_RULE, preset_method
 from .pretrain import PretrainConfig, cached_base, pretraining_corpus
+from .speed import bench_speed
 
 
 def preset_unlearning_config(preset: str, row: str, **overrides):
@@ -753,4 +754,4 @@ def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Pa
 
 
 # Each `rlunlearn bench` task (its options: arguments.BENCH_TASK_ARGUMENTS).
-TASKS = {"unlearn": bench_unlearn, "tune": bench_tune, "eval": bench_eval, "memory": bench_memory}
+TASKS = {"unlearn": bench_unlearn, "tune": bench_tune, "eval": bench_eval, "memory": bench_memory, "speed": bench_speed}

@@ -626,12 +626,13 @@ def train_attributor_command(argv: list[str]) -> int:
 
 
 def bench(argv: list[str]) -> int:
-    """Benchmark the methods, the evaluation's speed, or unlearning's memory, and print the figures.
+    """Benchmark the methods, the evaluation's speed, unlearning's memory or its speed, and print the figures.
 
     `rlunlearn bench [unlearn]` runs every method on a preset's draws of forget authors (forget quality, model
     utility, costs, probes); `bench tune` chooses each method's learning rate on the validation draws; `bench eval`
     times the whole evaluation suite; `bench memory` compares the memory of unlearning steps in fp32, bf16 and 4-bit +
-    LoRA. `rlunlearn bench <task> --help` lists a task's options."""
+    LoRA; `bench speed` times each method's steps against a plain Trainer with the same loss. `rlunlearn bench <task>
+    --help` lists a task's options."""
     from .arguments import BENCH_TASK_ARGUMENTS
 
     task = argv[0] if argv and not argv[0].startswith("-") else "unlearn"

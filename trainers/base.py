@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from accelerate.utils import is_peft_model
 from datasets import Dataset
 from peft import PeftConfig, get_peft_model
@@ -28,7 +29,13 @@ from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.base_config import _BaseConfig
 from trl.trainer.base_trainer import _BaseTrainer
-from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, use_adapter
+from trl.trainer.utils import (
+    add_fused_lm_head,
+    create_model_from_path,
+    disable_dropout_in_model,
+    selective_log_softmax,
+    use_adapter,
+)
 
 from .utils import (
     GroupCollator,
@@ -45,6 +52,7 @@ from .utils import (
     multiprocess_cpu,
     remove_fused_lm_head,
     tokenize_completions,
+    with_example_index,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,6 +86,17 @@ class UnlearningConfig(_BaseConfig):
             on, which fails on a CPU).
         activation_checkpointing (`bool`, defaults to `False`):
             Recompute activations in the backward pass: less memory, about 20% slower. Turn it on for large models.
+        fused_lm_head (`bool`, *optional*):
+            Compute the answers' log-probabilities chunk by chunk through TRL's fused LM head, which never holds the
+            (batch, length, vocabulary) logits. Defaults to on for vocabularies of 32,768 tokens or more, where those
+            logits weigh most, and off below, where the plain log-softmax of the logits is faster (a sixth of a step
+            on the CPU preset's model, `rlunlearn bench speed`).
+        precompute_ref_log_probs (`bool`, defaults to `True`):
+            For the losses that read a log-ratio to the reference (NPO, IdkDPO, Reveal-and-Release's `npo` release):
+            compute the reference's log-probability of each forget answer once, over the whole forget set at the first
+            step (one float per answer, kept while the forget set is), instead of a reference pass in every step, as
+            TRL's DPO does. The KL terms still run the reference in every step: they read its whole next-token
+            distribution.
         retain_probability_floor (`float`, *optional*):
             A guard against collapse: stop training when the mean answer probability of the retain eval set
             (`eval_dataset["retain"]`, measured every `eval_steps`) falls below this, and save the weights of the last
@@ -116,6 +135,20 @@ class UnlearningConfig(_BaseConfig):
         default=None,
         metadata={"help": "Retain examples per forget batch per process (default: the forget batch size)."},
     )
+    fused_lm_head: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Answer log-probabilities through TRL's fused LM head, without the full logits (default: on for "
+            "vocabularies of 32,768 tokens or more)."
+        },
+    )
+    precompute_ref_log_probs: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute the reference's log-probabilities of the forget answers once, at the first step, rather "
+            "than in every step."
+        },
+    )
     retain_probability_floor: float | None = field(
         default=None,
         metadata={
@@ -135,6 +168,8 @@ class UnlearningConfig(_BaseConfig):
 
 
 RETAIN_LOSS_TYPES = ("nll", "kl")
+# The vocabulary from which `fused_lm_head` defaults to on.
+FUSED_LM_HEAD_MIN_VOCABULARY = 32768
 
 
 @dataclass
@@ -186,6 +221,8 @@ class ReferenceAndGuardMixin:
     # functions) or "reveal" (a reveal reward, instructions that ask about the target, template answers).
     extra_inputs: str | None = None
 
+    # Per-token log-probabilities through TRL's fused LM head (no (batch, length, vocabulary) logits), or from the logits.
+    fused_lm_head = True
     _last_good_weights: dict[str, torch.Tensor] | None = None
     _eval_loaders: dict[int, tuple] | None = None  # id of an eval set -> (the set, its prepared loader)
 
@@ -230,18 +267,22 @@ class ReferenceAndGuardMixin:
         (batch, length - 1). With `reference=True`, under the model before unlearning and without gradient."""
         input_ids = inputs[f"{group}_input_ids"]
         completion_mask = inputs[f"{group}_completion_mask"]
-        kwargs = {
-            "input_ids": input_ids,
-            "attention_mask": inputs[f"{group}_attention_mask"],
-            "labels": input_ids.masked_fill(completion_mask == 0, -100),
-            "fused_lm_head": True,
-            "use_cache": False,
-        }
+        attention_mask = inputs[f"{group}_attention_mask"]
+
+        def forward(model) -> torch.Tensor:
+            if not self.fused_lm_head:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+                return selective_log_softmax(logits[:, :-1].float(), input_ids[:, 1:])
+            labels = input_ids.masked_fill(completion_mask == 0, -100)
+            return model(
+                input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, use_cache=False
+            ).log_probs
+
         if reference:
             with self.reference_model() as reference_model:
-                logps = reference_model(**kwargs).log_probs
+                logps = forward(reference_model)
         else:
-            logps = model(**kwargs).log_probs
+            logps = forward(model)
         mask = completion_mask[:, 1:].to(logps.dtype)
         return logps[:, -mask.size(1) :], mask
 
@@ -485,6 +526,7 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
                 "forget",
                 args.dataset_num_proc,
             )
+            forget = with_example_index(forget)
         collator = GroupCollator(processing_class.pad_token_id, dict(self.forget_groups))
 
         super().__init__(
@@ -528,12 +570,20 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
             if self.ref_model is not None:
                 disable_dropout_in_model(self.ref_model)
 
-        # Per-token log-probabilities without materialising the (batch, length, vocabulary) logits.
-        add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
-        if self.ref_model is not None:
-            add_fused_lm_head(self.accelerator.unwrap_model(self.ref_model))
+        # Per-token log-probabilities without materialising the (batch, length, vocabulary) logits, where they are large.
+        self.fused_lm_head = args.fused_lm_head
+        if self.fused_lm_head is None:
+            self.fused_lm_head = self.model.config.get_text_config().vocab_size >= FUSED_LM_HEAD_MIN_VOCABULARY
+        if self.fused_lm_head:
+            add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
+            if self.ref_model is not None:
+                add_fused_lm_head(self.accelerator.unwrap_model(self.ref_model))
 
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # The forget set and, per group, its answers' summed log-probabilities under the reference
+        # (`precompute_ref_log_probs`); the policy's log-probabilities of each group in the current step.
+        self._reference_tables: tuple[Dataset, dict[str, torch.Tensor]] | None = None
+        self._step_logps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._normalizers: dict[str, torch.Tensor] = {}
         self._loss_scale = 1
         self._num_tokens = 0  # tokens of every forward pass on all processes, as TRL's trainers log them
@@ -563,9 +613,82 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
         """Per answer of `group`, log π_θ(y|x) − log π_ref(y|x) summed over its tokens (π_ref the model before
         unlearning); logs the answers' probability as `<group>_prob`."""
         logps, mask = self.completion_logps(model, inputs, group)
-        reference_logps, _ = self.completion_logps(model, inputs, group, reference=True)
         self.log_metric(f"{group}_prob", mean_answer_logp(logps, mask).exp())
-        return ((logps - reference_logps) * mask).sum(1)
+        return (logps * mask).sum(1) - self.reference_sequence_logps(model, inputs, group)
+
+    def reference_sequence_logps(self, model, inputs: dict[str, torch.Tensor], group: str) -> torch.Tensor:
+        """Per answer of `group`, log π_ref(y|x) summed over its tokens: read from the table computed once over the
+        forget set (`precompute_ref_log_probs`), or from a reference pass over the batch."""
+        column = getattr(self.data_collator, "groups", {}).get(group)
+        if self.args.precompute_ref_log_probs and "index" in inputs and column is not None:
+            return self._reference_table(group, column)[inputs["index"]]
+        reference_logps, mask = self.completion_logps(model, inputs, group, reference=True)
+        return (reference_logps * mask).sum(1)
+
+    def _reference_table(self, group: str, column: str) -> torch.Tensor:
+        """The reference's summed log-probability of every answer of `group` in the forget set, by example index,
+        computed on first use. Every process scores the whole set, so that sharded models run the same passes."""
+        dataset, tables = self._reference_tables or (None, {})
+        if dataset is not self.train_dataset:  # Reveal-and-Release sets new forget data each round
+            tables = {}
+        if group not in tables:
+            loader = torch.utils.data.DataLoader(
+                self.train_dataset.select_columns(["prompt_ids", f"{column}_ids"]),
+                batch_size=self.args.per_device_eval_batch_size,
+                collate_fn=GroupCollator(self.processing_class.pad_token_id, {group: column}),
+            )
+            values = []
+            for batch in loader:
+                batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
+                logps, mask = self.completion_logps(self.model, batch, group, reference=True)
+                values.append((logps * mask).sum(1))
+            tables[group] = torch.cat(values)
+        self._reference_tables = (self.train_dataset, tables)
+        return tables[group]
+
+    def completion_logps(self, model, inputs: dict[str, torch.Tensor], group: str, reference: bool = False):
+        """As the base's; in a training step, the policy's log-probabilities of every group the loss reads come from
+        one forward pass over them all (see `_policy_groups`)."""
+        groups = self._policy_groups(inputs) if self._step_logps is not None and not reference else []
+        if group not in groups:
+            return super().completion_logps(model, inputs, group, reference)
+        if group not in self._step_logps:
+            self._step_logps.update(self._joint_completion_logps(model, inputs, groups))
+        return self._step_logps[group]
+
+    def _policy_groups(self, inputs: dict[str, torch.Tensor]) -> list[str]:
+        """The groups of a batch whose answers the loss scores under the policy: all of them, but the retain batch
+        when its term is the KL (which reads the full logits)."""
+        groups = [key.removesuffix("_input_ids") for key in inputs if key.endswith("_input_ids")]
+        if getattr(self.args, "retain_loss_type", "nll") == "kl":
+            groups = [group for group in groups if group != "retain"]
+        return groups
+
+    def _joint_completion_logps(self, model, inputs: dict[str, torch.Tensor], groups: list[str]) -> dict:
+        """`completion_logps` of each of `groups` from one forward pass over their batches stacked (right-padded to the
+        longest): one pass costs less than several on small batches, and the values are those of separate passes."""
+        width = max(inputs[f"{group}_input_ids"].size(1) for group in groups)
+
+        def stacked(name: str, value: int) -> torch.Tensor:
+            return torch.cat(
+                [
+                    F.pad(inputs[f"{group}_{name}"], (0, width - inputs[f"{group}_{name}"].size(1)), value=value)
+                    for group in groups
+                ]
+            )
+
+        joint = {
+            "joint_input_ids": stacked("input_ids", self.processing_class.pad_token_id),
+            "joint_attention_mask": stacked("attention_mask", 0),
+            "joint_completion_mask": stacked("completion_mask", 0),
+        }
+        logps, mask = ReferenceAndGuardMixin.completion_logps(self, model, joint, "joint")
+        results, start = {}, 0
+        for group in groups:
+            rows, length = inputs[f"{group}_input_ids"].shape
+            results[group] = (logps[start : start + rows, : length - 1], mask[start : start + rows, : length - 1])
+            start += rows
+        return results
 
     def token_mean(self, values: torch.Tensor, mask: torch.Tensor, group: str, name: str | None = None) -> torch.Tensor:
         """Mean of per-token `values` over the answer tokens of `group` in the global batch (all processes and
@@ -596,7 +719,11 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["prompt_ids", *(f"{column}_ids" for column in self.forget_groups.values())]
+            self._signature_columns = [
+                "prompt_ids",
+                "index",
+                *(f"{column}_ids" for column in self.forget_groups.values()),
+            ]
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Take the accumulation window's forget batches, add this process's retain batches, and count the answer
@@ -632,7 +759,11 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Each process holds a share of the global mean; DDP averages gradients over processes.
         self._normalizers, self._loss_scale = num_items_in_batch, self.accelerator.num_processes
-        loss = self.check_finite(self._compute_loss(model, inputs))
+        self._step_logps = {}
+        try:
+            loss = self.check_finite(self._compute_loss(model, inputs))
+        finally:
+            self._step_logps = None
         return (loss, {}) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

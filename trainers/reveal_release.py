@@ -79,6 +79,7 @@ from .utils import (
     tokenize_completions,
     tokenize_pair,
     tokenize_prompt,
+    with_example_index,
 )
 
 RELEASE_LOSSES = ("ga", "npo", "flat")
@@ -607,7 +608,7 @@ class RevealReleaseTrainer(UnlearningTrainer):
         self.optimizer, self.lr_scheduler = None, None
         self._module, self._phase = name, phase
         self.data_collator = GroupCollator(self.processing_class.pad_token_id, groups)
-        self._signature_columns = ["prompt_ids", *(f"{column}_ids" for column in groups.values())]
+        self._signature_columns = ["prompt_ids", "index", *(f"{column}_ids" for column in groups.values())]
         self.train_dataset = dataset
 
     def _merge_modules(self) -> None:
@@ -767,7 +768,7 @@ class RevealReleaseTrainer(UnlearningTrainer):
             parts.append(tokenized.select_columns(columns))
         if self.seed_data is not None:
             parts.append(self.seed_data.select_columns(columns))
-        return concatenate_datasets(parts)
+        return with_example_index(concatenate_datasets(parts))
 
     def _write_history(self, revealed: list[dict]) -> None:
         if not self.is_world_process_zero():

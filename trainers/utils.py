@@ -182,7 +182,8 @@ class GroupCollator:
     groups: dict[str, str]
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = {}
+        # The examples' places in their dataset, for values computed once per example (the reference's log-probs).
+        batch = {"index": torch.tensor([ex["index"] for ex in examples])} if "index" in examples[0] else {}
         for group, column in self.groups.items():
             batch.update(
                 self.collate_group(
@@ -203,6 +204,11 @@ class GroupCollator:
             ),
             f"{group}_completion_mask": pad(completion_mask, padding_value=0, padding_side="right"),
         }
+
+
+def with_example_index(dataset: Dataset) -> Dataset:
+    """`dataset` with an `index` column: each example's row, which batches carry (see `GroupCollator`)."""
+    return dataset.add_column("index", list(range(len(dataset))))
 
 
 class RetainSampler:
