@@ -33,7 +33,6 @@ from trl.trainer.utils import (
     add_fused_lm_head,
     create_model_from_path,
     disable_dropout_in_model,
-    selective_log_softmax,
     use_adapter,
 )
 
@@ -271,8 +270,11 @@ class ReferenceAndGuardMixin:
 
         def forward(model) -> torch.Tensor:
             if not self.fused_lm_head:
-                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-                return selective_log_softmax(logits[:, :-1].float(), input_ids[:, 1:])
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+                # One fused log-softmax and gather over the whole batch (TRL's selective_log_softmax loops over rows).
+                return -F.cross_entropy(
+                    logits.flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none"
+                ).view(input_ids.size(0), -1)
             labels = input_ids.masked_fill(completion_mask == 0, -100)
             return model(
                 input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, use_cache=False
