@@ -23,8 +23,9 @@ def test_usage_lists_the_commands(capsys):
     out = capsys.readouterr().out
     assert all(command in out for command in ("demo", "finetune", "unlearn", "--debug", "--config FILE"))
     # Each command's summary is a whole sentence.
-    assert "Benchmark the methods, the evaluation's speed, or unlearning's memory, and print the figures." in " ".join(
-        out.split()
+    assert (
+        "Benchmark the methods, the evaluation's speed, unlearning's memory or its speed, and print the figures."
+        in " ".join(out.split())
     )
     assert main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
@@ -506,3 +507,14 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     table = (run / "table.md").read_text()
     assert "forget quality" in table and "paraphrased ROUGE-L" in table
     assert "ga" in capsys.readouterr().out
+
+
+def test_bench_speed_refuses_a_method_without_a_baseline(tmp_path, capsys):
+    for options, message in [
+        (["--methods", "dareu"], "--methods ['dareu'] have no plain baseline; choose from"),
+        (["--steps", "0"], "--steps and --repeats must be at least 1"),
+    ]:
+        assert main(["bench", "speed", *options, "--output_dir", str(tmp_path / "refused")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"rlunlearn bench: {message}") and "\n" not in error, error
+    assert not (tmp_path / "refused").exists()
