@@ -38,8 +38,8 @@ PRESETS = {
         },
         # Chosen by `rlunlearn bench tune --draws 2 --methods npo simnpo graddiff flat idkdpo` (validation authors
         # 181+184 and 182+185; docs/benchmarks.md): graddiff, npo, simnpo, idkdpo and flat; ga and llmu by the same
-        # with `--methods ga llmu`. DareU's and Reveal-and-Release's rows keep the from-scratch preset's rates until
-        # they are tuned on this base.
+        # with `--methods ga llmu`; reveal_release by the same with `--methods reveal_release` (it kept 5e-4). DareU's rows
+        # keep the from-scratch preset's rates until they are tuned on this base.
         "unlearning": {
             "ga": {"learning_rate": 1e-4, "num_train_epochs": 5},
             "graddiff": {"learning_rate": 1.5e-4, "num_train_epochs": 5},
