@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
 from rlunlearn.trainers import METHODS
-from rlunlearn.trainers.utils import GroupCollator, can_pin_memory, tokenize_completions
+from rlunlearn.trainers.utils import can_pin_memory
 
-from .arguments import SpeedBenchArguments
+from .arguments import DataArguments, SpeedBenchArguments
 from .evaluation.report import format_table, markdown_table
 from .models import build_model, train_tokenizer
 from .pipeline import unlearning_datasets
@@ -158,22 +158,15 @@ def build_trainers(method: str, model, tokenizer, bundle, data_args, args: Speed
         processing_class=tokenizer,
     )
 
-    collator = GroupCollator(tokenizer.pad_token_id, dict(trainer_class.forget_groups))
-    tokenized = tokenize_completions(
-        forget, tokenizer, list(trainer_class.forget_groups.values()), config.max_length, "forget"
-    )
-
     def draw_groups(batch, step):
         # The retain batch and LLMU's random answers, as the method's trainer draws them at this step.
         return trainer._sampled_groups(batch, step, 0)
 
-    plain_model = copy.deepcopy(model)
-    plain_model.config.use_cache = False
     baseline = PlainLossTrainer(
         PLAIN_LOSSES[method],
         config,
         draw_groups,
-        model=plain_model,
+        model=copy.deepcopy(model),
         args=TrainingArguments(
             output_dir=str(output_dir / f"{method}-plain"),
             max_steps=args.steps,
@@ -189,10 +182,9 @@ def build_trainers(method: str, model, tokenizer, bundle, data_args, args: Speed
             dataloader_pin_memory=can_pin_memory(),
             seed=0,
         ),
-        train_dataset=tokenized.select_columns(
-            ["prompt_ids", *(f"{c}_ids" for c in trainer_class.forget_groups.values())]
-        ),
-        data_collator=collator,
+        # The trainer's tokenised forget set and collator: the same batches, in the same order (the same seed).
+        train_dataset=trainer.train_dataset,
+        data_collator=trainer.data_collator,
     )
     return trainer, baseline
 
@@ -210,8 +202,6 @@ def bench_speed(args: SpeedBenchArguments, cache_args, run: Path) -> list[dict]:
         raise ValueError(f"--methods {unknown} have no plain baseline; choose from {sorted(PLAIN_LOSSES)}.")
     if args.steps < 1 or args.repeats < 1:
         raise ValueError("--steps and --repeats must be at least 1.")
-    from .arguments import DataArguments
-
     data_args = DataArguments(data="generated", num_authors=20)
     bundle = data_args.bundle()
     tokenizer = train_tokenizer(bundle.corpus(), 4096)

@@ -29,12 +29,7 @@ from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.base_config import _BaseConfig
 from trl.trainer.base_trainer import _BaseTrainer
-from trl.trainer.utils import (
-    add_fused_lm_head,
-    create_model_from_path,
-    disable_dropout_in_model,
-    use_adapter,
-)
+from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, use_adapter
 
 from .utils import (
     GroupCollator,
@@ -87,9 +82,10 @@ class UnlearningConfig(_BaseConfig):
             Recompute activations in the backward pass: less memory, about 20% slower. Turn it on for large models.
         fused_lm_head (`bool`, *optional*):
             Compute the answers' log-probabilities chunk by chunk through TRL's fused LM head, which never holds the
-            (batch, length, vocabulary) logits. Defaults to on for vocabularies of 32,768 tokens or more, where those
-            logits weigh most, and off below, where the plain log-softmax of the logits is faster (a sixth of a step
-            on the CPU preset's model, `rlunlearn bench speed`).
+            (batch, length, vocabulary) logits. Defaults to on for vocabularies of 16,384 tokens or more (every
+            released model's, where those logits weigh most), and off below (the small tokenizers trained here), where
+            the plain log-softmax of the logits is faster (a sixth of a step on the CPU preset's model, `rlunlearn bench
+            speed`).
         precompute_ref_log_probs (`bool`, defaults to `True`):
             For the losses that read a log-ratio to the reference (NPO, IdkDPO, Reveal-and-Release's `npo` release):
             compute the reference's log-probability of each forget answer once, over the whole forget set at the first
@@ -138,7 +134,7 @@ class UnlearningConfig(_BaseConfig):
         default=None,
         metadata={
             "help": "Answer log-probabilities through TRL's fused LM head, without the full logits (default: on for "
-            "vocabularies of 32,768 tokens or more)."
+            "vocabularies of 16,384 tokens or more)."
         },
     )
     precompute_ref_log_probs: bool = field(
@@ -168,7 +164,7 @@ class UnlearningConfig(_BaseConfig):
 
 RETAIN_LOSS_TYPES = ("nll", "kl")
 # The vocabulary from which `fused_lm_head` defaults to on.
-FUSED_LM_HEAD_MIN_VOCABULARY = 32768
+FUSED_LM_HEAD_MIN_VOCABULARY = 16384
 
 
 @dataclass
@@ -621,7 +617,7 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
     def reference_sequence_logps(self, model, inputs: dict[str, torch.Tensor], group: str) -> torch.Tensor:
         """Per answer of `group`, log π_ref(y|x) summed over its tokens: read from the table computed once over the
         forget set (`precompute_ref_log_probs`), or from a reference pass over the batch."""
-        column = getattr(self.data_collator, "groups", {}).get(group)
+        column = self.data_collator.groups.get(group)
         if self.args.precompute_ref_log_probs and "index" in inputs and column is not None:
             return self._reference_table(group, column)[inputs["index"]]
         reference_logps, mask = self.completion_logps(model, inputs, group, reference=True)

@@ -114,9 +114,9 @@ def score_answers(
         answers_of_prompt.setdefault(tuple(prompt_ids), []).append(i)
     # Prompts with answers of similar lengths together, about `batch_size` answers a pass.
     groups = sorted(answers_of_prompt.items(), key=lambda group: max(len(pairs[i][1]) for i in group[1]))
-    batches, size = [[]], 0
+    batches, size = [], 0
     for group in groups:
-        if batches[-1] and size + len(group[1]) > batch_size:
+        if not batches or size + len(group[1]) > batch_size:
             batches.append([])
             size = 0
         batches[-1].append(group)
@@ -125,7 +125,7 @@ def score_answers(
     results: list[TokenScores | None] = [None] * len(pairs)
     was_training = model.training
     model.eval()
-    for batch in tqdm(batches if groups else [], desc=desc, leave=False, disable=desc is None):
+    for batch in tqdm(batches, desc=desc, leave=False, disable=desc is None):
         cache, first_logits, prompt_mask, prompt_lengths = _prompt_pass(
             model, [list(prompt_ids) for prompt_ids, _ in batch], tokenizer.pad_token_id
         )
