@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import concatenate_datasets
+from transformers import AutoConfig
 from trl import ModelConfig, get_peft_config
 
 from rlunlearn.rewards import check_reward
@@ -373,6 +374,8 @@ def check_unlearning(
     check_model_source(str(model_path))
     model_init_kwargs(model_args)  # the quantisation flags
     check_lora_targets(model_args)
+    if (Path(model_path) / "config.json").is_file():
+        METHODS[method][1].check_model_config(config, AutoConfig.from_pretrained(model_path))
     unlearning_datasets(method, config, bundle, data_args)
     extra = extra_inputs_of(method)
     if extra is not None:

@@ -68,6 +68,23 @@ PRESETS = {
                 "max_completion_length": 48,
                 "logging_steps": 5,
             },
+            "wga": {"learning_rate": 3e-4, "num_train_epochs": 5},
+            "satimp": {"learning_rate": 3e-4, "num_train_epochs": 5},
+            "undial": {"learning_rate": 3e-4, "num_train_epochs": 5},
+            "ceu": {"learning_rate": 3e-4, "num_train_epochs": 5},
+            "pdu": {
+                "learning_rate": 3e-4,
+                "num_train_epochs": 5,
+                "dual_warmup_epochs": 2,
+                "retain_loss_tolerance": 0.5,
+            },
+            "rmu": {
+                "learning_rate": 3e-4,
+                "num_train_epochs": 5,
+                "rmu_layer": 2,
+                "steering_coeff": 20.0,
+                "alpha": 100.0,
+            },
             # Named targets only: the forget set is what the model reveals.
             "reveal_release": {
                 "learning_rate": 5e-4,
@@ -93,6 +110,7 @@ PRESETS = {
             "idkdpo": [3e-4, 6e-4, 1e-3, 2e-3],
             **{row: [1e-4, 2e-4, 5e-4] for row in ("dareu", "dareu-grpo")},
             "reveal_release": [2e-4, 5e-4, 1e-3],
+            **{method: [1e-4, 3e-4, 1e-3] for method in ("wga", "satimp", "undial", "ceu", "pdu", "rmu")},
         },
         # 40 forget examples: small batches give enough steps.
         "unlearning_common": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0.0},

@@ -183,6 +183,10 @@ def bad_inputs(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
             ["unlearn", "--output_dir", str(tmp / "run")],
             "rlunlearn unlearn: --model_name_or_path is required",
         ),
+        "steered layer beyond the model": (
+            [*unlearn, "--method", "rmu", "--rmu_layer", "5"],
+            "rlunlearn unlearn: --rmu_layer 5: the model has 2 decoder layers (0 to 1).",
+        ),
         "unknown method": (
             ["unlearn", "--method", "sgd"],
             "rlunlearn unlearn: --method 'sgd' is not a method; the methods are: flat, llmu, ga, graddiff, npo",
@@ -205,6 +209,7 @@ BAD_INPUTS = [
     "LoRA targets that match nothing",
     "missing model",
     "no model",
+    "steered layer beyond the model",
     "unknown method",
 ]
 

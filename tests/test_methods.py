@@ -14,10 +14,11 @@ from rlunlearn.trainers import METHODS, FLATConfig, FLATTrainer, LLMUConfig, LLM
 from rlunlearn.trainers.flat import average_probability
 
 # The forget probability must fall below FORGET_RATIO of its value before; the retain probability must not fall by
-# more than the tolerance (absolute). Methods that see only forget data (GA, FLAT) move the retain answers along with
-# the forget ones on this 4-author model, whose authors share every sentence template; their tolerance is wider.
+# more than the tolerance (absolute). Methods that see only forget data (GA, FLAT, UNDIAL and CE-U) move the retain
+# answers along with the forget ones on this 4-author model, whose authors share every sentence template; their
+# tolerance is wider.
 FORGET_RATIO = 0.75
-RETAIN_TOLERANCE = {"ga": 0.25, "flat": 0.25}
+RETAIN_TOLERANCE = {"ga": 0.25, "flat": 0.25, "undial": 0.25, "ceu": 0.25}
 DEFAULT_RETAIN_TOLERANCE = 0.15
 
 # Settings that unlearn the tiny model in a few steps, chosen with margin on both sides of both bounds.
@@ -29,6 +30,12 @@ TINY_SETTINGS = {
     "idkdpo": {"learning_rate": 1.5e-3},
     "llmu": {"learning_rate": 1e-3},
     "flat": {"learning_rate": 9e-4},
+    "wga": {"learning_rate": 1e-3},
+    "satimp": {"learning_rate": 3e-3},
+    "undial": {"learning_rate": 6e-4},
+    "ceu": {"learning_rate": 4e-4},
+    "pdu": {"learning_rate": 1e-3, "retain_weight": 300.0, "dual_warmup_epochs": 1, "retain_loss_tolerance": 0.5},
+    "rmu": {"learning_rate": 5e-3, "rmu_layer": 0, "steering_coeff": 20.0, "alpha": 100.0, "rmu_update_module": ""},
 }
 
 

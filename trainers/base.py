@@ -227,6 +227,10 @@ class ReferenceAndGuardMixin:
         0."""
         return getattr(args, "retain_weight", 0) > 0
 
+    @classmethod
+    def check_model_config(cls, args, model_config) -> None:
+        """Options that do not fit the model's architecture fail here, from its config alone, before it loads."""
+
     def check_guard_inputs(self, args, eval_dataset) -> None:
         """Bad guard settings fail here, before training."""
         floor = args.retain_probability_floor
@@ -284,19 +288,29 @@ class ReferenceAndGuardMixin:
         mask = completion_mask[:, 1:].to(logps.dtype)
         return logps[:, -mask.size(1) :], mask
 
-    def reference_kl(self, model, inputs: dict[str, torch.Tensor], group: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token KL(reference ‖ model) of the next-token distributions at the answer tokens of `group`, and their
-        mask, both (batch, length - 1): the full distributions, so the logits are materialised here."""
+    def answer_logits(self, model, inputs: dict[str, torch.Tensor], group: str, reference: bool = False):
+        """The next-token logits (float32) before each token of `group`, (batch, length - 1, vocabulary), and the mask
+        of the answer tokens, (batch, length - 1), as `completion_logps` gives them: for the losses that read whole
+        next-token distributions. With `reference=True`, under the model before unlearning and without gradient."""
         kwargs = {
             "input_ids": inputs[f"{group}_input_ids"],
             "attention_mask": inputs[f"{group}_attention_mask"],
             "use_cache": False,
         }
-        logps = torch.log_softmax(model(**kwargs).logits[:, :-1].float(), dim=-1)
-        with self.reference_model() as reference_model:
-            reference_logps = torch.log_softmax(reference_model(**kwargs).logits[:, :-1].float(), dim=-1)
-        kl = (reference_logps.exp() * (reference_logps - logps)).sum(-1)
-        return kl, inputs[f"{group}_completion_mask"][:, 1:].to(kl.dtype)
+        if reference:
+            with self.reference_model() as reference_model:
+                logits = reference_model(**kwargs).logits[:, :-1]
+        else:
+            logits = model(**kwargs).logits[:, :-1]
+        return logits.float(), inputs[f"{group}_completion_mask"][:, 1:].float()
+
+    def reference_kl(self, model, inputs: dict[str, torch.Tensor], group: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token KL(reference ‖ model) of the next-token distributions at the answer tokens of `group`, and their
+        mask, both (batch, length - 1)."""
+        logits, mask = self.answer_logits(model, inputs, group)
+        reference_logits, _ = self.answer_logits(model, inputs, group, reference=True)
+        logps, reference_logps = logits.log_softmax(-1), reference_logits.log_softmax(-1)
+        return (reference_logps.exp() * (reference_logps - logps)).sum(-1), mask
 
     def retain_values(self, model, inputs: dict[str, torch.Tensor], loss_type: str):
         """The retain regulariser per answer token of the retain batch, and the mask of those tokens: the KL from the
@@ -435,6 +449,8 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
     config_class = UnlearningConfig
     # Which completions of the forget set the loss reads: group name -> dataset column.
     forget_groups: dict[str, str] = {"forget": "completion"}
+    # Groups whose loss term reads the full logits (`answer_logits`), left out of the joint pass of the others.
+    full_logit_groups: tuple[str, ...] = ()
     # The name of the LoRA adapter made from `peft_config`.
     adapter_name = "default"
     # Loss terms divide by counts over the whole accumulation window, so the Trainer must not divide again.
@@ -655,12 +671,17 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
         return self._step_logps[group]
 
     def _policy_groups(self, inputs: dict[str, torch.Tensor]) -> list[str]:
-        """The groups of a batch whose answers the loss scores under the policy: all of them, but the retain batch
-        when its term is the KL (which reads the full logits)."""
-        groups = [key.removesuffix("_input_ids") for key in inputs if key.endswith("_input_ids")]
-        if getattr(self.args, "retain_loss_type", "nll") == "kl":
-            groups = [group for group in groups if group != "retain"]
-        return groups
+        """The groups of a batch whose answers the loss scores under the policy: all of them, but those whose terms
+        read the full logits (`full_logit_groups`, and the retain batch when its term is the KL)."""
+        full_logits = {
+            *self.full_logit_groups,
+            *(["retain"] if getattr(self.args, "retain_loss_type", "") == "kl" else []),
+        }
+        return [
+            key.removesuffix("_input_ids")
+            for key in inputs
+            if key.endswith("_input_ids") and key.removesuffix("_input_ids") not in full_logits
+        ]
 
     def _joint_completion_logps(self, model, inputs: dict[str, torch.Tensor], groups: list[str]) -> dict:
         """`completion_logps` of each of `groups` from one forward pass over their batches stacked (right-padded to the
