@@ -45,7 +45,9 @@ from .evaluation import (
     evaluate_model,
     format_table,
     format_value,
+    judge_fluency,
     markdown_table,
+    perplexity_judge,
     resolve_probes,
 )
 from .evaluation.aggregate import mean_interval, rank_agreement
@@ -293,6 +295,14 @@ def run_draw(
             f" (target {results[TARGET]['summary']['model_utility']:.3f}), unlearned in {costs[name]['wall time (s)']}s",
             flush=True,
         )
+    # Babble is improbable to the model before unlearning: every model's forget answers, scored by the target.
+    judge = perplexity_judge(
+        load_model(ModelConfig(model_name_or_path=str(prepared.target)), for_training=False),
+        load_tokenizer(str(prepared.target)),
+        fmt,
+    )
+    for result in results.values():
+        judge_fluency(result, judge, "generation_perplexity")
     report = build_report(
         results,
         roles,
@@ -322,6 +332,12 @@ DRAW_FIGURES = {
     "forget ROUGE-L": ("forget_rougeL_recall", (0.0, 1.0)),
     "privleak": ("privleak", (-100.0, math.inf)),
     **{label: (key, None) for label, key in PROBE_COLUMNS.items() if label != "forget ROUGE-L"},
+    # What the forget answers became: the same fact in other words, a wrong fact, babble.
+    "paraphrased ROUGE-L": ("forget_paraphrased_rougeL_recall", (0.0, 1.0)),
+    "perturbed ROUGE-L": ("forget_perturbed_rougeL_recall", (0.0, 1.0)),
+    "repetition": ("forget_generation_repetition", (0.0, 1.0)),
+    "perplexity under target": ("forget_generation_perplexity", (1.0, math.inf)),
+    "privleak (grad norm)": ("privleak_gradnorm", (-100.0, math.inf)),
 }
 COST_FIGURES = ("wall time (s)", "tokens/s", "peak memory (MB)")
 
@@ -390,6 +406,13 @@ def draw_tables(aggregated: dict[str, dict], columns: list[str]) -> list[dict]:
 
 
 BENCH_COLUMNS = ["forget quality", "KS statistic", "MU / target", "forget ROUGE-L", "privleak", *COST_FIGURES]
+BENCH_ANSWER_COLUMNS = [
+    "paraphrased ROUGE-L",
+    "perturbed ROUGE-L",
+    "repetition",
+    "perplexity under target",
+    "privleak (grad norm)",
+]
 # The probes' columns beside the forget ROUGE-L they test (forget ROUGE-L itself is in the main table).
 BENCH_PROBE_COLUMNS = [label for label in PROBE_COLUMNS if label != "forget ROUGE-L"]
 
@@ -467,6 +490,9 @@ def _print_bench(summary: dict, probes, run: Path, data_name: str) -> None:
     )
     print(f"\n{title}\n{format_table(rows, ['model', 'rank', *BENCH_COLUMNS])}")
     markdown = markdown_table(rows, ["model", "rank", *BENCH_COLUMNS])
+    answer_rows = draw_tables(aggregated, BENCH_ANSWER_COLUMNS)
+    print(f"\nThe forget answers:\n{format_table(answer_rows, ['model', *BENCH_ANSWER_COLUMNS])}")
+    markdown += "\n" + markdown_table(answer_rows, ["model", *BENCH_ANSWER_COLUMNS])
     if probes:
         probe_rows = draw_tables(aggregated, BENCH_PROBE_COLUMNS)
         print(f"\nRobustness probes (forget split):\n{format_table(probe_rows, ['model', *BENCH_PROBE_COLUMNS])}")

@@ -14,11 +14,16 @@ from rlunlearn.evaluation import (
     UNLEARNED,
     EvalSettings,
     build_report,
+    classifier_judge,
     evaluate_model,
     format_table,
     generate_answers,
+    gradient_norms,
+    judge_fluency,
     metrics,
+    perplexity_judge,
     plot_tradeoff,
+    repetition,
     retain_from_report,
     rouge_l,
     score_answers,
@@ -88,6 +93,98 @@ def test_rouge_l_recall_and_f1_on_known_strings():
     np.testing.assert_allclose(scores["f1"], [2 * 0.5 / 1.5, 2 * (2 / 3) * (2 / 3) / (4 / 3)])
     with pytest.raises(ValueError, match="2 predictions but 1 references"):
         rouge_l(["a", "b"], ["a"])
+
+
+def test_repetition_is_seq_rep_4():
+    # 4-grams of "a b c d a b c d": abcd bcda cdab dabc abcd, 4 distinct of 5.
+    assert repetition("a b c d a b c d") == pytest.approx(0.2)
+    assert repetition("The author was born in Paris.") == 0.0
+    assert repetition("the the the the the") == pytest.approx(1 - 1 / 2)
+    assert repetition("too short") == 0.0
+
+
+def test_answers_are_compared_with_the_paraphrased_and_the_perturbed_answers(tiny_model, tokenizer, monkeypatch):
+    from datasets import Dataset
+
+    from rlunlearn.evaluation import Generation, suite
+
+    def fixed_answer(model, tokenizer, prompts, *args, **kwargs):
+        return [Generation(text="the cat sat", token_ids=tokenizer("the cat sat")["input_ids"]) for _ in prompts]
+
+    monkeypatch.setattr(suite, "generate_answers", fixed_answer)
+    data = Dataset.from_list(
+        [
+            {
+                "question": "Where?",
+                "answer": "the cat sat there",
+                "paraphrased_answer": "the cat sat on the mat",
+                "perturbed_answer": ["a dog sat", "the cat ran"],
+            }
+        ]
+        * 2
+    )
+    result = suite.evaluate_split(tiny_model, tokenizer, "forget", data)
+    # LCS "the cat sat": recall 3/6; against the perturbed answers "sat" (1/3) and "the cat" (2/3), mean 1/2.
+    assert result["per_example"]["paraphrased_rougeL_recall"] == pytest.approx([0.5, 0.5])
+    assert result["per_example"]["perturbed_rougeL_recall"] == pytest.approx([0.5, 0.5])
+    assert result["metrics"]["generation_repetition"] == 0.0
+    assert result["questions"] == ["Where?", "Where?"]
+
+
+def test_gradient_norm_attack_by_hand(tiny_model, tokenizer):
+    prompt, answer = "Question: Who?\nAnswer:", " An author."
+    (score,) = gradient_norms(tiny_model, tokenizer, [prompt], [answer])
+    prompt_ids, answer_ids = tokenize_pair(tokenizer, prompt, answer)
+    input_ids = torch.tensor([prompt_ids + answer_ids])
+    logits = tiny_model(input_ids=input_ids).logits[0, len(prompt_ids) - 1 : -1]
+    torch.nn.functional.cross_entropy(logits, input_ids[0, len(prompt_ids) :]).backward()
+    norms = [param.grad.norm() for param in tiny_model.parameters() if param.grad is not None]
+    assert score == pytest.approx(torch.stack(norms).mean().item(), rel=1e-5)
+    tiny_model.zero_grad()
+    frozen = tiny_model.requires_grad_(False)
+    gradient_norms(frozen, tokenizer, [prompt], [answer])
+    assert not any(param.requires_grad for param in frozen.parameters())  # the flags are left as they were
+
+
+def test_fluency_judges(finetuned_results, tiny_model, tokenizer, bundle):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from rlunlearn.rewards.classifier import SequenceClassifier
+
+    evaluation = json.loads(json.dumps(finetuned_results[TARGET]))  # a copy
+    forget = evaluation["splits"]["forget"]
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=2,
+        id2label={0: "clean", 1: "noise"},
+        label2id={"clean": 0, "noise": 1},
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    classifier = SequenceClassifier(LlamaForSequenceClassification(config).eval(), tokenizer)
+    judge_fluency(evaluation, classifier_judge(classifier, "clean"), "fluency")
+    expected = classifier.probabilities(forget["generations"])[:, 0]
+    assert forget["per_example"]["fluency"] == pytest.approx(expected.tolist())
+    assert evaluation["summary"]["forget_fluency"] == pytest.approx(expected.mean().item())
+
+    judge_fluency(evaluation, perplexity_judge(tiny_model, tokenizer), "generation_perplexity")
+    scores = score_answers(
+        tiny_model,
+        tokenizer,
+        [f"Question: {q}\nAnswer:" for q in forget["questions"]],
+        [f" {a}" for a in forget["generations"]],
+    )
+    assert forget["per_example"]["generation_perplexity"] == pytest.approx([math.exp(-s.mean_logp) for s in scores])
+
+    with pytest.raises(ValueError, match="returned 1 scores for"):
+        judge_fluency(evaluation, lambda questions, answers: [0.5], "broken")
+    with pytest.raises(ValueError, match="--fluency_label 5"):
+        classifier_judge(classifier, 5)
 
 
 # ---- scoring, against a model whose logits are set ------------------------------------------------------------------
@@ -210,6 +307,9 @@ def test_suite_measures_every_split_and_names_what_utility_uses(finetuned_result
         "exact_memorization",
         "knowmem_rougeL_f1",
         "verbmem_rougeL_f1",
+        "paraphrased_rougeL_recall",
+        "perturbed_rougeL_recall",
+        "generation_repetition",
     ):
         assert 0.0 <= forget[key] <= 1.0, key
     assert forget["truth_ratio"] == forget["truth_ratio_closer_to_1"]
@@ -238,6 +338,7 @@ def test_suite_measures_every_split_and_names_what_utility_uses(finetuned_result
     # A model scored on the data it memorised: its greedy predictions reproduce the answers.
     assert target["summary"]["forget_extraction_strength"] > 0.9
     assert target["summary"]["mia_auc_loss"] > 0.9  # forget answers far more likely than holdout ones
+    assert target["summary"]["mia_auc_gradnorm"] > 0.9  # and nearer a minimum: smaller gradients
 
 
 def test_retain_model_against_itself_is_the_ideal(finetuned_results):

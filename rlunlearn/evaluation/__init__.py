@@ -7,6 +7,7 @@ retain model (forget quality, privleak, the reference attack, Tug-of-War) and th
 
 from ..arguments import PROBES, ProbeSettings, resolve_probes
 from . import metrics
+from .fluency import FluencyJudge, classifier_judge, judge_fluency, perplexity_judge, repetition
 from .metrics import rouge_l
 from .probes import recovered_fraction, run_probes
 from .report import (
@@ -26,7 +27,15 @@ from .report import (
     summary_table,
     utility_notes,
 )
-from .scoring import EvalSettings, Generation, TokenScores, generate_answers, sample_answers, score_answers
+from .scoring import (
+    EvalSettings,
+    Generation,
+    TokenScores,
+    generate_answers,
+    gradient_norms,
+    sample_answers,
+    score_answers,
+)
 from .suite import evaluate_folder, evaluate_model, evaluate_split
 
 __all__ = [
@@ -36,10 +45,12 @@ __all__ = [
     "PROBES",
     "PROBE_COLUMNS",
     "EvalSettings",
+    "FluencyJudge",
     "Generation",
     "ProbeSettings",
     "TokenScores",
     "build_report",
+    "classifier_judge",
     "compare_with_retain",
     "evaluate_folder",
     "evaluate_model",
@@ -47,11 +58,15 @@ __all__ = [
     "format_table",
     "format_value",
     "has_probes",
+    "judge_fluency",
     "generate_answers",
+    "gradient_norms",
     "markdown_table",
     "metrics",
+    "perplexity_judge",
     "plot_tradeoff",
     "recovered_fraction",
+    "repetition",
     "resolve_probes",
     "retain_from_report",
     "rouge_l",

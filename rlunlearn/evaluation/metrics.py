@@ -127,7 +127,7 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> dict[str, 
 
 
 # The membership-inference attacks every evaluation runs (the reference attack needs the retain model: report.py).
-MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
+MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm")
 
 
 def mia_loss(mean_logps: np.ndarray) -> np.ndarray:

@@ -150,6 +150,43 @@ def score_answers(
     return results
 
 
+def gradient_norms(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | list],
+    answers: Sequence[str | list],
+    p: float = 2.0,
+    desc: str | None = None,
+) -> np.ndarray:
+    """Per answer, the gradient-norm attack's score (Wang et al., "Pandora's White-Box", arXiv 2402.17012;
+    open-unlearning's `mia_gradnorm`): the mean over the model's weight tensors of the p-norm of the gradient of the
+    answer's mean token loss. Data the model was trained on sits near a minimum, where the gradient is small.
+
+    One example a backward pass. Every floating-point weight takes part (4-bit weights cannot: only the others then),
+    in eval mode, dropout off; the model's gradients and its `requires_grad` flags are left as they were."""
+    weights = [param for param in model.parameters() if param.is_floating_point()]
+    trainable = [param.requires_grad for param in weights]
+    was_training = model.training
+    model.eval()
+    scores = []
+    try:
+        for param in weights:
+            param.requires_grad_(True)
+        for prompt, answer in tqdm(list(zip(prompts, answers)), desc=desc, leave=False, disable=desc is None):
+            prompt_ids, answer_ids = tokenize_pair(tokenizer, prompt, answer)
+            input_ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
+            logits = model(input_ids=input_ids, use_cache=False).logits[0, len(prompt_ids) - 1 : -1]
+            loss = torch.nn.functional.cross_entropy(logits.float(), input_ids[0, len(prompt_ids) :])
+            gradients = torch.autograd.grad(loss, weights, allow_unused=True)
+            norms = [gradient.float().norm(p) for gradient in gradients if gradient is not None]
+            scores.append(torch.stack(norms).mean().item())
+    finally:
+        for param, flag in zip(weights, trainable):
+            param.requires_grad_(flag)
+        model.train(was_training)
+    return np.array(scores)
+
+
 @dataclass
 class Generation:
     text: str

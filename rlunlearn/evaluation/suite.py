@@ -24,16 +24,19 @@ from ..cache import settings_hash
 from ..data import EVAL_SPLITS, PromptFormat, UnlearningBundle
 from ..models import load_model, load_tokenizer
 from . import metrics
+from .fluency import FluencyJudge, judge_fluency, repetition
 from .metrics import MIA_ATTACKS
 from .probes import run_probes
 from .report import compare_with_retain
-from .scoring import EvalSettings, TokenScores, generate_answers, score_answers
+from .scoring import EvalSettings, TokenScores, generate_answers, gradient_norms, score_answers
 
 # MUSE's generation settings: knowledge memorisation answers in at most 32 new tokens, cut at these strings;
 # verbatim memorisation continues a text for at most 128 new tokens.
 KNOWMEM_MAX_NEW_TOKENS = 32
 KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
 VERBMEM_MAX_NEW_TOKENS = 128
+# Raised whenever `evaluate_split` measures something new, so that cached results without it are measured again.
+SPLIT_METRICS_VERSION = 2
 # Splits whose answers membership-inference attacks score (forget = members, holdout = non-members).
 MIA_SPLITS = ("forget", "holdout")
 
@@ -132,6 +135,20 @@ def evaluate_split(
             "truth_ratio_closer_to_1" if name == "forget" else "truth_ratio_true_better"
         ]
 
+    if name == "forget":
+        per_example["generation_repetition"] = np.array([repetition(text) for text in texts])
+    if name == "forget" and "paraphrased_answer" in data.column_names:
+        # Does the model now give another answer? ROUGE-L recall of its answer against the paraphrased answer (the
+        # same fact) and against each perturbed answer (wrong facts), averaged over them (open-unlearning's
+        # forget_Q_A_PARA_ROUGE and forget_Q_A_PERT_ROUGE).
+        per_example["paraphrased_rougeL_recall"] = metrics.rouge_l(texts, data["paraphrased_answer"])["recall"]
+        if "perturbed_answer" in data.column_names:
+            per_example["perturbed_rougeL_recall"] = np.array(
+                [
+                    np.mean(metrics.rouge_l([text] * len(wrong), wrong)["recall"])
+                    for text, wrong in zip(texts, data["perturbed_answer"])
+                ]
+            )
     if name in ("forget", "retain"):
         knowmem = [
             _cut(tokenizer.decode(g.token_ids[:KNOWMEM_MAX_NEW_TOKENS], skip_special_tokens=True), KNOWMEM_STOP_STRINGS)
@@ -149,6 +166,9 @@ def evaluate_split(
         per_example["mia_min_k_plus_plus"] = metrics.mia_min_k_plus_plus(
             [s.logps for s in true], [s.mu for s in true], [s.var for s in true]
         )
+        per_example["mia_gradnorm"] = gradient_norms(
+            model, tokenizer, prompts, [fmt.completion(a) for a in data["answer"]], desc=desc("gradient norms")
+        )
 
     for key, values in per_example.items():
         if not key.startswith("mia_") and key not in ("avg_loss", "truth_ratio"):
@@ -157,6 +177,7 @@ def evaluate_split(
         "n": len(data),
         "metrics": aggregates,
         "per_example": {key: np.asarray(values).tolist() for key, values in per_example.items()},
+        "questions": list(data["question"]),
         "generations": texts,
     }
 
@@ -175,6 +196,7 @@ def evaluate_model(
     retain: dict | None = None,
     cache_dir: str | Path | None = None,
     description: str = "evaluating",
+    fluency: FluencyJudge | None = None,
 ) -> dict:
     """Every split of `bundle` (or `splits`), and the model-level summary: model utility (with the components it
     misses, and those at 0, named), the forget metrics, and the membership-inference AUC of each attack (forget vs
@@ -182,7 +204,8 @@ def evaluate_model(
     robustness probes too: their results under `probes`, their `probe_*` values in the summary (`model_path`, the
     folder the model was loaded from, spares the quantisation probe a save). With `retain`, the retain model's
     evaluation (this function's result for it), the summary adds what is measured against it: forget quality (and its
-    KS statistic), privleak, the reference attack and Tug-of-War.
+    KS statistic), privleak, the reference attack and Tug-of-War. With `fluency` (a judge of `fluency.py`), the summary
+    adds the forget answers' mean score under it, `forget_fluency`.
 
     `cache_dir` keeps each split's result in a file keyed by the split's rows, the prompt format and the settings, and
     reads it back on the next call: give it only for a model that never changes (a cached target or retain model), so
@@ -226,6 +249,9 @@ def evaluate_model(
             "exact_memorization",
             "knowmem_rougeL_f1",
             "verbmem_rougeL_f1",
+            "paraphrased_rougeL_recall",
+            "perturbed_rougeL_recall",
+            "generation_repetition",
         ):
             if key in forget:
                 summary[f"forget_{key}"] = forget[key]
@@ -239,6 +265,8 @@ def evaluate_model(
                 np.array(results["holdout"]["per_example"][f"mia_{attack}"]),
             )
     evaluation = {"settings": asdict(settings), "splits": results, "summary": summary}
+    if fluency is not None and "forget" in results:
+        judge_fluency(evaluation, fluency, "fluency")
     if probes:
         evaluation["probes"], probe_summary = run_probes(
             model, tokenizer, bundle, fmt, probes, settings, probe_settings, model_path
@@ -253,7 +281,15 @@ def _cached_split(model, tokenizer, name, data, fmt, settings, cache_dir) -> dic
     """`evaluate_split`, read from (or written to) `cache_dir` when one is given."""
     if cache_dir is None:
         return evaluate_split(model, tokenizer, name, data, fmt, settings)
-    key = settings_hash({"split": name, "rows": data.to_list(), "format": asdict(fmt), "settings": asdict(settings)})
+    key = settings_hash(
+        {
+            "split": name,
+            "rows": data.to_list(),
+            "format": asdict(fmt),
+            "settings": asdict(settings),
+            "metrics": SPLIT_METRICS_VERSION,
+        }
+    )
     path = Path(cache_dir) / f"eval-{name}-{key[:16]}.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -275,6 +311,7 @@ def evaluate_folder(
     retain: dict | None = None,
     cache: bool = False,
     description: str = "evaluating",
+    fluency: FluencyJudge | None = None,
 ) -> dict:
     """`evaluate_model` (with the robustness `probes`, and what is measured against `retain`) on the saved model in
     `path` (a LoRA adapter is merged into its base), with its tokenizer. `cache` keeps each split's result in
@@ -293,4 +330,5 @@ def evaluate_folder(
         retain=retain,
         cache_dir=Path(path) / "evaluations" if cache else None,
         description=description,
+        fluency=fluency,
     )
