@@ -58,8 +58,7 @@ def trainer_for(method, finetuned, bundle, tokenizer, tmp_path, **overrides):
         output_dir=str(tmp_path / method),
         per_device_train_batch_size=2,
         gradient_accumulation_steps=1,
-        **QUIET_TRAINING,
-        **{**SETTINGS[method], **overrides},
+        **{**QUIET_TRAINING, **SETTINGS[method], **overrides},
     )
     return trainer_class(
         model=AutoModelForCausalLM.from_pretrained(finetuned),
@@ -237,3 +236,36 @@ def test_bad_hyperparameters_are_named():
 def test_rmu_layer_beyond_the_model_is_named(finetuned, bundle, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="--rmu_layer 2: the model has 2 decoder layers"):
         trainer_for("rmu", finetuned, bundle, tokenizer, tmp_path, rmu_layer=2)
+
+
+def test_pdu_resumes_with_the_dual_variable_of_its_checkpoint(finetuned, bundle, tokenizer, tmp_path):
+    from test_reliability import StopAt
+
+    def run(output_dir, callbacks=(), resume=None):
+        trainer = trainer_for(
+            "pdu",
+            finetuned,
+            bundle,
+            tokenizer,
+            output_dir,
+            learning_rate=1e-3,
+            max_steps=6,
+            dual_warmup_epochs=0,
+            dual_step_size=100.0,
+            retain_loss_tolerance=0.0,
+            save_strategy="steps",
+            save_steps=3,
+        )
+        for callback in callbacks:
+            trainer.add_callback(callback)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    whole = run(tmp_path / "whole")
+    run(tmp_path / "killed", [StopAt(4)])
+    resumed = run(tmp_path / "killed", resume=str(tmp_path / "killed" / "pdu" / "checkpoint-3"))
+    assert whole.dual_ascent.dual != 3.0  # it moved
+    assert resumed.dual_ascent.dual == pytest.approx(whole.dual_ascent.dual)
+    assert resumed.dual_ascent.epsilon == pytest.approx(whole.dual_ascent.epsilon)
+    for (name, value), resumed_value in zip(whole.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(resumed_value, value, rtol=0, atol=1e-6, msg=name)

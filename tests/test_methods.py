@@ -178,7 +178,7 @@ def test_llmu_pairs_forget_questions_with_random_retain_answers(finetuned, bundl
     assert not torch.equal(trainer._sampled_groups(batch, 1, 0)["random_input_ids"], groups["random_input_ids"])
 
 
-@pytest.mark.parametrize("method", ["flat", "npo"])
+@pytest.mark.parametrize("method", ["flat", "npo", "rmu"])
 def test_qlora_unlearning(method, finetuned, bundle, tokenizer, tmp_path, before):
     from trl import ModelConfig
 

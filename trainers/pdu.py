@@ -67,6 +67,10 @@ class PDUConfig(RetainRegularizedConfig):
     )
     dual_step_size: float = field(default=5.0, metadata={"help": "η, the dual variable's step."})
     dual_warmup_epochs: float = field(default=5.0, metadata={"help": "Epochs during which λ stays at λ₀."})
+    # λ and ε live in a callback whose state checkpoints keep; transformers restores it only when asked.
+    restore_callback_states_from_checkpoint: bool = field(
+        default=True, metadata={"help": "Resume with the checkpoint's λ and ε (and other callbacks' states)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
