@@ -487,7 +487,11 @@ class EvalArguments:
         default_factory=list, metadata={"help": "Names of --models in the report (default: folder names)."}
     )
     target_model: str | None = field(
-        default=None, metadata={"help": "The model before unlearning (marked in the plot)."}
+        default=None,
+        metadata={
+            "help": "The model before unlearning: marked in the plot, and the judge of every model's forget answers' "
+            "perplexity (fluency)."
+        },
     )
     retain_model: str | None = field(
         default=None, metadata={"help": "The retain model: forget quality, privleak and Tug-of-War compare with it."}
@@ -507,6 +511,16 @@ class EvalArguments:
             "help": "Robustness probes run on every model: paraphrase, quantization, relearning, extraction, or all "
             "(options: the --relearning_* and --extraction_* flags)."
         },
+    )
+    fluency_classifier: str | None = field(
+        default=None,
+        metadata={
+            "help": "A sequence-classification model (folder or hub id) that judges the forget answers' fluency, e.g. "
+            "madhurjindal/autonlp-Gibberish-Detector-492513457 (open-unlearning's)."
+        },
+    )
+    fluency_label: str = field(
+        default="0", metadata={"help": "The classifier's fluent label: its name or index (the gibberish detector's 0)."}
     )
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/eval-<time>)."})
 
@@ -542,6 +556,8 @@ def eval_command(argv: list[str]) -> int:
 
     for name, path in models.items():
         check_model_source(path, options[name])
+    if args.fluency_classifier:
+        check_model_source(args.fluency_classifier, "--fluency_classifier")
     if args.retain_model:
         for name, path in models.items():
             if name != "retain":
@@ -568,6 +584,7 @@ def eval_command(argv: list[str]) -> int:
                 description=f"evaluating {name}",
             )
             print(f"Evaluated {name} in {time.time() - started:.0f}s")
+        _judge_fluency(results, args, fmt)
         retain = results.get("retain", retain)
         info = report_info(bundle, data_args, settings)
         if probes:
@@ -575,6 +592,27 @@ def eval_command(argv: list[str]) -> int:
         report = build_report(results, roles, retain, info)
         _write_report(run, report, bundle.name)
     return 0
+
+
+def _judge_fluency(results: dict[str, dict], args: EvalArguments, fmt) -> None:
+    """Every model's forget answers judged by the --fluency_classifier (`forget_fluency`) and by their perplexity under
+    the --target_model (`forget_generation_perplexity`), where those are given."""
+    from trl import ModelConfig
+
+    from .evaluation import classifier_judge, judge_fluency, perplexity_judge
+    from .models import load_model, load_tokenizer
+
+    judges = {}
+    if args.fluency_classifier:
+        label = int(args.fluency_label) if args.fluency_label.isdigit() else args.fluency_label
+        judges["fluency"] = classifier_judge(args.fluency_classifier, label)
+    if args.target_model:
+        target = load_model(ModelConfig(model_name_or_path=args.target_model, dtype=args.dtype), for_training=False)
+        judges["generation_perplexity"] = perplexity_judge(target, load_tokenizer(args.target_model), fmt)
+    for name, judge in judges.items():
+        for result in results.values():
+            if "forget" in result["splits"]:
+                judge_fluency(result, judge, name)
 
 
 # ---- train-attributor -----------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ PRESETS = {
                 "logging_steps": 5,
             },
             "wga": {"learning_rate": 3e-4, "num_train_epochs": 5},
-            "satimp": {"learning_rate": 3e-4, "num_train_epochs": 5},
+            "satimp": {"learning_rate": 1e-3, "num_train_epochs": 5},
             "undial": {"learning_rate": 3e-4, "num_train_epochs": 5},
             "ceu": {"learning_rate": 3e-4, "num_train_epochs": 5},
             "pdu": {
@@ -78,11 +78,12 @@ PRESETS = {
                 "dual_warmup_epochs": 2,
                 "retain_loss_tolerance": 0.5,
             },
+            # The middle of the 4 layers (updating 0-2); c about twice the norm of its outputs (about 17 on the target).
             "rmu": {
-                "learning_rate": 3e-4,
+                "learning_rate": 1e-3,
                 "num_train_epochs": 5,
                 "rmu_layer": 2,
-                "steering_coeff": 20.0,
+                "steering_coeff": 40.0,
                 "alpha": 100.0,
             },
             # Named targets only: the forget set is what the model reveals.
@@ -110,7 +111,10 @@ PRESETS = {
             "idkdpo": [3e-4, 6e-4, 1e-3, 2e-3],
             **{row: [1e-4, 2e-4, 5e-4] for row in ("dareu", "dareu-grpo")},
             "reveal_release": [2e-4, 5e-4, 1e-3],
-            **{method: [1e-4, 3e-4, 1e-3] for method in ("wga", "satimp", "undial", "ceu", "pdu", "rmu")},
+            # The field's other baselines: three points around GA's rates; higher for the losses whose weights or
+            # targets shrink the step (SatImp's p^5·(1 − p), RMU's down projections alone).
+            **{method: [1e-4, 3e-4, 1e-3] for method in ("wga", "undial", "ceu", "pdu")},
+            **{method: [3e-4, 1e-3, 3e-3] for method in ("satimp", "rmu")},
         },
         # 40 forget examples: small batches give enough steps.
         "unlearning_common": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0.0},

@@ -367,6 +367,9 @@ def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
         ga["forget_rougeL_recall"], ga["probe_nf4_forget_rougeL_recall"], target["forget_rougeL_recall"]
     )
     assert target["probe_nf4_recovered"] is None  # the target forgot nothing
+    # Every model's forget answers are judged by the target: its own answers are the most probable to it.
+    assert target["forget_generation_perplexity"] < ga["forget_generation_perplexity"]
+    assert report["models"]["retain"]["summary"]["forget_generation_perplexity"] > 1.0
     assert "Robustness probes" in capsys.readouterr().out
     # The retain model's values can come from a saved report instead of a second evaluation.
     again = tmp_path / "again"
