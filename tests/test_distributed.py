@@ -1,7 +1,8 @@
 """Distributed correctness on the CPU: real 2-process runs of the example scripts against 1-process runs with the same
-global batch, of one preference method (NPO) and one RL method (DareU), with data parallelism (`accelerate launch
---multi_gpu --num_processes 2` starts them through torchrun; without a GPU the trainers set use_cpu, so they join over
-gloo) and with DeepSpeed ZeRO-2 and ZeRO-3 from the shipped accelerate configs (DeepSpeed's CPU accelerator, gloo)."""
+global batch, of one preference method (NPO), one RL method (DareU) and RMU (a layer's activations), with data
+parallelism (`accelerate launch --multi_gpu --num_processes 2` starts them through torchrun; without a GPU the
+trainers set use_cpu, so they join over gloo) and with DeepSpeed ZeRO-2 and ZeRO-3 from the shipped accelerate configs
+(DeepSpeed's CPU accelerator, gloo)."""
 
 import json
 import shutil
@@ -18,7 +19,7 @@ from transformers import AutoModelForCausalLM
 # retain examples, and DareU's processes sample completions from their own random streams. The forget and retain
 # probabilities after the run agree to these tolerances (measured: NPO 0.006, DareU 0.016), while unlearning moves the
 # forget probability by more than twice as much (measured: 0.21 and 0.18).
-TOLERANCE = {"npo": 0.02, "dareu": 0.05}
+TOLERANCE = {"npo": 0.02, "dareu": 0.05, "rmu": 0.02}
 
 
 def _free_port() -> int:
@@ -97,8 +98,15 @@ def _evaluations(history: list[dict]) -> list[dict]:
             ["--learning_rate", "3e-3", "--max_steps", "6", "--eval_steps", "2", "--num_generations", "8"]
             + ["--max_completion_length", "16", "--reward_funcs", "attribution", "degeneracy"],
         ),
+        (
+            # A forward hook on a layer and a frozen model but for that layer's weights, under sharding.
+            "rmu",
+            ["multi_gpu", "deepspeed_zero3"],
+            ["--learning_rate", "5e-3", "--num_train_epochs", "2", "--eval_steps", "5", "--rmu_layer", "0"]
+            + ["--steering_coeff", "20", "--alpha", "100", "--rmu_update_module", ""],
+        ),
     ],
-    ids=["npo", "dareu"],
+    ids=["npo", "dareu", "rmu"],
 )
 def test_one_and_two_processes_agree(tmp_path, finetuned, attributor, method, engines, extra):
     extra = [*extra, "--eval_on_start", "true"]
