@@ -673,15 +673,11 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
     def _policy_groups(self, inputs: dict[str, torch.Tensor]) -> list[str]:
         """The groups of a batch whose answers the loss scores under the policy: all of them, but those whose terms
         read the full logits (`full_logit_groups`, and the retain batch when its term is the KL)."""
-        full_logits = {
-            *self.full_logit_groups,
-            *(["retain"] if getattr(self.args, "retain_loss_type", "") == "kl" else []),
-        }
-        return [
-            key.removesuffix("_input_ids")
-            for key in inputs
-            if key.endswith("_input_ids") and key.removesuffix("_input_ids") not in full_logits
-        ]
+        full_logits = set(self.full_logit_groups)
+        if getattr(self.args, "retain_loss_type", "") == "kl":
+            full_logits.add("retain")
+        groups = [key.removesuffix("_input_ids") for key in inputs if key.endswith("_input_ids")]
+        return [group for group in groups if group not in full_logits]
 
     def _joint_completion_logps(self, model, inputs: dict[str, torch.Tensor], groups: list[str]) -> dict:
         """`completion_logps` of each of `groups` from one forward pass over their batches stacked (right-padded to the

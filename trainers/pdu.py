@@ -170,8 +170,8 @@ class PDUTrainer(UnlearningTrainer):
         dual = self.dual_ascent
         logits, mask = self.answer_logits(model, inputs, "forget")
         tokens = inputs["forget_input_ids"][:, 1:]
-        token_logps = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        self.log_metric("forget_prob", mean_answer_logp(token_logps.detach(), mask).exp())
+        token_logps = logits.detach().log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        self.log_metric("forget_prob", mean_answer_logp(token_logps, mask).exp())
         forget = self.token_mean(logit_margin(logits), mask, "forget", name="logit_margin")
 
         values, retain_mask = self.retain_values(model, inputs, self.args.retain_loss_type)
