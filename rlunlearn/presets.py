@@ -38,8 +38,9 @@ PRESETS = {
         },
         # Chosen by `rlunlearn bench tune --draws 2 --methods npo simnpo graddiff flat idkdpo` (validation authors
         # 181+184 and 182+185; docs/benchmarks.md): graddiff, npo, simnpo, idkdpo and flat; ga and llmu by the same
-        # with `--methods ga llmu`; reveal_release by the same with `--methods reveal_release` (it kept 5e-4). DareU's rows
-        # keep the from-scratch preset's rates until they are tuned on this base.
+        # with `--methods ga llmu`; reveal_release by the same with `--methods reveal_release` (it kept 5e-4); wga, satimp,
+        # undial, ceu, pdu and rmu by the same with `--methods wga satimp undial ceu pdu rmu`. DareU's rows keep the
+        # from-scratch preset's rates until they are tuned on this base.
         "unlearning": {
             "ga": {"learning_rate": 1e-4, "num_train_epochs": 5},
             "graddiff": {"learning_rate": 1.5e-4, "num_train_epochs": 5},
@@ -68,12 +69,12 @@ PRESETS = {
                 "max_completion_length": 48,
                 "logging_steps": 5,
             },
-            "wga": {"learning_rate": 3e-4, "num_train_epochs": 5},
+            "wga": {"learning_rate": 6e-4, "num_train_epochs": 5},
             "satimp": {"learning_rate": 1e-3, "num_train_epochs": 5},
-            "undial": {"learning_rate": 3e-4, "num_train_epochs": 5},
-            "ceu": {"learning_rate": 3e-4, "num_train_epochs": 5},
+            "undial": {"learning_rate": 1e-4, "num_train_epochs": 5},
+            "ceu": {"learning_rate": 3e-5, "num_train_epochs": 5},
             "pdu": {
-                "learning_rate": 3e-4,
+                "learning_rate": 2e-4,
                 "num_train_epochs": 5,
                 "dual_warmup_epochs": 2,
                 "retain_loss_tolerance": 0.5,
@@ -111,10 +112,16 @@ PRESETS = {
             "idkdpo": [3e-4, 6e-4, 1e-3, 2e-3],
             **{row: [1e-4, 2e-4, 5e-4] for row in ("dareu", "dareu-grpo")},
             "reveal_release": [2e-4, 5e-4, 1e-3],
-            # The field's other baselines: three points around GA's rates; higher for the losses whose weights or
-            # targets shrink the step (SatImp's p^5·(1 − p), RMU's down projections alone).
-            **{method: [1e-4, 3e-4, 1e-3] for method in ("wga", "undial", "ceu", "pdu")},
-            **{method: [3e-4, 1e-3, 3e-3] for method in ("satimp", "rmu")},
+            # The field's other baselines: first three points around GA's rates (higher for SatImp, whose weight
+            # p^5·(1 − p) shrinks the step, and RMU, which updates three down projections alone), then one or two
+            # between or beyond where forget quality rose next to a collapse (WGA 6e-4, SatImp 2e-3, PDU 2e-4 and
+            # 5e-4), below where every rate lost utility (UNDIAL and CE-U 3e-5), above where nothing moved (RMU).
+            "wga": [1e-4, 3e-4, 6e-4, 1e-3],
+            "satimp": [3e-4, 1e-3, 2e-3, 3e-3],
+            "undial": [3e-5, 1e-4, 3e-4, 1e-3],
+            "ceu": [3e-5, 1e-4, 3e-4, 1e-3],
+            "pdu": [1e-4, 2e-4, 3e-4, 5e-4, 1e-3],
+            "rmu": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
         },
         # 40 forget examples: small batches give enough steps.
         "unlearning_common": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0.0},
