@@ -47,8 +47,8 @@ from .evaluation import (
     format_value,
     judge_fluency,
     markdown_table,
-    perplexity_judge,
     resolve_probes,
+    saved_model_perplexity_judge,
 )
 from .evaluation.aggregate import mean_interval, rank_agreement
 from .finetune import FinetuneConfig
@@ -296,11 +296,7 @@ def run_draw(
             flush=True,
         )
     # Babble is improbable to the model before unlearning: every model's forget answers, scored by the target.
-    judge = perplexity_judge(
-        load_model(ModelConfig(model_name_or_path=str(prepared.target)), for_training=False),
-        load_tokenizer(str(prepared.target)),
-        fmt,
-    )
+    judge = saved_model_perplexity_judge(str(prepared.target), fmt)
     for result in results.values():
         judge_fluency(result, judge, "generation_perplexity")
     report = build_report(

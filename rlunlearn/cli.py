@@ -597,18 +597,14 @@ def eval_command(argv: list[str]) -> int:
 def _judge_fluency(results: dict[str, dict], args: EvalArguments, fmt) -> None:
     """Every model's forget answers judged by the --fluency_classifier (`forget_fluency`) and by their perplexity under
     the --target_model (`forget_generation_perplexity`), where those are given."""
-    from trl import ModelConfig
-
-    from .evaluation import classifier_judge, judge_fluency, perplexity_judge
-    from .models import load_model, load_tokenizer
+    from .evaluation import classifier_judge, judge_fluency, saved_model_perplexity_judge
 
     judges = {}
     if args.fluency_classifier:
         label = int(args.fluency_label) if args.fluency_label.isdigit() else args.fluency_label
         judges["fluency"] = classifier_judge(args.fluency_classifier, label)
     if args.target_model:
-        target = load_model(ModelConfig(model_name_or_path=args.target_model, dtype=args.dtype), for_training=False)
-        judges["generation_perplexity"] = perplexity_judge(target, load_tokenizer(args.target_model), fmt)
+        judges["generation_perplexity"] = saved_model_perplexity_judge(args.target_model, fmt, args.dtype)
     for name, judge in judges.items():
         for result in results.values():
             if "forget" in result["splits"]:

@@ -206,9 +206,13 @@ def test_pdu_epsilon_from_the_retain_loss_before_unlearning(finetuned, bundle, t
 
 def test_ceu_leaves_the_first_answer_token_out(finetuned, bundle, tokenizer, tmp_path):
     trainer = trainer_for("ceu", finetuned, bundle, tokenizer, tmp_path, max_steps=1, ignore_first_answer_tokens=2)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-    trimmed = trainer._sampled_groups(batch, 0, 0)["forget_completion_mask"]
+    # The batch as the training loop makes it, and the answer tokens its loss divides by; then the same examples as
+    # collated, untrimmed.
+    batches, counts = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), 1, trainer.args.device)
+    trimmed = batches[0]["forget_completion_mask"]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in batches[0]["index"].tolist()])
     assert (batch["forget_completion_mask"].sum(1) - trimmed.sum(1)).tolist() == [2, 2]
+    assert counts["forget_tokens"] == trimmed[:, 1:].sum()
     first = batch["forget_completion_mask"].argmax(1)
     assert trimmed[0, first[0] : first[0] + 2].sum() == 0 and trimmed[0, first[0] + 2] == 1
 

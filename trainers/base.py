@@ -646,19 +646,31 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
         if dataset is not self.train_dataset:  # Reveal-and-Release sets new forget data each round
             tables = {}
         if group not in tables:
-            loader = torch.utils.data.DataLoader(
-                self.train_dataset.select_columns(["prompt_ids", f"{column}_ids"]),
-                batch_size=self.args.per_device_eval_batch_size,
-                collate_fn=GroupCollator(self.processing_class.pad_token_id, {group: column}),
-            )
             values = []
-            for batch in loader:
-                batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
+            for batch in self.whole_set_batches(self.train_dataset, group, column):
                 logps, mask = self.completion_logps(self.model, batch, group, reference=True)
                 values.append((logps * mask).sum(1))
             tables[group] = torch.cat(values)
         self._reference_tables = (self.train_dataset, tables)
         return tables[group]
+
+    def whole_set_batches(self, dataset: Dataset, group: str, column: str):
+        """Batches (on this process's device) of a whole tokenised set, in order, as `group` from its `column`: for
+        values computed once over a set. Every process reads all of it, so that sharded models run the same passes."""
+        loader = torch.utils.data.DataLoader(
+            dataset.select_columns(["prompt_ids", f"{column}_ids"]),
+            batch_size=self.args.per_device_eval_batch_size,
+            collate_fn=GroupCollator(self.processing_class.pad_token_id, {group: column}),
+        )
+        for batch in loader:
+            yield {key: value.to(self.accelerator.device) for key, value in batch.items()}
+
+    def log_answer_probability(self, logits: torch.Tensor, mask: torch.Tensor, inputs: dict, group: str) -> None:
+        """Log `<group>_prob`, the answers' probability (as `log_ratio` logs it), from the full logits of
+        `answer_logits`."""
+        tokens = inputs[f"{group}_input_ids"][:, 1:, None]
+        token_logps = logits.detach().log_softmax(-1).gather(-1, tokens).squeeze(-1)
+        self.log_metric(f"{group}_prob", mean_answer_logp(token_logps, mask).exp())
 
     def completion_logps(self, model, inputs: dict[str, torch.Tensor], group: str, reference: bool = False):
         """As the base's; in a training step, the policy's log-probabilities of every group the loss reads come from

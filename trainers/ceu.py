@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import UnlearningConfig, UnlearningTrainer
-from .utils import mean_answer_logp
 
 
 def ceu_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -72,7 +71,6 @@ class CEUTrainer(UnlearningTrainer):
 
     def _compute_loss(self, model, inputs):
         logits, mask = self.answer_logits(model, inputs, "forget")
+        self.log_answer_probability(logits, mask, inputs, "forget")
         tokens = inputs["forget_input_ids"][:, 1:]
-        token_logps = logits.detach().log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        self.log_metric("forget_prob", mean_answer_logp(token_logps, mask).exp())
         return self.token_mean(ceu_token_loss(logits, tokens), mask, "forget", name="ceu_loss")

@@ -32,7 +32,6 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from .base import RetainRegularizedConfig, UnlearningTrainer
-from .utils import GroupCollator, mean_answer_logp
 
 
 def logit_margin(logits: torch.Tensor) -> torch.Tensor:
@@ -147,15 +146,9 @@ class PDUTrainer(UnlearningTrainer):
 
     def _starting_retain_loss(self) -> float:
         """The retain loss of the model as it is, over the whole retain set (every process scores all of it)."""
-        loader = torch.utils.data.DataLoader(
-            self.retain_sampler.dataset.select_columns(["prompt_ids", "completion_ids"]),
-            batch_size=self.args.per_device_eval_batch_size,
-            collate_fn=GroupCollator(self.processing_class.pad_token_id, {"retain": "completion"}),
-        )
         total = count = 0.0
         with torch.no_grad():
-            for batch in loader:
-                batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
+            for batch in self.whole_set_batches(self.retain_sampler.dataset, "retain", "completion"):
                 values, mask = self.retain_values(self.model, batch, self.args.retain_loss_type)
                 total, count = total + (values * mask).sum().item(), count + mask.sum().item()
         return total / count
@@ -169,9 +162,7 @@ class PDUTrainer(UnlearningTrainer):
     def _compute_loss(self, model, inputs):
         dual = self.dual_ascent
         logits, mask = self.answer_logits(model, inputs, "forget")
-        tokens = inputs["forget_input_ids"][:, 1:]
-        token_logps = logits.detach().log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        self.log_metric("forget_prob", mean_answer_logp(token_logps, mask).exp())
+        self.log_answer_probability(logits, mask, inputs, "forget")
         forget = self.token_mean(logit_margin(logits), mask, "forget", name="logit_margin")
 
         values, retain_mask = self.retain_values(model, inputs, self.args.retain_loss_type)

@@ -115,7 +115,12 @@ class RMUTrainer(UnlearningTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.check_model_config(self.args, self.model.config)
-        self._freeze_all_but_update_layers(decoder_layers(self.model))
+        layers = decoder_layers(self.model)
+        self._freeze_all_but_update_layers(layers)
+        # Layer ℓ of the policy and of the frozen model (the same module under LoRA, whose reference is the policy
+        # with its adapter off), found once: the loss hooks them in every step.
+        frozen = layers if self.ref_model is None else decoder_layers(self.accelerator.unwrap_model(self.ref_model))
+        self._steered_layer = {False: layers[self.args.rmu_layer], True: frozen[self.args.rmu_layer]}
         self._steering = steering_vector(
             self.model.config.get_text_config().hidden_size, self.args.steering_coeff, self.args.seed
         )
@@ -163,8 +168,7 @@ class RMUTrainer(UnlearningTrainer):
 
         context = self.reference_model() if reference else contextlib.nullcontext(model)
         with context as forward_model:
-            layer = decoder_layers(self.accelerator.unwrap_model(forward_model))[self.args.rmu_layer]
-            handle = layer.register_forward_hook(keep)
+            handle = self._steered_layer[reference].register_forward_hook(keep)
             try:
                 # One logit is enough: the loss reads only layer ℓ.
                 forward_model(

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from .base import RetainRegularizedConfig, UnlearningTrainer
-from .utils import mean_answer_logp
 
 
 def undial_targets(reference_logits: torch.Tensor, tokens: torch.Tensor, beta: float) -> torch.Tensor:
@@ -78,11 +77,9 @@ class UNDIALTrainer(UnlearningTrainer):
     def _compute_loss(self, model, inputs):
         logits, mask = self.answer_logits(model, inputs, "forget")
         reference_logits, _ = self.answer_logits(model, inputs, "forget", reference=True)
-        tokens = inputs["forget_input_ids"][:, 1:]
-        targets = undial_targets(reference_logits, tokens, self.args.beta)
-        logps = logits.log_softmax(-1)
-        self.log_metric("forget_prob", mean_answer_logp(logps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), mask).exp())
-        cross_entropy = -(targets * logps).sum(-1)
+        self.log_answer_probability(logits, mask, inputs, "forget")
+        targets = undial_targets(reference_logits, inputs["forget_input_ids"][:, 1:], self.args.beta)
+        cross_entropy = -(targets * logits.log_softmax(-1)).sum(-1)
         loss = self.args.forget_weight * self.token_mean(cross_entropy, mask, "forget", name="undial_loss")
         if self.args.retain_weight > 0:
             loss = loss + self.args.retain_weight * self.retain_term(model, inputs, self.args.retain_loss_type)

@@ -7,7 +7,14 @@ retain model (forget quality, privleak, the reference attack, Tug-of-War) and th
 
 from ..arguments import PROBES, ProbeSettings, resolve_probes
 from . import metrics
-from .fluency import FluencyJudge, classifier_judge, judge_fluency, perplexity_judge, repetition
+from .fluency import (
+    FluencyJudge,
+    classifier_judge,
+    judge_fluency,
+    perplexity_judge,
+    repetition,
+    saved_model_perplexity_judge,
+)
 from .metrics import rouge_l
 from .probes import recovered_fraction, run_probes
 from .report import (
@@ -72,6 +79,7 @@ __all__ = [
     "rouge_l",
     "run_probes",
     "sample_answers",
+    "saved_model_perplexity_judge",
     "score_answers",
     "summary_rows",
     "summary_table",

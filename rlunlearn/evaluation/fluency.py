@@ -20,10 +20,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import ModelConfig
 
 from rlunlearn.rewards.classifier import SequenceClassifier
 
 from ..data import PromptFormat
+from ..models import load_model, load_tokenizer
 from .scoring import score_answers
 
 # A judge: (questions, answers) -> one score per answer.
@@ -72,6 +74,13 @@ def perplexity_judge(
         return [float(np.exp(-score.mean_logp)) for score in scores]
 
     return judge
+
+
+def saved_model_perplexity_judge(path: str, fmt: PromptFormat = PromptFormat(), dtype: str = "float32") -> FluencyJudge:
+    """`perplexity_judge` under the saved model in `path` (the target, in `bench` and `rlunlearn eval
+    --target_model`), with its tokenizer."""
+    model = load_model(ModelConfig(model_name_or_path=path, dtype=dtype), for_training=False)
+    return perplexity_judge(model, load_tokenizer(path), fmt)
 
 
 def judge_fluency(evaluation: dict, judge: FluencyJudge, name: str) -> dict:
