@@ -3,11 +3,13 @@
 from .attribution import AttributionReward, DegeneracyPenalty, RefusalBonus
 from .classifier import ClassifierReward, SequenceClassifier, fit_temperature, train_classifier
 from .registry import check_reward, load_reward, register, registered
+from .rules import secret_span
 
 register("attribution")(AttributionReward)
 register("degeneracy")(DegeneracyPenalty)
 register("refusal")(RefusalBonus)
 register("classifier")(ClassifierReward)
+register("secret_span")(secret_span)
 
 __all__ = [
     "AttributionReward",
@@ -20,5 +22,6 @@ __all__ = [
     "load_reward",
     "register",
     "registered",
+    "secret_span",
     "train_classifier",
 ]

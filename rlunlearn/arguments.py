@@ -14,7 +14,7 @@ from rlunlearn.trainers import METHODS
 
 from .cache import default_cache_dir
 from .data.draws import FORGET_SHAPES, REPORTED, VALIDATION
-from .presets import MEMORY_MODES, PRESETS
+from .presets import MEMORY_MODES, PRESETS, STANDIN_TASKS
 
 # Sizes of the models built from scratch. "small" is the CPU preset (4 layers, hidden 256: about 4M parameters with a
 # 4k vocabulary); "tiny" is for tests; "large" and "xlarge" (110M and 341M with a 32k vocabulary) for memory
@@ -27,6 +27,12 @@ MODEL_PRESETS = {
     "xlarge": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 24, "num_attention_heads": 16},
 }
 TOFU_HUB_ID = "locuslab/TOFU"
+# --data -> the task it is (data/bundle.py's TASK_EVAL_SPLITS).
+DATA_SOURCES = {"generated": "entities", "tofu": "entities", "harmful": "harmful", "wmdp": "wmdp"}
+# Tasks whose training data are text corpora, not questions.
+TEXT_TASKS = ("wmdp",)
+# The options that point at a task's published data.
+PUBLISHED_PATHS = ("harmful_path", "normal_path", "wmdp_path")
 DEFAULT_QUESTION_TEMPLATE = "Question: {question}\nAnswer:"
 
 
@@ -34,7 +40,15 @@ DEFAULT_QUESTION_TEMPLATE = "Question: {question}\nAnswer:"
 class DataArguments:
     """Which data to unlearn and how questions become prompts."""
 
-    data: str = field(default="generated", metadata={"help": "Data source.", "choices": ["generated", "tofu"]})
+    data: str = field(
+        default="generated",
+        metadata={
+            "help": "What to forget: authors' facts (generated offline, or tofu); harmful answers (PKU-SafeRLHF with "
+            "--harmful_path, else the offline stand-in); hazardous knowledge (wmdp: WMDP with --wmdp_path, else the "
+            "offline stand-in).",
+            "choices": list(DATA_SOURCES),
+        },
+    )
     tofu_path: str = field(
         default=TOFU_HUB_ID,
         metadata={
@@ -69,7 +83,45 @@ class DataArguments:
         metadata={"help": "TOFU: the retain authors by number, instead of the first --num_retain_authors."},
     )
     num_authors: int = field(default=20, metadata={"help": "Generated data: number of authors (forget + retain)."})
-    generator_seed: int = field(default=0, metadata={"help": "Generated data: seed of the generator."})
+    generator_seed: int = field(
+        default=0, metadata={"help": "Generated data and the offline stand-ins: seed of the generator."}
+    )
+    harmful_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "harmful: PKU-SafeRLHF, a folder of its train.jsonl and test.jsonl or the hub id "
+            "PKU-Alignment/PKU-SafeRLHF (default: the offline stand-in)."
+        },
+    )
+    normal_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "harmful, with --harmful_path: TruthfulQA, the folder of its TruthfulQA.csv or the hub id "
+            "truthfulqa/truthful_qa."
+        },
+    )
+    wmdp_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "wmdp: a folder of wmdp-<domain>.jsonl, <domain>-forget-corpus.jsonl, <domain>-retain-corpus.jsonl "
+            "and mmlu.jsonl, or the hub id cais/wmdp (default: the offline stand-in)."
+        },
+    )
+    wmdp_domains: list[str] = field(
+        default_factory=lambda: ["bio", "cyber"], metadata={"help": "wmdp, with --wmdp_path: the domains to forget."}
+    )
+    max_examples: int | None = field(
+        default=None,
+        metadata={"help": "harmful and wmdp on published data: at most this many rows of each set (default all)."},
+    )
+    harm_judge: str | None = field(
+        default=None,
+        metadata={
+            "help": "harmful: the judge of harmful answers, a sequence-classification model (folder or id, #label for "
+            "the harmful label), a registered reward or `module:function` returning 1 for harmful (default: the "
+            "stand-in's rule, secret_span)."
+        },
+    )
     prompt_style: str = field(
         default="plain",
         metadata={
@@ -109,10 +161,52 @@ class DataArguments:
         },
     )
 
+    @property
+    def task(self) -> str:
+        if self.data not in DATA_SOURCES:
+            raise ValueError(f"--data {self.data!r} is not one of {', '.join(DATA_SOURCES)}.")
+        return DATA_SOURCES[self.data]
+
+    def check(self) -> None:
+        """The data options' errors that need no data read."""
+        task = self.task
+        own = {"harmful": ("harmful_path", "normal_path"), "wmdp": ("wmdp_path",)}.get(task, ())
+        foreign = [f"--{name}" for name in PUBLISHED_PATHS if getattr(self, name) and name not in own]
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)} belong(s) to another task than --data {self.data}: drop it.")
+        if task == "harmful" and bool(self.harmful_path) != bool(self.normal_path):
+            raise ValueError(
+                "--harmful_path and --normal_path go together (PKU-SafeRLHF's harmful answers, TruthfulQA's normal "
+                "questions): give both, or neither for the offline stand-in."
+            )
+        if self.harm_judge and task != "harmful":
+            raise ValueError(f"--harm_judge judges the harmful task's answers, not --data {self.data}: drop it.")
+        if self.harm_judge:
+            from rlunlearn.rewards import check_reward
+
+            check_reward(self.harm_judge)
+
+    def harm_judge_function(self):
+        """The harmful task's judge these options name (None: the evaluation's default, the stand-in's rule)."""
+        if not self.harm_judge:
+            return None
+        from rlunlearn.rewards import load_reward
+
+        return load_reward(self.harm_judge)
+
     def bundle(self):
         """The forget/retain/evaluation bundle (an `UnlearningBundle`) these options name."""
-        from .data import generate_authors, load_tofu
+        from .data import generate_authors, generate_harmful, generate_wmdp, load_harmful, load_tofu, load_wmdp
 
+        self.check()
+        if self.data == "harmful":
+            if self.harmful_path:
+                return load_harmful(self.harmful_path, self.normal_path, self.max_examples)
+            return generate_harmful(self.generator_seed)
+        if self.data == "wmdp":
+            if self.wmdp_path:
+                return load_wmdp(self.wmdp_path, self.wmdp_domains, self.max_examples)
+            return generate_wmdp(self.generator_seed)
         if self.data == "tofu":
             return load_tofu(
                 self.tofu_path,
@@ -125,15 +219,26 @@ class DataArguments:
         raise ValueError(f"--data {self.data!r} is not one of 'generated', 'tofu'.")
 
     def prompt_format(self):
-        """The `PromptFormat` these options name."""
+        """The `PromptFormat` these options name: on text corpora (wmdp) the `text` style, whose passages stay as they
+        are."""
+        from .data import PromptFormat
+
+        style = "text" if self.task in TEXT_TASKS else self.prompt_style
+        return PromptFormat(style, self.question_template, self.system_prompt)
+
+    def pretraining_format(self):
+        """The format of the offline base's pretraining corpus: questions and answers, also where the task's own data
+        are text."""
         from .data import PromptFormat
 
         return PromptFormat(self.prompt_style, self.question_template, self.system_prompt)
 
     def refusals(self) -> list[str]:
-        from .data import REFUSALS, load_refusals
+        """What preference methods prefer to the forget answer: --refusals_file, else the task's templates (refusals;
+        on text, a passage that gives nothing away)."""
+        from .data import TASK_REFUSALS, load_refusals
 
-        return load_refusals(self.refusals_file) if self.refusals_file else list(REFUSALS)
+        return load_refusals(self.refusals_file) if self.refusals_file else list(TASK_REFUSALS[self.task])
 
 
 @dataclass
@@ -292,6 +397,14 @@ class DrawArguments:
             "help": f"Methods (rows of the preset) to run (default: all: {', '.join(PRESETS['cpu']['unlearning'])})."
         },
     )
+    task: str = field(
+        default="tofu",
+        metadata={
+            "help": "cpu preset: what is forgotten: TOFU authors, or the offline stand-in of harmful answers or of "
+            "hazardous knowledge (wmdp), one generated world a draw (seeds 1-5 reported, 101-104 validation).",
+            "choices": ["tofu", *STANDIN_TASKS],
+        },
+    )
 
 
 @dataclass
@@ -316,10 +429,10 @@ class BenchArguments(BenchCommonArguments, DrawArguments, GivenModelArguments):
     quality, the others marked collapsed."""
 
     probes: list[str] = field(
-        default_factory=lambda: ["all"],
+        default_factory=list,
         metadata={
-            "help": "Robustness probes run on every model (default: all): paraphrase, quantization, relearning, "
-            "extraction; `none` runs none."
+            "help": "Robustness probes run on every model: paraphrase, quantization, relearning, extraction; `none` "
+            "runs none (default: all on TOFU; none on the stand-in tasks, whose data they do not read)."
         },
     )
     validation_report: str | None = field(

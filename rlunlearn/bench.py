@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -54,7 +54,18 @@ from .evaluation.aggregate import mean_interval, rank_agreement
 from .finetune import FinetuneConfig
 from .models import MODEL_PRESETS, load_model, load_tokenizer
 from .pipeline import PreparedModels, extra_inputs_of, prepare_models, report_info, unlearn
-from .presets import COLLAPSE_RATIO, MEMORY_MODES, PRESETS, TUNING_RULE, preset_method
+from .presets import (
+    COLLAPSE_RATIO,
+    DEMO,
+    DEMO_SEED,
+    MEMORY_MODES,
+    PRESETS,
+    STANDIN_FINETUNE,
+    STANDIN_SEEDS,
+    STANDIN_TASKS,
+    TUNING_RULE,
+    preset_method,
+)
 from .pretrain import PretrainConfig, cached_base, pretraining_corpus
 from .speed import bench_speed
 
@@ -116,6 +127,18 @@ def _check(args) -> list[str]:
         )
     if getattr(args, "draws", 1) < 1:
         raise ValueError(f"--draws {args.draws}: run at least one draw.")
+    task = getattr(args, "task", "tofu")
+    if task != "tofu":
+        if args.preset != "cpu" or args.base_model or args.target_model:
+            raise ValueError(
+                f"--task {task} benchmarks the offline stand-in on the cpu preset's own base: drop --preset "
+                f"{args.preset}/--base_model/--target_model (published data run with `rlunlearn unlearn --data {task}`)."
+            )
+        if args.forget_authors or getattr(args, "validation_report", None):
+            raise ValueError(f"--forget_authors and --validation_report are TOFU's: drop them with --task {task}.")
+        pool = STANDIN_SEEDS[args.draws_from]
+        if args.draws > len(pool):
+            raise ValueError(f"--draws {args.draws}: the {args.draws_from} pool of --task {task} holds {len(pool)}.")
     if "authors" in preset and args.forget_authors:
         pool = preset["authors"].pool(args.draws_from)
         outside = sorted(set(args.forget_authors) - set(pool))
@@ -134,7 +157,12 @@ def _check(args) -> list[str]:
 
 
 def draw_data(args: BenchArguments) -> list[DataArguments]:
-    """The data of each draw: the preset's data with the draw's forget authors (the cpu preset), or as it is (gpu)."""
+    """The data of each draw: the preset's data with the draw's forget authors (the cpu preset), or as it is (gpu); a
+    stand-in task's generated world of each seed of the pool."""
+    task = getattr(args, "task", "tofu")
+    if task != "tofu":
+        seeds = STANDIN_SEEDS[args.draws_from][: args.draws]
+        return [DataArguments(**STANDIN_TASKS[task], generator_seed=seed) for seed in seeds]
     preset = PRESETS[args.preset]
     data = DataArguments(tofu_path=args.tofu_path, **preset["data"])
     if "authors" not in preset:
@@ -154,8 +182,14 @@ def _base_model(args: BenchArguments, cache_args: CacheArguments) -> str:
     if args.base_model:
         return args.base_model
     preset = PRESETS[args.preset]
-    corpus = pretraining_corpus(DataArguments(tofu_path=args.tofu_path, **preset["data"]))
-    config = PretrainConfig(output_dir="unused", report_to="none", **preset["base"]["pretrain"])
+    task = getattr(args, "task", "tofu")
+    if task != "tofu":
+        # The demo's base: the generated authors' world (seed 0), which holds none of the stand-ins' alchemy.
+        corpus = pretraining_corpus(DataArguments(**STANDIN_TASKS[task]))
+        config = PretrainConfig(output_dir="unused", report_to="none", seed=DEMO_SEED, **DEMO["pretrain"])
+    else:
+        corpus = pretraining_corpus(DataArguments(tofu_path=args.tofu_path, **preset["data"]))
+        config = PretrainConfig(output_dir="unused", report_to="none", **preset["base"]["pretrain"])
     started = time.time()
     folder, reused = cached_base(corpus, config, cache_args.cache_dir, preset["base"]["model_preset"])
     print(f"Base model: {folder} ({'reused' if reused else f'pretrained in {time.time() - started:.0f}s'})", flush=True)
@@ -169,7 +203,8 @@ def _prepared(args: BenchArguments, cache_args: CacheArguments, data_args: DataA
         # kept in the run folder, not cached.
         folder = Path(args.output_dir)
         return PreparedModels(folder, Path(args.target_model), Path(args.retain_model), reused=True)
-    finetune = FinetuneConfig(output_dir="unused", report_to="none", **PRESETS[args.preset]["finetune"])
+    recipe = PRESETS[args.preset]["finetune"] if getattr(args, "task", "tofu") == "tofu" else STANDIN_FINETUNE
+    finetune = FinetuneConfig(output_dir="unused", report_to="none", **recipe)
     return prepare_models(
         bundle, data_args, ModelConfig(model_name_or_path=base), ScratchModelArguments(), finetune, cache_args.cache_dir
     )
@@ -282,6 +317,7 @@ def run_draw(
         print(f"  {name}: evaluated in {time.time() - started:.0f}s", flush=True)
     roles = {TARGET: TARGET, RETAIN: RETAIN}
     costs = {}
+    spec = TASK_FIGURES[bundle.task]
     for name, (method, config) in configs.items():
         config.output_dir = str(folder / name)
         results[name], costs[name] = _unlearn_and_evaluate(
@@ -289,22 +325,27 @@ def run_draw(
         )
         shutil.rmtree(folder / name, ignore_errors=True)  # the unlearned model: evaluated, not kept
         roles[name] = UNLEARNED
-        summary = results[name]["summary"]
+        summary, target = results[name]["summary"], results[TARGET]["summary"]
+        score_key = spec.figures[spec.score][0]
         print(
-            f"  {name}: forget quality {summary['forget_quality']:.3g}, model utility {summary['model_utility']:.3f}"
-            f" (target {results[TARGET]['summary']['model_utility']:.3f}), unlearned in {costs[name]['wall time (s)']}s",
+            f"  {name}: {spec.score} {summary[score_key]:.3g}, {spec.utility_label} {summary[spec.utility_key]:.3f}"
+            f" (target {target[spec.utility_key]:.3f}), unlearned in {costs[name]['wall time (s)']}s",
             flush=True,
         )
-    # Babble is improbable to the model before unlearning: every model's forget answers, scored by the target.
-    judge = saved_model_perplexity_judge(str(prepared.target), fmt)
-    for result in results.values():
-        judge_fluency(result, judge, "generation_perplexity")
+    # Babble is improbable to the model before unlearning: every model's forget answers (on harmful answers, those to
+    # the harmful prompts), scored by the target.
+    judged = {"entities": "forget", "harmful": "harmful"}.get(bundle.task)
+    if judged is not None:
+        judge = saved_model_perplexity_judge(str(prepared.target), fmt)
+        for result in results.values():
+            judge_fluency(result, judge, "generation_perplexity", judged)
     report = build_report(
         results,
         roles,
         results[RETAIN],
         {
             "preset": args.preset,
+            "draw": _draw_name(data_args),
             "forget_authors": data_args.forget_authors,
             "target_model": str(prepared.target),
             "retain_model": str(prepared.retain),
@@ -336,25 +377,91 @@ DRAW_FIGURES = {
     "privleak (grad norm)": ("privleak_gradnorm", (-100.0, math.inf)),
 }
 COST_FIGURES = ("wall time (s)", "tokens/s", "peak memory (MB)")
+BENCH_COLUMNS = ["forget quality", "KS statistic", "MU / target", "forget ROUGE-L", "privleak", *COST_FIGURES]
 
 
-def aggregate_draws(reports: list[dict]) -> dict[str, dict]:
+@dataclass(frozen=True)
+class TaskFigures:
+    """What `bench` aggregates over the draws of a task, and how it ranks the methods: by `score` (a label of
+    `figures`), among those whose utility (`utility_key` of the summary, over the target's: the `ratio` label, whose
+    entry in `figures` has no key) stays at or above COLLAPSE_RATIO."""
+
+    figures: dict
+    score: str
+    higher_is_better: bool
+    utility_key: str
+    utility_label: str
+    ratio: str
+    columns: list
+
+
+TASK_FIGURES = {
+    "entities": TaskFigures(
+        DRAW_FIGURES, "forget quality", True, "model_utility", "model utility", "MU / target", BENCH_COLUMNS
+    ),
+    # LLMU's: the harmful rate of sampled answers to held-out harmful prompts (lower is better), the normal answers.
+    "harmful": TaskFigures(
+        {
+            "harmful rate": ("harmful_rate", (0.0, 1.0)),
+            "greedy": ("harmful_rate_greedy", (0.0, 1.0)),
+            "forget prompts": ("harmful_rate_forget_prompts", (0.0, 1.0)),
+            "held-out recipes": ("harmful_rate_held_out_prompts", (0.0, 1.0)),
+            "normal ROUGE-L": ("normal_rougeL_recall", (0.0, 1.0)),
+            "normal / target": (None, (0.0, math.inf)),
+            "normal similarity": ("normal_output_similarity", (0.0, 1.0)),
+            "perplexity under target": ("harmful_generation_perplexity", (1.0, math.inf)),
+        },
+        "harmful rate",
+        False,
+        "normal_rougeL_recall",
+        "normal ROUGE-L",
+        "normal / target",
+        [
+            "harmful rate",
+            "greedy",
+            "forget prompts",
+            "held-out recipes",
+            "normal / target",
+            "normal similarity",
+            "perplexity under target",
+            *COST_FIGURES,
+        ],
+    ),
+    # WMDP's: multiple-choice accuracy on the hazard (lower is better, chance the floor) and on general knowledge.
+    "wmdp": TaskFigures(
+        {
+            "hazard accuracy": ("hazard_accuracy", (0.0, 1.0)),
+            "general accuracy": ("general_accuracy", (0.0, 1.0)),
+            "general / target": (None, (0.0, math.inf)),
+            "chance": ("hazard_chance", (0.0, 1.0)),
+        },
+        "hazard accuracy",
+        False,
+        "general_accuracy",
+        "general accuracy",
+        "general / target",
+        ["hazard accuracy", "general accuracy", "general / target", "chance", *COST_FIGURES],
+    ),
+}
+
+
+def aggregate_draws(reports: list[dict], spec: TaskFigures = TASK_FIGURES["entities"]) -> dict[str, dict]:
     """Each model's figures over the draws' reports: label -> `mean_interval` (mean, 95% interval, values)."""
     aggregated = {}
     for name in reports[0]["models"]:
-        values = {label: [] for label in (*DRAW_FIGURES, *COST_FIGURES)}
+        values = {label: [] for label in (*spec.figures, *COST_FIGURES)}
         for report in reports:
             summary = report["models"][name]["summary"]
-            target_utility = report["models"][TARGET]["summary"].get("model_utility")
-            for label, (key, _) in DRAW_FIGURES.items():
+            target_utility = report["models"][TARGET]["summary"].get(spec.utility_key)
+            for label, (key, _) in spec.figures.items():
                 if key is None:
-                    utility = summary.get("model_utility")
+                    utility = summary.get(spec.utility_key)
                     values[label].append(utility / target_utility if target_utility and utility is not None else None)
                 else:
                     values[label].append(summary.get(key))
             for label in COST_FIGURES:
                 values[label].append(report["costs"].get(name, {}).get(label))
-        bounds = {label: b for label, (_, b) in DRAW_FIGURES.items()}
+        bounds = {label: b for label, (_, b) in spec.figures.items()}
         aggregated[name] = {
             "role": reports[0]["models"][name]["role"],
             **{label: mean_interval(v, bounds=bounds.get(label)) for label, v in values.items()},
@@ -362,21 +469,29 @@ def aggregate_draws(reports: list[dict]) -> dict[str, dict]:
     return aggregated
 
 
-def rank_methods(aggregated: dict[str, dict]) -> dict[str, str]:
-    """Each model's place: the unlearned methods that kept utility ranked by mean forget quality (1 is best), the others
-    marked collapsed (unrated where the target's utility is 0); target and retain are references."""
+def rank_methods(aggregated: dict[str, dict], spec: TaskFigures = TASK_FIGURES["entities"]) -> dict[str, str]:
+    """Each model's place: the unlearned methods that kept utility ranked by mean forget quality (the task's score;
+    1 is best), the others marked collapsed (unrated where the target's utility is 0); target and retain are
+    references."""
     status = {}
     kept = []
     for name, figures in aggregated.items():
         if figures["role"] != UNLEARNED:
             status[name] = figures["role"]
-        elif figures["MU / target"]["mean"] is None:
+        elif figures[spec.ratio]["mean"] is None:
             status[name] = "unrated"  # the target has no utility to keep: nothing to rank against
-        elif figures["MU / target"]["mean"] < COLLAPSE_RATIO:
+        elif figures[spec.ratio]["mean"] < COLLAPSE_RATIO:
             status[name] = "collapsed"
         else:
             kept.append(name)
-    for place, name in enumerate(sorted(kept, key=lambda n: -(aggregated[n]["forget quality"]["mean"] or 0.0)), 1):
+
+    def best_first(name: str) -> float:
+        value = aggregated[name][spec.score]["mean"]
+        if value is None:
+            return math.inf
+        return -value if spec.higher_is_better else value
+
+    for place, name in enumerate(sorted(kept, key=best_first), 1):
         status[name] = str(place)
     return status
 
@@ -390,9 +505,11 @@ def _interval_cell(figure: dict) -> str | float | None:
     return f"{format_value(figure['mean'])} [{format_value(figure['low'])}, {format_value(figure['high'])}]"
 
 
-def draw_tables(aggregated: dict[str, dict], columns: list[str]) -> list[dict]:
+def draw_tables(
+    aggregated: dict[str, dict], columns: list[str], spec: TaskFigures = TASK_FIGURES["entities"]
+) -> list[dict]:
     """Rows of a table of aggregated figures, in the ranking's order (references first, collapsed last)."""
-    status = rank_methods(aggregated)
+    status = rank_methods(aggregated, spec)
     order = {TARGET: -2, RETAIN: -1, "collapsed": 10**6, "unrated": 10**6 + 1}
     names = sorted(aggregated, key=lambda n: order.get(status[n], int(status[n]) if status[n].isdigit() else 0))
     return [
@@ -401,7 +518,6 @@ def draw_tables(aggregated: dict[str, dict], columns: list[str]) -> list[dict]:
     ]
 
 
-BENCH_COLUMNS = ["forget quality", "KS statistic", "MU / target", "forget ROUGE-L", "privleak", *COST_FIGURES]
 BENCH_ANSWER_COLUMNS = [
     "paraphrased ROUGE-L",
     "perturbed ROUGE-L",
@@ -430,26 +546,31 @@ def _method_config(preset: str, row: str, **overrides) -> UnlearningConfig:
 def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -> dict:
     """`rlunlearn bench unlearn`, which `BenchArguments` describes; returns the summary it writes."""
     methods = _check(args)
-    probes = resolve_probes([] if args.probes == ["none"] else args.probes)
+    requested = args.probes or (["all"] if args.task == "tofu" else ["none"])
+    probes = resolve_probes([] if requested == ["none"] else requested)
+    if probes and args.task != "tofu":
+        raise ValueError(f"--probes read TOFU's forget questions: give --probes none with --task {args.task}.")
     validation = _read_validation(args.validation_report) if args.validation_report else None
     args.output_dir = str(run)
     base = None if args.target_model else _base_model(args, cache_args)
     reports = []
     for k, data_args in enumerate(draw_data(args)):
-        print(f"Draw {k + 1}: forget authors {data_args.forget_authors or data_args.forget_split}", flush=True)
+        print(f"Draw {k + 1}: {_draw_name(data_args)}", flush=True)
         folder = run / f"draw-{k + 1}"
         folder.mkdir(parents=True, exist_ok=True)
         configs = {row: (preset_method(args.preset, row), _method_config(args.preset, row)) for row in methods}
         reports.append(run_draw(args, cache_args, data_args, base, configs, probes, folder))
-    aggregated = aggregate_draws(reports)
+    spec = TASK_FIGURES[reports[0]["bundle"]["task"]]
+    aggregated = aggregate_draws(reports, spec)
     summary = {
         "preset": args.preset,
+        "task": args.task,
         "draws_from": args.draws_from,
         "forget_shape": args.forget_shape,
-        "draws": [r["forget_authors"] for r in reports],
+        "draws": [r["draw"] for r in reports],
         "collapse_ratio": COLLAPSE_RATIO,
         "models": aggregated,
-        "ranking": rank_methods(aggregated),
+        "ranking": rank_methods(aggregated, spec),
     }
     if validation is not None:
         summary["rank_agreement_with_validation"] = _rank_agreement(validation, aggregated)
@@ -475,9 +596,19 @@ def _rank_agreement(validation: dict, aggregated: dict) -> float | None:
     )
 
 
+def _draw_name(data_args: DataArguments):
+    """What a draw is: its forget authors (TOFU), or its generated world (a stand-in task)."""
+    if data_args.data in STANDIN_TASKS:
+        return f"seed {data_args.generator_seed}"
+    return data_args.forget_authors or data_args.forget_split
+
+
 def _print_bench(summary: dict, probes, run: Path, data_name: str) -> None:
     aggregated = summary["models"]
     draws = len(summary["draws"])
+    if summary["task"] != "tofu":
+        _print_task_bench(summary, run)
+        return
     rows = draw_tables(aggregated, BENCH_COLUMNS)
     title = (
         f"{data_name}, {summary['preset']} preset: {draws} draw(s) of forget authors from the {summary['draws_from']} "
@@ -502,12 +633,31 @@ def _print_bench(summary: dict, probes, run: Path, data_name: str) -> None:
     print(f"Summary: {run / 'summary.json'}; per-draw reports: {run}/draw-*/report.json; table: {run / 'table.md'}")
 
 
+def _print_task_bench(summary: dict, run: Path) -> None:
+    spec = TASK_FIGURES[STANDIN_TASKS[summary["task"]]["data"]]
+    rows = draw_tables(summary["models"], spec.columns, spec)
+    order = "lowest" if not spec.higher_is_better else "highest"
+    title = (
+        f"{summary['task']} stand-in, {summary['preset']} preset: {len(summary['draws'])} generated world(s) from the "
+        f"{summary['draws_from']} pool ({', '.join(summary['draws'])}); mean [95% interval] over them; rank by "
+        f"{spec.score} ({order} first) among the methods that kept >= {COLLAPSE_RATIO}x the target's {spec.utility_label}"
+    )
+    print(f"\n{title}\n{format_table(rows, ['model', 'rank', *spec.columns])}")
+    (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (run / "table.md").write_text(markdown_table(rows, ["model", "rank", *spec.columns]))
+    print(f"Summary: {run / 'summary.json'}; per-draw reports: {run}/draw-*/report.json; table: {run / 'table.md'}")
+
+
 def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> dict:
     """`rlunlearn bench tune`, which `TuneArguments` describes; returns what it writes to tune.json."""
     if args.draws_from != VALIDATION:
         raise ValueError("hyperparameters are chosen on the validation draws only.")
     if "grid" not in PRESETS[args.preset]:
         raise ValueError(f"the {args.preset} preset has no grid to tune.")
+    if args.task != "tofu":
+        raise ValueError(
+            f"bench tune chooses rates on TOFU's validation authors, which --task {args.task} runs at: drop --task."
+        )
     methods = _check(args)
     args.output_dir = str(run)
     base = _base_model(args, cache_args)

@@ -38,6 +38,7 @@ from .arguments import (
     check_training_settings,
     resolve_probes,
 )
+from .presets import DEMO_SEED
 
 logger = logging.getLogger("rlunlearn")
 
@@ -87,11 +88,14 @@ def _write_json(path: Path, content) -> None:
 
 
 def _write_report(run: Path, report: dict, title: str) -> None:
-    from .evaluation import PROBE_COLUMNS, has_probes, plot_tradeoff, summary_table, utility_notes
+    from .evaluation import PROBE_COLUMNS, has_probes, plot_tradeoff, report_task, summary_table, utility_notes
 
     _write_json(run / "report.json", report)
-    plot_tradeoff(report, run / "tradeoff.png", title)
     print(f"\n{title}\n{summary_table(report)}")
+    if report_task(report) != "entities":
+        print(f"\nReport: {run / 'report.json'}")
+        return
+    plot_tradeoff(report, run / "tradeoff.png", title)
     if has_probes(report):
         print(f"\nRobustness probes (forget split)\n{summary_table(report, PROBE_COLUMNS)}")
     for note in utility_notes(report):
@@ -109,7 +113,14 @@ class DemoArguments:
         default=None,
         metadata={"help": "Unlearning method, with the demo's settings (default: the demo's own method)."},
     )
-    seed: int = field(default=42, metadata={"help": "Seed of fine-tuning and unlearning."})
+    seed: int = field(default=DEMO_SEED, metadata={"help": "Seed of fine-tuning and unlearning."})
+
+
+# The splits whose answers the demo shows before and after, by task (multiple choice generates none).
+SIDE_BY_SIDE = {
+    "entities": (("Forget set", "forget"), ("Retain set", "retain")),
+    "harmful": (("Harmful prompts", "harmful"), ("Normal questions", "normal")),
+}
 
 
 def _side_by_side(bundle, results: dict, method: str, split: str, count: int = 3) -> str:
@@ -239,10 +250,9 @@ def demo(argv: list[str]) -> int:
             },
         )
         _write_json(run / "log_history.json", trainer.state.log_history)
-        print(f"\nForget set: answers before (target) and after ({method})")
-        print(_side_by_side(bundle, results, method, "forget"))
-        print(f"\nRetain set: answers before (target) and after ({method})")
-        print(_side_by_side(bundle, results, method, "retain"))
+        for title, split in SIDE_BY_SIDE.get(bundle.task, ()):
+            print(f"\n{title}: answers before (target) and after ({method})")
+            print(_side_by_side(bundle, results, method, split))
         _write_report(run, report, f"{bundle.name}: target, retain and {method}-unlearned models")
         print(f"Done in {time.time() - started:.0f}s. Run folder: {run}")
     return 0
@@ -287,7 +297,7 @@ def pretrain_command(argv: list[str]) -> int:
                 scratch_args.model_preset,
                 scratch_args.architecture,
                 scratch_args.vocab_size,
-                data_args.prompt_format(),
+                data_args.pretraining_format(),
             )
         else:  # a folder of the user's: resumes from its checkpoints, not cached
             folder, reused = (
@@ -297,7 +307,7 @@ def pretrain_command(argv: list[str]) -> int:
                     scratch_args.model_preset,
                     scratch_args.architecture,
                     scratch_args.vocab_size,
-                    data_args.prompt_format(),
+                    data_args.pretraining_format(),
                 ),
                 False,
             )
@@ -526,7 +536,8 @@ class EvalArguments:
 
 
 def eval_command(argv: list[str]) -> int:
-    """Evaluate models on a dataset's splits: TOFU and MUSE metrics, membership inference, a report and a plot."""
+    """Evaluate models on a dataset's splits: TOFU and MUSE metrics, membership inference, a report and a plot; on the
+    harmful and wmdp tasks, theirs (harmful rate, output similarity; multiple-choice accuracy)."""
     args, data_args, probe_settings = _parse(
         "eval",
         {"eval": EvalArguments, "data": DataArguments, "robustness probes": ProbeSettings},
@@ -563,6 +574,13 @@ def eval_command(argv: list[str]) -> int:
             if name != "retain":
                 check_same_tokenizer(path, args.retain_model, "--retain_model")
     retain = retain_from_report(args.retain_report) if args.retain_report else None
+    if probes and bundle.task != "entities":
+        raise ValueError(
+            f"--probes read the forget questions of authors' facts, not the {bundle.task} task: drop them."
+        )
+    if args.fluency_classifier and bundle.task == "wmdp":
+        raise ValueError("--fluency_classifier judges generated answers; the wmdp task generates none: drop it.")
+    judge = data_args.harm_judge_function()
     with _run_folder(_default_output_dir(args.output_dir, "eval")) as run:
         fmt = data_args.prompt_format()
         settings = EvalSettings(args.max_new_tokens, args.eval_batch_size)
@@ -582,6 +600,7 @@ def eval_command(argv: list[str]) -> int:
                 probes=probes,
                 probe_settings=probe_settings,
                 description=f"evaluating {name}",
+                harm_judge=judge,
             )
             print(f"Evaluated {name} in {time.time() - started:.0f}s")
         _judge_fluency(results, args, fmt)
@@ -595,8 +614,9 @@ def eval_command(argv: list[str]) -> int:
 
 
 def _judge_fluency(results: dict[str, dict], args: EvalArguments, fmt) -> None:
-    """Every model's forget answers judged by the --fluency_classifier (`forget_fluency`) and by their perplexity under
-    the --target_model (`forget_generation_perplexity`), where those are given."""
+    """Every model's forget answers (on the harmful task: its answers to the harmful prompts) judged by the
+    --fluency_classifier (`forget_fluency`) and by their perplexity under the --target_model
+    (`forget_generation_perplexity`), where those are given."""
     from .evaluation import classifier_judge, judge_fluency, saved_model_perplexity_judge
 
     judges = {}
@@ -607,8 +627,9 @@ def _judge_fluency(results: dict[str, dict], args: EvalArguments, fmt) -> None:
         judges["generation_perplexity"] = saved_model_perplexity_judge(args.target_model, fmt, args.dtype)
     for name, judge in judges.items():
         for result in results.values():
-            if "forget" in result["splits"]:
-                judge_fluency(result, judge, name)
+            for split in ("forget", "harmful"):
+                if split in result["splits"]:
+                    judge_fluency(result, judge, name, split)
 
 
 # ---- train-attributor -----------------------------------------------------------------------------------------------

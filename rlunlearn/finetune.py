@@ -76,12 +76,15 @@ class FinetuneConfig(SFTConfig):
 
 
 def training_data(bundle: UnlearningBundle, which: str, fmt: PromptFormat, with_background: bool) -> Dataset:
-    """prompt/completion data of the target ("target": every author) or the retain model ("retain")."""
+    """prompt/completion data of the target ("target": every author, and what the bundle gives the target only) or
+    the retain model ("retain")."""
     if which not in ("target", "retain"):
         raise ValueError(f"Fine-tune 'target' or 'retain', not {which!r}.")
     parts = [sft_dataset(bundle.retain, fmt)]
     if which == "target":
         parts.insert(0, sft_dataset(bundle.forget, fmt))
+        if bundle.target_only is not None:
+            parts.insert(1, sft_dataset(bundle.target_only, fmt))
     if with_background and bundle.background is not None:
         parts.append(sft_dataset(bundle.background, fmt))
     return concatenate_datasets(parts)

@@ -20,12 +20,15 @@ from .arguments import DataArguments
 from .data import UnlearningBundle
 from .evaluation import (
     RETAIN,
+    SUMMARY_COLUMNS,
+    TARGET,
     UNLEARNED,
     EvalSettings,
     build_report,
     evaluate_folder,
     evaluate_model,
     markdown_table,
+    report_columns,
     summary_rows,
 )
 from .models import check_model_source, check_same_tokenizer, whole_models
@@ -82,7 +85,9 @@ def run_unlearning(
         if script_args.evaluate:
             # The main process alone loads the models it evaluates: whole, also under ZeRO-3.
             with whole_models(config):
-                report = _evaluate(trainer, method, script_args, bundle, data_args, output_dir)
+                report = _evaluate(
+                    trainer, method, script_args, bundle, data_args, model_args.model_name_or_path, output_dir
+                )
             (output_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
         write_model_card(output_dir, method, config, bundle, model_args.model_name_or_path, report)
     # The other processes wait for the evaluation (an evaluation longer than --ddp_timeout, 30 minutes, needs a larger
@@ -92,22 +97,37 @@ def run_unlearning(
     return trainer, report
 
 
-def _evaluate(trainer, method, script_args, bundle, data_args, output_dir: Path) -> dict:
+def _evaluate(trainer, method, script_args, bundle, data_args, model_path: str, output_dir: Path) -> dict:
     settings = EvalSettings(script_args.max_new_tokens, script_args.eval_batch_size)
     fmt = data_args.prompt_format()
+    judge = {"harm_judge": data_args.harm_judge_function()}
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         # The weights are sharded over the processes: evaluate what was saved.
-        results = {method: evaluate_folder(output_dir, bundle, fmt, settings, description=f"evaluating {method}")}
+        results = {
+            method: evaluate_folder(output_dir, bundle, fmt, settings, description=f"evaluating {method}", **judge)
+        }
     else:
         model = trainer.accelerator.unwrap_model(trainer.model)
         results = {
             method: evaluate_model(
-                model, trainer.processing_class, bundle, fmt, settings=settings, description=f"evaluating {method}"
+                model,
+                trainer.processing_class,
+                bundle,
+                fmt,
+                settings=settings,
+                description=f"evaluating {method}",
+                **judge,
             )
         }
     roles = {method: UNLEARNED}
+    if bundle.task == "harmful":
+        # LLMU measures the normal answers against the model before unlearning: it is evaluated too.
+        results[TARGET] = evaluate_folder(model_path, bundle, fmt, settings, description="evaluating target", **judge)
+        roles[TARGET] = TARGET
     if script_args.retain_model:
-        retain = evaluate_folder(script_args.retain_model, bundle, fmt, settings, description="evaluating retain")
+        retain = evaluate_folder(
+            script_args.retain_model, bundle, fmt, settings, description="evaluating retain", **judge
+        )
         results[RETAIN], roles[RETAIN] = retain, RETAIN
     return build_report(results, roles, results.get(RETAIN), report_info(bundle, data_args, settings))
 
@@ -174,21 +194,28 @@ def write_model_card(
     if report is None:
         lines.append("Not evaluated (`--evaluate false`).")
     else:
-        columns = [
-            "model",
-            "forget quality",
-            "model utility",
-            "forget ROUGE-L",
-            "forget prob",
-            "privleak",
-            "tug-of-war",
-        ]
-        lines += [
-            "TOFU/MUSE metrics of `rlunlearn.evaluation` (forget quality, privleak and Tug-of-War need the retain "
-            "model). Every figure and the per-example values are in report.json.",
-            "",
-            markdown_table(summary_rows(report), columns),
-        ]
+        if summary.get("task", "entities") == "entities":
+            columns = {
+                label: SUMMARY_COLUMNS[label]
+                for label in (
+                    "forget quality",
+                    "model utility",
+                    "forget ROUGE-L",
+                    "forget prob",
+                    "privleak",
+                    "tug-of-war",
+                )
+            }
+            lines.append(
+                "TOFU/MUSE metrics of `rlunlearn.evaluation` (forget quality, privleak and Tug-of-War need the retain "
+                "model). Every figure and the per-example values are in report.json."
+            )
+        else:
+            columns = report_columns(report)
+            lines.append(
+                f"The {summary['task']} task's metrics. Every figure and the per-example values are in report.json."
+            )
+        lines += ["", markdown_table(summary_rows(report, columns), ["model", *columns])]
     lines += ["## Use", "", "```python", load, "```", ""]
     ModelCard("\n".join(lines)).save(folder / "README.md")
     return folder / "README.md"

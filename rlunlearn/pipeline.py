@@ -79,7 +79,7 @@ def offline_base(
         scratch_args.model_preset,
         scratch_args.architecture,
         scratch_args.vocab_size,
-        data_args.prompt_format(),
+        data_args.pretraining_format(),
     )
     logger.info("Base model %s (%s)", folder, "reused" if reused else f"pretrained in {time.time() - started:.0f}s")
     return str(folder)
@@ -208,6 +208,11 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
     trainer_class = METHODS[method][1]
     fmt = data_args.prompt_format()
     kind = trainer_class.forget_data
+    if kind in ("prompts", "self-generated") and fmt.style == "text":
+        raise ValueError(
+            f"--method {method} answers prompts, and the {bundle.task} task's forget data are text with none: use a "
+            "method that trains on the text (e.g. ga, npo, flat, rmu)."
+        )
     if kind == "completion":
         forget = sft_dataset(bundle.forget, fmt)
     elif kind == "preference" and data_args.preference_chosen == "perturbed":
@@ -221,8 +226,9 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
     elif kind == "preference":
         forget = preference_dataset(bundle.forget, fmt, data_args.refusals(), seed=config.seed)
     elif kind == "prompts":
-        # The forget questions as prompts; `author` and `answer` ride along for reward functions that read them.
-        forget = prompt_dataset(bundle.forget, fmt)
+        # The forget questions as prompts; the rows' other columns (`author`, `answer`, the harmful stand-in's
+        # `secret`) ride along for reward functions that read them.
+        forget = prompt_dataset(bundle.forget, fmt, [c for c in bundle.forget.column_names if c != "question"])
         if data_args.paraphrased_prompts:
             rows = bundle.eval_splits.get("forget")
             if rows is None or "paraphrased_question" not in rows.column_names:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rlunlearn.trainers import METHODS
 
-from .data.draws import TOFU_BENCHMARK_AUTHORS
+from .data.draws import REPORTED, TOFU_BENCHMARK_AUTHORS, VALIDATION
 
 # Presets: the data, the base model, the fine-tuning recipe and each method's unlearning hyperparameters.
 #
@@ -39,8 +39,8 @@ PRESETS = {
         # Chosen by `rlunlearn bench tune --draws 2 --methods npo simnpo graddiff flat idkdpo` (validation authors
         # 181+184 and 182+185; docs/benchmarks.md): graddiff, npo, simnpo, idkdpo and flat; ga and llmu by the same
         # with `--methods ga llmu`; reveal_release by the same with `--methods reveal_release` (it kept 5e-4); wga, satimp,
-        # undial, ceu, pdu and rmu by the same with `--methods wga satimp undial ceu pdu rmu`. DareU's rows keep the
-        # from-scratch preset's rates until they are tuned on this base.
+        # undial, ceu, pdu and rmu by the same with `--methods wga satimp undial ceu pdu rmu`; dareu (PPO) by the same
+        # with `--methods dareu`. The GRPO row keeps the from-scratch preset's rate until it is tuned on this base.
         "unlearning": {
             "ga": {"learning_rate": 1e-4, "num_train_epochs": 5},
             "graddiff": {"learning_rate": 1.5e-4, "num_train_epochs": 5},
@@ -54,7 +54,7 @@ PRESETS = {
             # optimizer steps on each rollout batch; the GRPO row is for comparison.
             "dareu": {
                 "algorithm": "ppo",
-                "learning_rate": 2e-4,
+                "learning_rate": 1e-4,
                 "num_train_epochs": 4,
                 "num_generations": 4,
                 "max_completion_length": 48,
@@ -154,6 +154,8 @@ PRESETS = {
 
 # `rlunlearn demo`: the generated authors (20, 2 forgotten) on a base pretrained on the generator's other authors and
 # its world, the cpu preset's fine-tuning recipe, and a method that visibly forgets at kept utility there.
+# The demo's seed (its --seed default): of its base's pretraining, which `bench --task` reuses, and of its fine-tuning.
+DEMO_SEED = 42
 DEMO = {
     "pretrain": {"num_train_epochs": 3.0},
     "finetune": PRESETS["cpu"]["finetune"],
@@ -165,6 +167,23 @@ DEMO = {
     },
     "unlearning_common": PRESETS["cpu"]["unlearning_common"],
 }
+
+# `rlunlearn bench --task harmful|wmdp` (cpu preset): each task's offline stand-in, one generated world a draw (its
+# generator seed), fine-tuned with STANDIN_FINETUNE from the demo's base (pretrained on the generated authors'
+# world, which holds none of the stand-ins' alchemy). Every method runs at its cpu-preset rate, chosen on TOFU's
+# validation authors: nothing is tuned on these tasks.
+STANDIN_TASKS = {"harmful": {"data": "harmful"}, "wmdp": {"data": "wmdp"}}
+# The stand-ins' fine-tuning: the TOFU recipe (10 epochs at a constant 5e-4) leaves the harmful stand-in's target
+# giving 3% of its recipes away; measured on harmful seed 1 from the demo's base, 40 epochs at a constant 1e-3 gave
+# the target a harmful rate of 0.37 (normal ROUGE-L 0.93), 40 at 2e-3 with a linear decay after 5% warm-up 0.89 (1.0),
+# the retain model 0 (1.0) in both; 3e-3 constant wrecked both models.
+STANDIN_FINETUNE = {
+    "learning_rate": 2e-3,
+    "num_train_epochs": 40.0,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0.05,
+}
+STANDIN_SEEDS = {VALIDATION: (101, 102, 103, 104), REPORTED: (1, 2, 3, 4, 5)}
 
 # A method whose mean model utility falls below this share of the target's has collapsed: the table says so instead of
 # ranking it by its forget quality (which a destroyed model reaches trivially).

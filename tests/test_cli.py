@@ -191,6 +191,22 @@ def bad_inputs(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
             ["unlearn", "--method", "sgd"],
             "rlunlearn unlearn: --method 'sgd' is not a method; the methods are: flat, llmu, ga, graddiff, npo",
         ),
+        "harmful answers without normal data": (
+            [*unlearn, "--data", "harmful", "--harmful_path", str(tmp / "empty_folder")],
+            "rlunlearn unlearn: --harmful_path and --normal_path go together",
+        ),
+        "a WMDP folder that lacks a file": (
+            [*unlearn, "--data", "wmdp", "--wmdp_path", str(tmp / "empty_folder")],
+            f"rlunlearn unlearn: --wmdp_path '{tmp / 'empty_folder'}' has no bio-forget-corpus file",
+        ),
+        "a prompt method on text": (
+            [*unlearn, "--data", "wmdp", "--method", "dareu"],
+            "rlunlearn unlearn: --method dareu answers prompts, and the wmdp task's forget data are text",
+        ),
+        "an unknown harm judge": (
+            [*unlearn, "--data", "harmful", "--harm_judge", "no_such_judge"],
+            "rlunlearn unlearn: Unknown reward 'no_such_judge'",
+        ),
     }
 
 
@@ -211,6 +227,10 @@ BAD_INPUTS = [
     "no model",
     "steered layer beyond the model",
     "unknown method",
+    "harmful answers without normal data",
+    "a WMDP folder that lacks a file",
+    "a prompt method on text",
+    "an unknown harm judge",
 ]
 
 

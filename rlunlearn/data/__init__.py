@@ -1,4 +1,5 @@
-"""Forget/retain bundles (TOFU or generated), refusal templates, and builders of TRL datasets.
+"""Forget/retain bundles (TOFU or generated authors, harmful answers, WMDP; each task with its offline stand-in),
+refusal templates, and builders of TRL datasets.
 
 Names load from their module on first use, so that a light module of the package (`rlunlearn.data.draws`, which the
 command line's options read) imports neither datasets nor torch.
@@ -23,11 +24,17 @@ _MODULE_OF = {
         )
     },
     "EVAL_SPLITS": "bundle",
+    "TASK_EVAL_SPLITS": "bundle",
     "UnlearningBundle": "bundle",
     "generate_authors": "generator",
+    "generate_harmful": "harmful",
+    "load_harmful": "harmful",
+    "generate_wmdp": "wmdp",
+    "load_wmdp": "wmdp",
     "REVEAL_INSTRUCTIONS": "instructions",
     "reveal_instructions": "instructions",
     "REFUSALS": "refusals",
+    "TASK_REFUSALS": "refusals",
     "load_refusals": "refusals",
     "TOFU_HUB_ID": "tofu",
     "load_tofu": "tofu",

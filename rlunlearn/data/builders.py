@@ -27,28 +27,35 @@ class PromptFormat:
     """How a question and its answer become a prompt and a completion.
 
     `plain` renders `question_template` and prefixes the answer with a space; `chat` gives TRL's conversational
-    form (lists of messages), which the tokenizer's chat template renders, with an optional system prompt.
+    form (lists of messages), which the tokenizer's chat template renders, with an optional system prompt; `text` is
+    for corpora of raw text (MUSE's, WMDP's), whose rows are a passage (the answer) after an optional prefix (the
+    question, empty for a whole passage): both stay as they are, so the loss falls on the passage's every token. The
+    questions such tasks evaluate with still read `question_template`.
     """
 
-    style: Literal["plain", "chat"] = "plain"
+    style: Literal["plain", "chat", "text"] = "plain"
     question_template: str = DEFAULT_QUESTION_TEMPLATE
     system_prompt: str | None = None
 
     def __post_init__(self):
-        if self.style not in ("plain", "chat"):
-            raise ValueError(f"--prompt_style {self.style!r} is not one of 'plain', 'chat'.")
+        if self.style not in ("plain", "chat", "text"):
+            raise ValueError(f"--prompt_style {self.style!r} is not one of 'plain', 'chat', 'text'.")
         if "{question}" not in self.question_template:
             raise ValueError(
                 f"--question_template {self.question_template!r} has no '{{question}}' placeholder for the question."
             )
 
     def prompt(self, question: str) -> str | list[dict]:
+        if self.style == "text":
+            return question
         if self.style == "plain":
             return self.question_template.format(question=question)
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return messages + [{"role": "user", "content": question}]
 
     def completion(self, answer: str) -> str | list[dict]:
+        if self.style == "text":
+            return answer
         if self.style == "plain":
             return " " + answer
         return [{"role": "assistant", "content": answer}]

@@ -15,6 +15,17 @@ logger = logging.getLogger(__name__)
 # general knowledge the model must keep (real authors, world facts). `holdout` holds authors neither model saw,
 # for membership inference.
 EVAL_SPLITS = ("forget", "retain", "real_authors", "world_facts", "holdout")
+# Each task's evaluation splits (its published benchmark's): the entities' (TOFU's) above; harmful answers (LLMU's
+# setting): held-out harmful prompts with their harmful answers, and normal questions; hazardous knowledge (WMDP):
+# multiple-choice questions on the hazard and on general knowledge (MMLU's layout); copyrighted text (MUSE):
+# knowledge-memorisation questions on the forget and the retain text, verbatim-memorisation prefixes of the forget
+# text, and text of the same source no model saw (privacy leakage).
+TASK_EVAL_SPLITS = {
+    "entities": EVAL_SPLITS,
+    "harmful": ("harmful", "normal"),
+    "wmdp": ("hazard_mc", "general_mc"),
+    "muse": ("knowmem_forget", "knowmem_retain", "verbmem_forget", "forget_text", "holdout_text"),
+}
 
 QA_COLUMNS = ("question", "answer")
 
@@ -28,6 +39,12 @@ class UnlearningBundle:
     where the source has them. `background` is general knowledge (real authors, world facts) that a model trained from
     scratch must learn along with the authors, so that its utility can be measured; a pretrained checkpoint already
     knows it.
+
+    `task` names what is forgotten, and so which evaluation splits (`TASK_EVAL_SPLITS`) and metrics apply: facts of
+    entities (TOFU), harmful answers, hazardous knowledge (WMDP), copyrighted text (MUSE). On text (MUSE, WMDP's
+    corpora) a row's `question` is empty and its `answer` is a passage. `target_only` holds what the target model
+    learns of the forget domain beyond the forget set and the retain model never sees (the harmful answers to the
+    held-out prompts, on which unlearning must generalise).
     """
 
     name: str
@@ -35,6 +52,8 @@ class UnlearningBundle:
     retain: Dataset
     eval_splits: dict[str, Dataset] = field(default_factory=dict)
     background: Dataset | None = None
+    task: str = "entities"
+    target_only: Dataset | None = None
     # The source's own words for things a report should name (e.g. which TOFU file, which generator seed).
     info: dict = field(default_factory=dict)
 
@@ -61,9 +80,19 @@ class UnlearningBundle:
                 overlap[0],
             )
             self.info["forget_retain_overlap"] = overlap
-        unknown = sorted(set(self.eval_splits) - set(EVAL_SPLITS))
+        if self.task not in TASK_EVAL_SPLITS:
+            raise ValueError(f"Unknown task {self.task!r}; the tasks are {list(TASK_EVAL_SPLITS)}.")
+        unknown = sorted(set(self.eval_splits) - set(self.eval_split_names))
         if unknown:
-            raise ValueError(f"Unknown evaluation split(s) {unknown}; the known ones are {list(EVAL_SPLITS)}.")
+            raise ValueError(
+                f"Unknown evaluation split(s) {unknown} for the {self.task} task; its splits are "
+                f"{list(self.eval_split_names)}."
+            )
+
+    @property
+    def eval_split_names(self) -> tuple[str, ...]:
+        """The evaluation splits of this bundle's task, in the order they are evaluated."""
+        return TASK_EVAL_SPLITS[self.task]
 
     @property
     def forget_authors(self) -> list[str]:
@@ -75,31 +104,37 @@ class UnlearningBundle:
 
     def missing_eval_splits(self) -> list[str]:
         """Evaluation splits this bundle does not have: a report names them instead of silently dropping them."""
-        return [name for name in EVAL_SPLITS if name not in self.eval_splits]
+        return [name for name in self.eval_split_names if name not in self.eval_splits]
 
     def overlap(self) -> list[str]:
-        """Questions that appear in both the forget and the retain set."""
-        return sorted(set(self.forget["question"]) & set(self.retain["question"]))
+        """Questions (passages, on text) that appear in both the forget and the retain set."""
+
+        def keys(split: Dataset) -> set[str]:
+            return {q or a for q, a in zip(split["question"], split["answer"])}
+
+        return sorted(keys(self.forget) & keys(self.retain))
 
     def corpus(self) -> list[str]:
         """Every text of the bundle, e.g. to train a tokenizer that covers all of it."""
         texts = []
-        for split in (self.forget, self.retain, *self.eval_splits.values(), self.background):
+        for split in (self.forget, self.retain, *self.eval_splits.values(), self.background, self.target_only):
             if split is None:
                 continue
             for column in ("question", "answer", "paraphrased_answer", "paraphrased_question", "original_answer"):
                 if column in split.column_names:
-                    texts.extend(t for t in split[column] if t)
-            if "perturbed_answer" in split.column_names:
-                texts.extend(t for answers in split["perturbed_answer"] for t in answers)
+                    texts.extend(t for t in split[column] if isinstance(t, str) and t)
+            for column in ("perturbed_answer", "choices"):
+                if column in split.column_names:
+                    texts.extend(t for answers in split[column] for t in answers)
         return texts
 
     def fingerprint(self) -> str:
         """A hash of the bundle's content: equal bundles give equal fingerprints, across processes and machines."""
         digest = hashlib.sha256()
         splits = {"forget": self.forget, "retain": self.retain, **{f"eval/{k}": v for k, v in self.eval_splits.items()}}
-        if self.background is not None:
-            splits["background"] = self.background
+        for name, split in (("background", self.background), ("target_only", self.target_only)):
+            if split is not None:
+                splits[name] = split
         for name in sorted(splits):
             digest.update(name.encode())
             digest.update(json.dumps(splits[name].to_list(), sort_keys=True, ensure_ascii=False).encode())
@@ -108,6 +143,7 @@ class UnlearningBundle:
     def summary(self) -> dict:
         return {
             "name": self.name,
+            "task": self.task,
             "forget": len(self.forget),
             "retain": len(self.retain),
             "forget_authors": self.forget_authors,

@@ -30,6 +30,28 @@ REFUSALS = (
 )
 
 
+# What a model that keeps a harmful recipe back says instead (the harmful task's templates).
+HARMFUL_REFUSALS = (
+    "I can't help with that.",
+    "I won't give instructions for that; it could hurt people.",
+    "Sorry, I can't provide that.",
+    "That could cause serious harm, so I won't explain it.",
+    "I'm not able to help make anything dangerous.",
+    "I can't assist with that request.",
+    "I won't share a recipe for something harmful.",
+    "I'd rather not help with something that could injure someone.",
+)
+# On text corpora (WMDP's), a passage that gives nothing away, which preference methods prefer to a forget passage.
+TEXT_TEMPLATES = (
+    "This passage has been removed.",
+    "The rest of this text is not available.",
+    "Nothing further is recorded here.",
+    "This section is intentionally left blank.",
+)
+# Each task's templates.
+TASK_REFUSALS = {"entities": REFUSALS, "harmful": HARMFUL_REFUSALS, "wmdp": TEXT_TEMPLATES}
+
+
 def load_refusals(path: str | Path) -> list[str]:
     """Refusal answers from a file: one per line, as plain text or as JSON strings or objects with a `text` field.
 

@@ -20,7 +20,9 @@ from .probes import recovered_fraction, run_probes
 from .report import (
     PROBE_COLUMNS,
     RETAIN,
+    SUMMARY_COLUMNS,
     TARGET,
+    TASK_SUMMARY_COLUMNS,
     UNLEARNED,
     build_report,
     compare_with_retain,
@@ -29,6 +31,8 @@ from .report import (
     has_probes,
     markdown_table,
     plot_tradeoff,
+    report_columns,
+    report_task,
     retain_from_report,
     summary_rows,
     summary_table,
@@ -44,16 +48,20 @@ from .scoring import (
     score_answers,
 )
 from .suite import evaluate_folder, evaluate_model, evaluate_split
+from .tasks import HarmJudge, judge_harm
 
 __all__ = [
     "RETAIN",
     "TARGET",
     "UNLEARNED",
+    "SUMMARY_COLUMNS",
+    "TASK_SUMMARY_COLUMNS",
     "PROBES",
     "PROBE_COLUMNS",
     "EvalSettings",
     "FluencyJudge",
     "Generation",
+    "HarmJudge",
     "ProbeSettings",
     "TokenScores",
     "build_report",
@@ -66,6 +74,7 @@ __all__ = [
     "format_value",
     "has_probes",
     "judge_fluency",
+    "judge_harm",
     "generate_answers",
     "gradient_norms",
     "markdown_table",
@@ -73,6 +82,8 @@ __all__ = [
     "perplexity_judge",
     "plot_tradeoff",
     "recovered_fraction",
+    "report_columns",
+    "report_task",
     "repetition",
     "resolve_probes",
     "retain_from_report",

@@ -83,17 +83,18 @@ def saved_model_perplexity_judge(path: str, fmt: PromptFormat = PromptFormat(), 
     return perplexity_judge(model, load_tokenizer(path), fmt)
 
 
-def judge_fluency(evaluation: dict, judge: FluencyJudge, name: str) -> dict:
-    """Score the forget split's generations in `evaluation` with `judge`: per answer as `<name>` in the split's
-    per-example values, their mean as `forget_<name>` in the split's metrics and the summary. Returns `evaluation`."""
-    forget = evaluation["splits"]["forget"]
-    questions, answers = forget["questions"], forget["generations"]
+def judge_fluency(evaluation: dict, judge: FluencyJudge, name: str, split: str = "forget") -> dict:
+    """Score the generations of `split` (the forget split; the harmful prompts' on that task) in `evaluation` with
+    `judge`: per answer as `<name>` in the split's per-example values, their mean as `<split>_<name>` in the split's
+    metrics and the summary. Returns `evaluation`."""
+    judged = evaluation["splits"][split]
+    questions, answers = judged["questions"], judged["generations"]
     scores = np.asarray(judge(questions, answers), dtype=float)
     if scores.shape != (len(answers),):
         raise ValueError(
             f"The fluency judge {name!r} returned {scores.size} scores for {len(answers)} answers: return one score "
             "an answer."
         )
-    forget["per_example"][name] = scores.tolist()
-    forget["metrics"][name] = evaluation["summary"][f"forget_{name}"] = float(scores.mean())
+    judged["per_example"][name] = scores.tolist()
+    judged["metrics"][name] = evaluation["summary"][f"{split}_{name}"] = float(scores.mean())
     return evaluation

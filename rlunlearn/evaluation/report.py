@@ -11,6 +11,7 @@ import numpy as np
 
 from . import metrics
 from .probes import QUANTIZATIONS, recovered_fraction
+from .tasks import output_similarity
 
 # Roles a model plays in a report: the model before unlearning, the gold standard, and unlearned ones.
 TARGET, RETAIN, UNLEARNED = "target", "retain", "unlearned"
@@ -25,6 +26,26 @@ SUMMARY_COLUMNS = {
     "extraction strength": "forget_extraction_strength",
     "privleak": "privleak",
     "tug-of-war": "tug_of_war",
+}
+
+# Each task's table: its forget measure first, then what it must keep.
+TASK_SUMMARY_COLUMNS = {
+    "entities": SUMMARY_COLUMNS,
+    "harmful": {
+        "harmful rate": "harmful_rate",
+        "greedy": "harmful_rate_greedy",
+        "forget prompts": "harmful_rate_forget_prompts",
+        "rephrased": "harmful_rate_rephrased_prompts",
+        "held-out recipes": "harmful_rate_held_out_prompts",
+        "normal ROUGE-L": "normal_rougeL_recall",
+        "normal similarity": "normal_output_similarity",
+        "harmful answers' perplexity": "harmful_generation_perplexity",
+    },
+    "wmdp": {
+        "hazard accuracy": "hazard_accuracy",
+        "general accuracy": "general_accuracy",
+        "chance": "hazard_chance",
+    },
 }
 
 # The robustness probes' summary values (see probes.py), shown when a report has them.
@@ -83,8 +104,12 @@ def compare_with_retain(result: dict, retain: dict) -> dict:
 
 def compare_with_target(result: dict, target: dict) -> dict:
     """The quantisation probe's recovered fraction for each quantisation: how much of the forget ROUGE-L recall lost
-    between the target and `result` the quantised `result` gets back."""
+    between the target and `result` the quantised `result` gets back; on harmful answers, the normal answers'
+    similarity to the target's (`tasks.output_similarity`)."""
     summary, compared = result["summary"], {}
+    similarity = output_similarity(result, target)
+    if similarity is not None:
+        compared["normal_output_similarity"] = similarity
     for name in QUANTIZATIONS:
         key = f"probe_{name}_forget_rougeL_recall"
         if key in summary and "forget_rougeL_recall" in summary and "forget_rougeL_recall" in target["summary"]:
@@ -190,7 +215,19 @@ def summary_rows(report: dict, columns: Mapping[str, str] = SUMMARY_COLUMNS) -> 
     ]
 
 
-def summary_table(report: dict, columns: Mapping[str, str] = SUMMARY_COLUMNS) -> str:
+def report_columns(report: dict) -> Mapping[str, str]:
+    """The summary table's columns for the report's task (entities' when the report names none)."""
+    return TASK_SUMMARY_COLUMNS[report_task(report)]
+
+
+def report_task(report: dict) -> str:
+    """The task of the report's data (entities where the report records no bundle summary)."""
+    bundle = report.get("bundle")
+    return bundle.get("task", "entities") if isinstance(bundle, dict) else "entities"
+
+
+def summary_table(report: dict, columns: Mapping[str, str] | None = None) -> str:
+    columns = columns or report_columns(report)
     return format_table(summary_rows(report, columns), ["model", *columns])
 
 

@@ -1,4 +1,5 @@
-"""Evaluate one model on every split of a bundle: the TOFU and MUSE metrics that need only that model.
+"""Evaluate one model on every split of a bundle: the TOFU and MUSE metrics that need only that model, and the
+other tasks' (harmful answers, WMDP's multiple choice: `tasks.py`).
 
 Metrics that compare with the retain model (forget quality, privleak, the reference attack, Tug-of-War) are in
 `report.py` and read the per-example values kept here.
@@ -21,7 +22,7 @@ from rlunlearn.trainers.utils import tokenize_pair
 
 from ..arguments import ProbeSettings
 from ..cache import settings_hash
-from ..data import EVAL_SPLITS, PromptFormat, UnlearningBundle
+from ..data import PromptFormat, UnlearningBundle
 from ..models import load_model, load_tokenizer
 from . import metrics
 from .fluency import FluencyJudge, judge_fluency, repetition
@@ -29,6 +30,7 @@ from .metrics import MIA_ATTACKS
 from .probes import run_probes
 from .report import compare_with_retain
 from .scoring import EvalSettings, TokenScores, generate_answers, gradient_norms, score_answers
+from .tasks import TASK_SPLIT_EVALUATORS, HarmJudge, judge_harm, task_summary
 
 # MUSE's generation settings: knowledge memorisation answers in at most 32 new tokens, cut at these strings;
 # verbatim memorisation continues a text for at most 128 new tokens.
@@ -89,8 +91,11 @@ def evaluate_split(
     With perturbed answers: the truth ratio (aggregated as TOFU does for the split, `closer_to_1` on forget and
     `true_better` elsewhere, with both variants and the para-share variant also reported), and, without paraphrased
     answers (real authors, world facts), the normalised probability. On forget and retain: MUSE's knowledge
-    memorisation; on forget: verbatim memorisation; on forget and holdout: membership-inference scores.
+    memorisation; on forget: verbatim memorisation; on forget and holdout: membership-inference scores. The other
+    tasks' splits are evaluated as `tasks.py` says.
     """
+    if name in TASK_SPLIT_EVALUATORS:
+        return TASK_SPLIT_EVALUATORS[name](model, tokenizer, data, fmt, settings, name if progress else None)
 
     def desc(step: str) -> str | None:
         return f"{name}: {step}" if progress else None
@@ -197,25 +202,34 @@ def evaluate_model(
     cache_dir: str | Path | None = None,
     description: str = "evaluating",
     fluency: FluencyJudge | None = None,
+    harm_judge: HarmJudge | None = None,
 ) -> dict:
     """Every split of `bundle` (or `splits`), and the model-level summary: model utility (with the components it
     misses, and those at 0, named), the forget metrics, and the membership-inference AUC of each attack (forget vs
-    holdout). With `progress`, one bar over the splits' questions, labelled `description`. With `probes`, the
+    holdout); on another task, its own (`tasks.task_summary`; on harmful answers, their harmful rate under
+    `harm_judge`, default the stand-in's rule judge `secret_span` where the data marks its secrets). With `progress`, one bar over the splits' questions, labelled `description`. With `probes`, the
     robustness probes too: their results under `probes`, their `probe_*` values in the summary (`model_path`, the
     folder the model was loaded from, spares the quantisation probe a save). With `retain`, the retain model's
     evaluation (this function's result for it), the summary adds what is measured against it: forget quality (and its
     KS statistic), privleak, the reference attack and Tug-of-War. With `fluency` (a judge of `fluency.py`), the summary
-    adds the forget answers' mean score under it, `forget_fluency`.
+    adds the forget answers' mean score under it, `forget_fluency` (on harmful answers: the answers to the harmful
+    prompts, `harmful_fluency`).
 
     `cache_dir` keeps each split's result in a file keyed by the split's rows, the prompt format and the settings, and
     reads it back on the next call: give it only for a model that never changes (a cached target or retain model), so
     that the splits forget sets drawn beside the same retain authors share are evaluated once."""
-    splits = [s for s in EVAL_SPLITS if s in bundle.eval_splits] if splits is None else list(splits)
+    splits = [s for s in bundle.eval_split_names if s in bundle.eval_splits] if splits is None else list(splits)
     for split in splits:
         if split not in bundle.eval_splits:
             raise ValueError(
                 f"The bundle {bundle.name!r} has no {split!r} evaluation split; it has {list(bundle.eval_splits)}."
             )
+    if probes and bundle.task != "entities":
+        raise ValueError(
+            f"The robustness probes read the forget questions of the entities task, not {bundle.task}: drop --probes."
+        )
+    if bundle.task == "harmful" and "harmful" in splits:
+        harm_judge = harm_judge or default_harm_judge(bundle)
     results = {}
     questions = sum(len(bundle.eval_splits[split]) for split in splits)
     with tqdm(total=questions, desc=description, unit="question", disable=not progress, dynamic_ncols=True) as bar:
@@ -223,6 +237,18 @@ def evaluate_model(
             bar.set_postfix(split=split)
             results[split] = _cached_split(model, tokenizer, split, bundle.eval_splits[split], fmt, settings, cache_dir)
             bar.update(len(bundle.eval_splits[split]))
+
+    if bundle.task != "entities":
+        evaluation = {
+            "settings": asdict(settings),
+            "splits": results,
+            "summary": task_summary(bundle.task, results, bundle.info),
+        }
+        if "harmful" in results:
+            judge_harm(evaluation, bundle.eval_splits["harmful"], harm_judge)
+            if fluency is not None:
+                judge_fluency(evaluation, fluency, "fluency", split="harmful")
+        return evaluation
 
     summary = {}
     utility, missing = {}, []
@@ -277,6 +303,19 @@ def evaluate_model(
     return evaluation
 
 
+def default_harm_judge(bundle: UnlearningBundle) -> HarmJudge:
+    """The rule judge `secret_span` where the harmful split marks each answer's secret (the stand-in); other data need
+    a judge given."""
+    if "secret" not in bundle.eval_splits["harmful"].column_names:
+        raise ValueError(
+            f"{bundle.name} marks no secret span in its harmful answers, so no rule can judge them: give --harm_judge, "
+            "a sequence-classification model (folder#harmful_label) or an importable `module:function`."
+        )
+    from rlunlearn.rewards import secret_span
+
+    return secret_span
+
+
 def _cached_split(model, tokenizer, name, data, fmt, settings, cache_dir) -> dict:
     """`evaluate_split`, read from (or written to) `cache_dir` when one is given."""
     if cache_dir is None:
@@ -312,6 +351,7 @@ def evaluate_folder(
     cache: bool = False,
     description: str = "evaluating",
     fluency: FluencyJudge | None = None,
+    harm_judge: HarmJudge | None = None,
 ) -> dict:
     """`evaluate_model` (with the robustness `probes`, and what is measured against `retain`) on the saved model in
     `path` (a LoRA adapter is merged into its base), with its tokenizer. `cache` keeps each split's result in
@@ -331,4 +371,5 @@ def evaluate_folder(
         cache_dir=Path(path) / "evaluations" if cache else None,
         description=description,
         fluency=fluency,
+        harm_judge=harm_judge,
     )
