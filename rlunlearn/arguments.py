@@ -214,9 +214,7 @@ class DataArguments:
                 self.forget_authors or self.num_forget_authors,
                 self.retain_authors or self.num_retain_authors,
             )
-        if self.data == "generated":
-            return generate_authors(self.num_authors, self.num_forget_authors or 2, self.generator_seed)
-        raise ValueError(f"--data {self.data!r} is not one of 'generated', 'tofu'.")
+        return generate_authors(self.num_authors, self.num_forget_authors or 2, self.generator_seed)
 
     def prompt_format(self):
         """The `PromptFormat` these options name: on text corpora (wmdp) the `text` style, whose passages stay as they
@@ -277,6 +275,12 @@ class CacheArguments:
 
 # The robustness probes (rlunlearn.evaluation.probes).
 PROBES = ("paraphrase", "quantization", "relearning", "extraction")
+
+
+def check_probes_apply(task: str, probes) -> None:
+    """The robustness probes read the forget questions of authors' facts: refused on another task."""
+    if probes and task != "entities":
+        raise ValueError(f"--probes read the forget questions of authors' facts, not the {task} task: drop them.")
 
 
 def resolve_probes(names) -> tuple[str, ...]:
@@ -397,14 +401,6 @@ class DrawArguments:
             "help": f"Methods (rows of the preset) to run (default: all: {', '.join(PRESETS['cpu']['unlearning'])})."
         },
     )
-    task: str = field(
-        default="tofu",
-        metadata={
-            "help": "cpu preset: what is forgotten: TOFU authors, or the offline stand-in of harmful answers or of "
-            "hazardous knowledge (wmdp), one generated world a draw (seeds 1-5 reported, 101-104 validation).",
-            "choices": ["tofu", *STANDIN_TASKS],
-        },
-    )
 
 
 @dataclass
@@ -433,6 +429,14 @@ class BenchArguments(BenchCommonArguments, DrawArguments, GivenModelArguments):
         metadata={
             "help": "Robustness probes run on every model: paraphrase, quantization, relearning, extraction; `none` "
             "runs none (default: all on TOFU; none on the stand-in tasks, whose data they do not read)."
+        },
+    )
+    task: str = field(
+        default="tofu",
+        metadata={
+            "help": "cpu preset: what is forgotten: TOFU authors, or the offline stand-in of harmful answers or of "
+            "hazardous knowledge (wmdp), one generated world a draw (seeds 1-5 reported, 101-104 validation).",
+            "choices": ["tofu", *STANDIN_TASKS],
         },
     )
     validation_report: str | None = field(

@@ -30,10 +30,12 @@ from .arguments import (
     MemoryBenchArguments,
     ScratchModelArguments,
     TuneArguments,
+    check_probes_apply,
 )
 from .attribution import AttributorConfig, cached_attributor
 from .data.draws import FORGET_SHAPES, VALIDATION, author_draws
 from .evaluation import (
+    FLUENCY_SPLITS,
     PROBE_COLUMNS,
     RETAIN,
     TARGET,
@@ -334,7 +336,7 @@ def run_draw(
         )
     # Babble is improbable to the model before unlearning: every model's forget answers (on harmful answers, those to
     # the harmful prompts), scored by the target.
-    judged = {"entities": "forget", "harmful": "harmful"}.get(bundle.task)
+    judged = FLUENCY_SPLITS.get(bundle.task)
     if judged is not None:
         judge = saved_model_perplexity_judge(str(prepared.target), fmt)
         for result in results.values():
@@ -548,8 +550,7 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
     methods = _check(args)
     requested = args.probes or (["all"] if args.task == "tofu" else ["none"])
     probes = resolve_probes([] if requested == ["none"] else requested)
-    if probes and args.task != "tofu":
-        raise ValueError(f"--probes read TOFU's forget questions: give --probes none with --task {args.task}.")
+    check_probes_apply("entities" if args.task == "tofu" else args.task, probes)
     validation = _read_validation(args.validation_report) if args.validation_report else None
     args.output_dir = str(run)
     base = None if args.target_model else _base_model(args, cache_args)
@@ -574,7 +575,7 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
     }
     if validation is not None:
         summary["rank_agreement_with_validation"] = _rank_agreement(validation, aggregated)
-    _print_bench(summary, probes, run, reports[0]["bundle"]["name"])
+    _print_bench(summary, probes, run, reports[0]["bundle"]["name"], spec)
     return summary
 
 
@@ -603,11 +604,19 @@ def _draw_name(data_args: DataArguments):
     return data_args.forget_authors or data_args.forget_split
 
 
-def _print_bench(summary: dict, probes, run: Path, data_name: str) -> None:
+def _print_bench(summary: dict, probes, run: Path, data_name: str, spec: TaskFigures) -> None:
     aggregated = summary["models"]
     draws = len(summary["draws"])
     if summary["task"] != "tofu":
-        _print_task_bench(summary, run)
+        rows = draw_tables(aggregated, spec.columns, spec)
+        title = (
+            f"{summary['task']} stand-in, {summary['preset']} preset: {draws} generated world(s) from the "
+            f"{summary['draws_from']} pool ({', '.join(summary['draws'])}); mean [95% interval] over them; rank by "
+            f"{spec.score} ({'highest' if spec.higher_is_better else 'lowest'} first) among the methods that kept "
+            f">= {COLLAPSE_RATIO}x the target's {spec.utility_label}"
+        )
+        print(f"\n{title}\n{format_table(rows, ['model', 'rank', *spec.columns])}")
+        _write_bench(summary, run, markdown_table(rows, ["model", "rank", *spec.columns]))
         return
     rows = draw_tables(aggregated, BENCH_COLUMNS)
     title = (
@@ -627,24 +636,13 @@ def _print_bench(summary: dict, probes, run: Path, data_name: str) -> None:
     if "rank_agreement_with_validation" in summary:
         tau = summary["rank_agreement_with_validation"]
         print(f"\nKendall's tau, ranking by forget quality on the validation draws vs these: {format_value(tau)}")
+    plot_draws(aggregated, run / "tradeoff.png", title=f"{data_name}: mean over {draws} draw(s)")
+    _write_bench(summary, run, markdown)
+
+
+def _write_bench(summary: dict, run: Path, markdown: str) -> None:
     (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (run / "table.md").write_text(markdown)
-    plot_draws(aggregated, run / "tradeoff.png", title=f"{data_name}: mean over {draws} draw(s)")
-    print(f"Summary: {run / 'summary.json'}; per-draw reports: {run}/draw-*/report.json; table: {run / 'table.md'}")
-
-
-def _print_task_bench(summary: dict, run: Path) -> None:
-    spec = TASK_FIGURES[STANDIN_TASKS[summary["task"]]["data"]]
-    rows = draw_tables(summary["models"], spec.columns, spec)
-    order = "lowest" if not spec.higher_is_better else "highest"
-    title = (
-        f"{summary['task']} stand-in, {summary['preset']} preset: {len(summary['draws'])} generated world(s) from the "
-        f"{summary['draws_from']} pool ({', '.join(summary['draws'])}); mean [95% interval] over them; rank by "
-        f"{spec.score} ({order} first) among the methods that kept >= {COLLAPSE_RATIO}x the target's {spec.utility_label}"
-    )
-    print(f"\n{title}\n{format_table(rows, ['model', 'rank', *spec.columns])}")
-    (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    (run / "table.md").write_text(markdown_table(rows, ["model", "rank", *spec.columns]))
     print(f"Summary: {run / 'summary.json'}; per-draw reports: {run}/draw-*/report.json; table: {run / 'table.md'}")
 
 
@@ -654,10 +652,6 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
         raise ValueError("hyperparameters are chosen on the validation draws only.")
     if "grid" not in PRESETS[args.preset]:
         raise ValueError(f"the {args.preset} preset has no grid to tune.")
-    if args.task != "tofu":
-        raise ValueError(
-            f"bench tune chooses rates on TOFU's validation authors, which --task {args.task} runs at: drop --task."
-        )
     methods = _check(args)
     args.output_dir = str(run)
     base = _base_model(args, cache_args)

@@ -35,6 +35,7 @@ from .arguments import (
     ProbeSettings,
     ScratchModelArguments,
     check_output_dir,
+    check_probes_apply,
     check_training_settings,
     resolve_probes,
 )
@@ -574,10 +575,7 @@ def eval_command(argv: list[str]) -> int:
             if name != "retain":
                 check_same_tokenizer(path, args.retain_model, "--retain_model")
     retain = retain_from_report(args.retain_report) if args.retain_report else None
-    if probes and bundle.task != "entities":
-        raise ValueError(
-            f"--probes read the forget questions of authors' facts, not the {bundle.task} task: drop them."
-        )
+    check_probes_apply(bundle.task, probes)
     if args.fluency_classifier and bundle.task == "wmdp":
         raise ValueError("--fluency_classifier judges generated answers; the wmdp task generates none: drop it.")
     judge = data_args.harm_judge_function()
@@ -617,7 +615,7 @@ def _judge_fluency(results: dict[str, dict], args: EvalArguments, fmt) -> None:
     """Every model's forget answers (on the harmful task: its answers to the harmful prompts) judged by the
     --fluency_classifier (`forget_fluency`) and by their perplexity under the --target_model
     (`forget_generation_perplexity`), where those are given."""
-    from .evaluation import classifier_judge, judge_fluency, saved_model_perplexity_judge
+    from .evaluation import FLUENCY_SPLITS, classifier_judge, judge_fluency, saved_model_perplexity_judge
 
     judges = {}
     if args.fluency_classifier:
@@ -627,7 +625,7 @@ def _judge_fluency(results: dict[str, dict], args: EvalArguments, fmt) -> None:
         judges["generation_perplexity"] = saved_model_perplexity_judge(args.target_model, fmt, args.dtype)
     for name, judge in judges.items():
         for result in results.values():
-            for split in ("forget", "harmful"):
+            for split in FLUENCY_SPLITS.values():
                 if split in result["splits"]:
                     judge_fluency(result, judge, name, split)
 

@@ -8,6 +8,7 @@ retain model (forget quality, privleak, the reference attack, Tug-of-War) and th
 from ..arguments import PROBES, ProbeSettings, resolve_probes
 from . import metrics
 from .fluency import (
+    FLUENCY_SPLITS,
     FluencyJudge,
     classifier_judge,
     judge_fluency,
@@ -59,6 +60,7 @@ __all__ = [
     "PROBES",
     "PROBE_COLUMNS",
     "EvalSettings",
+    "FLUENCY_SPLITS",
     "FluencyJudge",
     "Generation",
     "HarmJudge",

@@ -28,6 +28,8 @@ from ..data import PromptFormat
 from ..models import load_model, load_tokenizer
 from .scoring import score_answers
 
+# The split whose greedy answers fluency is judged on, by task (multiple choice generates none).
+FLUENCY_SPLITS = {"entities": "forget", "harmful": "harmful"}
 # A judge: (questions, answers) -> one score per answer.
 FluencyJudge = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 REPETITION_N = 4

@@ -20,12 +20,12 @@ from trl import ModelConfig
 
 from rlunlearn.trainers.utils import tokenize_pair
 
-from ..arguments import ProbeSettings
+from ..arguments import ProbeSettings, check_probes_apply
 from ..cache import settings_hash
 from ..data import PromptFormat, UnlearningBundle
 from ..models import load_model, load_tokenizer
 from . import metrics
-from .fluency import FluencyJudge, judge_fluency, repetition
+from .fluency import FLUENCY_SPLITS, FluencyJudge, judge_fluency, repetition
 from .metrics import MIA_ATTACKS
 from .probes import run_probes
 from .report import compare_with_retain
@@ -207,7 +207,8 @@ def evaluate_model(
     """Every split of `bundle` (or `splits`), and the model-level summary: model utility (with the components it
     misses, and those at 0, named), the forget metrics, and the membership-inference AUC of each attack (forget vs
     holdout); on another task, its own (`tasks.task_summary`; on harmful answers, their harmful rate under
-    `harm_judge`, default the stand-in's rule judge `secret_span` where the data marks its secrets). With `progress`, one bar over the splits' questions, labelled `description`. With `probes`, the
+    `harm_judge`, default the stand-in's rule judge `secret_span` where the data marks its secrets). With `progress`,
+    one bar over the splits' questions, labelled `description`. With `probes`, the
     robustness probes too: their results under `probes`, their `probe_*` values in the summary (`model_path`, the
     folder the model was loaded from, spares the quantisation probe a save). With `retain`, the retain model's
     evaluation (this function's result for it), the summary adds what is measured against it: forget quality (and its
@@ -224,10 +225,7 @@ def evaluate_model(
             raise ValueError(
                 f"The bundle {bundle.name!r} has no {split!r} evaluation split; it has {list(bundle.eval_splits)}."
             )
-    if probes and bundle.task != "entities":
-        raise ValueError(
-            f"The robustness probes read the forget questions of the entities task, not {bundle.task}: drop --probes."
-        )
+    check_probes_apply(bundle.task, probes)
     if bundle.task == "harmful" and "harmful" in splits:
         harm_judge = harm_judge or default_harm_judge(bundle)
     results = {}
@@ -247,7 +245,7 @@ def evaluate_model(
         if "harmful" in results:
             judge_harm(evaluation, bundle.eval_splits["harmful"], harm_judge)
             if fluency is not None:
-                judge_fluency(evaluation, fluency, "fluency", split="harmful")
+                judge_fluency(evaluation, fluency, "fluency", FLUENCY_SPLITS[bundle.task])
         return evaluation
 
     summary = {}

@@ -49,13 +49,12 @@ def evaluate_multiple_choice(model, tokenizer, data: Dataset, fmt: PromptFormat,
     """Accuracy of both scorings (see the module docstring), per question; the choice-scoring prompt is the plain
     question template (`fmt.question_template`) whatever the format the model was trained in."""
     question_prompt = PromptFormat("plain", fmt.question_template)
-    prompts, answers, owners = [], [], []
-    for index, row in enumerate(data):
+    prompts, answers = [], []
+    for row in data:
         letter = letter_prompt(row["question"], row["choices"], row.get("subject") or "general knowledge")
         for position, choice in enumerate(row["choices"]):
             prompts += [letter, question_prompt.prompt(row["question"])]
             answers += [f" {LETTERS[position]}", question_prompt.completion(choice)]
-            owners.append(index)
     scores = score_answers(model, tokenizer, prompts, answers, settings.batch_size, desc and f"{desc}: scoring")
     letter_scores = [float(np.sum(s.logps[:-1])) for s in scores[0::2]]  # the letter, not the EOS after it
     choice_scores = [float(np.sum(s.logps[:-1])) / max(len(a.strip()), 1) for s, a in zip(scores[1::2], answers[1::2])]
