@@ -28,11 +28,11 @@ MODEL_PRESETS = {
 }
 TOFU_HUB_ID = "locuslab/TOFU"
 # --data -> the task it is (data/bundle.py's TASK_EVAL_SPLITS).
-DATA_SOURCES = {"generated": "entities", "tofu": "entities", "harmful": "harmful", "wmdp": "wmdp"}
+DATA_SOURCES = {"generated": "entities", "tofu": "entities", "harmful": "harmful", "wmdp": "wmdp", "muse": "muse"}
 # Tasks whose training data are text corpora, not questions.
-TEXT_TASKS = ("wmdp",)
+TEXT_TASKS = ("wmdp", "muse")
 # The options that point at a task's published data.
-PUBLISHED_PATHS = ("harmful_path", "normal_path", "wmdp_path")
+PUBLISHED_PATHS = ("harmful_path", "normal_path", "wmdp_path", "muse_path")
 DEFAULT_QUESTION_TEMPLATE = "Question: {question}\nAnswer:"
 
 
@@ -45,7 +45,7 @@ class DataArguments:
         metadata={
             "help": "What to forget: authors' facts (generated offline, or tofu); harmful answers (PKU-SafeRLHF with "
             "--harmful_path, else the offline stand-in); hazardous knowledge (wmdp: WMDP with --wmdp_path, else the "
-            "offline stand-in).",
+            "offline stand-in); copyrighted text (muse: MUSE with --muse_path, else the offline stand-in).",
             "choices": list(DATA_SOURCES),
         },
     )
@@ -110,9 +110,18 @@ class DataArguments:
     wmdp_domains: list[str] = field(
         default_factory=lambda: ["bio", "cyber"], metadata={"help": "wmdp, with --wmdp_path: the domains to forget."}
     )
+    muse_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "muse: a corpus folder of MUSE's layout (its data/news or data/books: raw/, knowmem/, verbmem/, "
+            "privleak/), or the hub id muse-bench/MUSE-News or muse-bench/MUSE-Books (default: the offline stand-in)."
+        },
+    )
     max_examples: int | None = field(
         default=None,
-        metadata={"help": "harmful and wmdp on published data: at most this many rows of each set (default all)."},
+        metadata={
+            "help": "harmful, wmdp and muse on published data: at most this many rows of each set (default all)."
+        },
     )
     harm_judge: str | None = field(
         default=None,
@@ -167,10 +176,15 @@ class DataArguments:
             raise ValueError(f"--data {self.data!r} is not one of {', '.join(DATA_SOURCES)}.")
         return DATA_SOURCES[self.data]
 
+    @property
+    def standin(self) -> bool:
+        """Whether these options name a task's offline stand-in (a task beyond authors, no published data given)."""
+        return self.data in STANDIN_TASKS and not any(getattr(self, path) for path in PUBLISHED_PATHS)
+
     def check(self) -> None:
         """The data options' errors that need no data read."""
         task = self.task
-        own = {"harmful": ("harmful_path", "normal_path"), "wmdp": ("wmdp_path",)}.get(task, ())
+        own = {"harmful": ("harmful_path", "normal_path"), "wmdp": ("wmdp_path",), "muse": ("muse_path",)}.get(task, ())
         foreign = [f"--{name}" for name in PUBLISHED_PATHS if getattr(self, name) and name not in own]
         if foreign:
             raise ValueError(f"{', '.join(foreign)} belong(s) to another task than --data {self.data}: drop it.")
@@ -196,7 +210,16 @@ class DataArguments:
 
     def bundle(self):
         """The forget/retain/evaluation bundle (an `UnlearningBundle`) these options name."""
-        from .data import generate_authors, generate_harmful, generate_wmdp, load_harmful, load_tofu, load_wmdp
+        from .data import (
+            generate_authors,
+            generate_harmful,
+            generate_muse,
+            generate_wmdp,
+            load_harmful,
+            load_muse,
+            load_tofu,
+            load_wmdp,
+        )
 
         self.check()
         if self.data == "harmful":
@@ -207,6 +230,10 @@ class DataArguments:
             if self.wmdp_path:
                 return load_wmdp(self.wmdp_path, self.wmdp_domains, self.max_examples)
             return generate_wmdp(self.generator_seed)
+        if self.data == "muse":
+            return (
+                load_muse(self.muse_path, self.max_examples) if self.muse_path else generate_muse(self.generator_seed)
+            )
         if self.data == "tofu":
             return load_tofu(
                 self.tofu_path,
@@ -217,7 +244,7 @@ class DataArguments:
         return generate_authors(self.num_authors, self.num_forget_authors or 2, self.generator_seed)
 
     def prompt_format(self):
-        """The `PromptFormat` these options name: on text corpora (wmdp) the `text` style, whose passages stay as they
+        """The `PromptFormat` these options name: on text corpora (wmdp, muse) the `text` style, whose passages stay as they
         are."""
         from .data import PromptFormat
 
@@ -434,8 +461,9 @@ class BenchArguments(BenchCommonArguments, DrawArguments, GivenModelArguments):
     task: str = field(
         default="tofu",
         metadata={
-            "help": "cpu preset: what is forgotten: TOFU authors, or the offline stand-in of harmful answers or of "
-            "hazardous knowledge (wmdp), one generated world a draw (seeds 1-5 reported, 101-104 validation).",
+            "help": "cpu preset: what is forgotten: TOFU authors, or the offline stand-in of harmful answers, of "
+            "hazardous knowledge (wmdp) or of copyrighted text (muse), one generated world a draw (seeds 1-5 "
+            "reported, 101-104 validation).",
             "choices": ["tofu", *STANDIN_TASKS],
         },
     )

@@ -3,6 +3,7 @@ author or one `retain` label, and `none`), and the DareU rewards built on it."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ from trl import ModelConfig, get_peft_config
 from rlunlearn.rewards import AttributionReward, RefusalBonus, SequenceClassifier, load_reward, train_classifier
 from rlunlearn.trainers.utils import can_pin_memory
 
-from .data import UnlearningBundle, attribution_dataset
+from .data import UnlearningBundle, attribution_dataset, text_prompts
 from .models import load_tokenizer, model_init_kwargs
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,10 @@ def train_attributor(
     config: AttributorConfig,
 ) -> tuple[SequenceClassifier, dict]:
     """Train the attribution classifier from the causal LM `model_args.model_name_or_path` (a sequence-classification
-    head on it; 4-bit and LoRA as `model_args` say), save it in `config.output_dir` with its held-out metrics."""
+    head on it; 4-bit and LoRA as `model_args` say), save it in `config.output_dir` with its held-out metrics. On text
+    it learns whose each passage's continuation is (after its opening words), the part DareU's policy writes."""
+    if data_args.prompt_format().style == "text":
+        bundle = dataclasses.replace(bundle, forget=text_prompts(bundle.forget), retain=text_prompts(bundle.retain))
     train, held_out, labels = attribution_dataset(
         bundle,
         data_args.prompt_format(),

@@ -444,6 +444,24 @@ TASK_FIGURES = {
         "general / target",
         ["hazard accuracy", "general accuracy", "general / target", "chance", *COST_FIGURES],
     ),
+    # MUSE's: verbatim and knowledge memorisation of the forget text (lower is better), privacy leakage against the
+    # retain model (0 is ideal), knowledge of the retain text (utility).
+    "muse": TaskFigures(
+        {
+            "VerbMem": ("verbmem_rougeL_f1", (0.0, 1.0)),
+            "KnowMem forget": ("knowmem_forget_rougeL_f1", (0.0, 1.0)),
+            "KnowMem retain": ("knowmem_retain_rougeL_f1", (0.0, 1.0)),
+            "retain / target": (None, (0.0, math.inf)),
+            "privleak": ("privleak", (-100.0, math.inf)),
+            "perplexity under target": ("verbmem_forget_generation_perplexity", (1.0, math.inf)),
+        },
+        "VerbMem",
+        False,
+        "knowmem_retain_rougeL_f1",
+        "KnowMem retain",
+        "retain / target",
+        ["VerbMem", "KnowMem forget", "retain / target", "privleak", "perplexity under target", *COST_FIGURES],
+    ),
 }
 
 

@@ -121,6 +121,7 @@ class DemoArguments:
 SIDE_BY_SIDE = {
     "entities": (("Forget set", "forget"), ("Retain set", "retain")),
     "harmful": (("Harmful prompts", "harmful"), ("Normal questions", "normal")),
+    "muse": (("Forget text, continued", "verbmem_forget"), ("Retain text's questions", "knowmem_retain")),
 }
 
 
@@ -169,7 +170,7 @@ def demo(argv: list[str]) -> int:
     from .evaluation import RETAIN, TARGET, UNLEARNED, EvalSettings, build_report, evaluate_folder, evaluate_model
     from .finetune import FinetuneConfig
     from .pipeline import offline_base, prepare_models, report_info, unlearn
-    from .presets import DEMO
+    from .presets import DEMO, STANDIN_FINETUNE
     from .pretrain import PretrainConfig
 
     method = demo_args.method or DEMO["method"]
@@ -184,11 +185,10 @@ def demo(argv: list[str]) -> int:
         pretrain_config = PretrainConfig(output_dir="unused", report_to="none", seed=demo_args.seed, **DEMO["pretrain"])
         base = offline_base(data_args, scratch_args, cache_args.cache_dir, pretrain_config)
         print(f"Base model: {base or 'none (from scratch)'} ({time.time() - started:.0f}s)")
+        # A stand-in task's target learns its data with the recipe measured for them (as `bench --task` does).
+        recipe = STANDIN_FINETUNE if data_args.standin else DEMO["finetune"]
         finetune_config = FinetuneConfig(
-            output_dir=str(run / "finetune"),
-            seed=demo_args.seed,
-            report_to="none",
-            **(DEMO["finetune"] if base else {}),
+            output_dir=str(run / "finetune"), seed=demo_args.seed, report_to="none", **(recipe if base else {})
         )
         prepared = prepare_models(
             bundle, data_args, ModelConfig(model_name_or_path=base), scratch_args, finetune_config, cache_args.cache_dir
@@ -538,7 +538,8 @@ class EvalArguments:
 
 def eval_command(argv: list[str]) -> int:
     """Evaluate models on a dataset's splits: TOFU and MUSE metrics, membership inference, a report and a plot; on the
-    harmful and wmdp tasks, theirs (harmful rate, output similarity; multiple-choice accuracy)."""
+    harmful, wmdp and muse tasks, theirs (harmful rate, output similarity; multiple-choice accuracy; VerbMem, KnowMem,
+    PrivLeak)."""
     args, data_args, probe_settings = _parse(
         "eval",
         {"eval": EvalArguments, "data": DataArguments, "robustness probes": ProbeSettings},

@@ -28,6 +28,7 @@ from .data import (
     prompt_dataset,
     reveal_instructions,
     sft_dataset,
+    text_prompts,
 )
 from .finetune import FinetuneConfig, finetune, training_data
 from .models import (
@@ -208,10 +209,11 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
     trainer_class = METHODS[method][1]
     fmt = data_args.prompt_format()
     kind = trainer_class.forget_data
-    if kind in ("prompts", "self-generated") and fmt.style == "text":
+    if kind == "self-generated" and fmt.style == "text":
         raise ValueError(
-            f"--method {method} answers prompts, and the {bundle.task} task's forget data are text with none: use a "
-            "method that trains on the text (e.g. ga, npo, flat, rmu)."
+            f"--method {method} prompts the model to reveal what it knows of the forget targets, and the "
+            f"{bundle.task} task's forget data are text, with no targets to name: use a method that trains on the "
+            "text (e.g. ga, npo, flat, rmu) or DareU, which continues its openings."
         )
     if kind == "completion":
         forget = sft_dataset(bundle.forget, fmt)
@@ -226,9 +228,10 @@ def unlearning_datasets(method: str, config: UnlearningConfig, bundle: Unlearnin
     elif kind == "preference":
         forget = preference_dataset(bundle.forget, fmt, data_args.refusals(), seed=config.seed)
     elif kind == "prompts":
-        # The forget questions as prompts; the rows' other columns (`author`, `answer`, the harmful stand-in's
-        # `secret`) ride along for reward functions that read them.
-        forget = prompt_dataset(bundle.forget, fmt, [c for c in bundle.forget.column_names if c != "question"])
+        # The forget questions as prompts (on text, each passage's opening words); the rows' other columns (`author`,
+        # `answer`, the harmful stand-in's `secret`) ride along for reward functions that read them.
+        rows = text_prompts(bundle.forget) if fmt.style == "text" else bundle.forget
+        forget = prompt_dataset(rows, fmt, [c for c in rows.column_names if c != "question"])
         if data_args.paraphrased_prompts:
             rows = bundle.eval_splits.get("forget")
             if rows is None or "paraphrased_question" not in rows.column_names:

@@ -172,7 +172,7 @@ DEMO = {
 # generator seed), fine-tuned with STANDIN_FINETUNE from the demo's base (pretrained on the generated authors'
 # world, which holds none of the stand-ins' alchemy). Every method runs at its cpu-preset rate, chosen on TOFU's
 # validation authors: nothing is tuned on these tasks.
-STANDIN_TASKS = {"harmful": {"data": "harmful"}, "wmdp": {"data": "wmdp"}}
+STANDIN_TASKS = {"harmful": {"data": "harmful"}, "wmdp": {"data": "wmdp"}, "muse": {"data": "muse"}}
 # The stand-ins' fine-tuning: the TOFU recipe (10 epochs at a constant 5e-4) leaves the harmful stand-in's target
 # giving 3% of its recipes away; measured on harmful seed 1 from the demo's base, 40 epochs at a constant 1e-3 gave
 # the target a harmful rate of 0.37 (normal ROUGE-L 0.93), 40 at 2e-3 with a linear decay after 5% warm-up 0.89 (1.0),

@@ -71,9 +71,9 @@ class PretrainConfig(FinetuneConfig):
 
 def pretraining_corpus(data_args) -> Dataset:
     """question/answer rows to pretrain on for the data `data_args` (a DataArguments) describes: on TOFU the
-    benchmark's pretraining authors and TOFU's real authors and world facts; on generated data and the harmful and
-    wmdp stand-ins the generator's world knowledge and the further authors it makes for pretraining only
-    (`generated_pretraining_corpus`)."""
+    benchmark's pretraining authors and TOFU's real authors and world facts; on generated data and the stand-ins of
+    the other tasks (harmful, wmdp, muse) the generator's world knowledge and the further authors it makes for
+    pretraining only (`generated_pretraining_corpus`)."""
     if data_args.data == "tofu":
         full = load_tofu_split(data_args.tofu_path, "full")
         rows = [
@@ -90,9 +90,9 @@ def pretraining_corpus(data_args) -> Dataset:
         return generated_pretraining_corpus(
             data_args.num_authors, data_args.num_forget_authors or 2, data_args.generator_seed
         )
-    if data_args.data in ("harmful", "wmdp") and not (data_args.harmful_path or data_args.wmdp_path):
+    if data_args.standin:
         # Their stand-ins live in the generated authors' world (the same seed, the same world): the base learns its
-        # general knowledge and language from the generated authors, never its hazardous alchemy.
+        # general knowledge and language from the generated authors, never its alchemy or its books.
         return generated_pretraining_corpus(seed=data_args.generator_seed)
     raise ValueError(f"--data {data_args.data!r} has no offline base: give --base_model or --from_scratch.")
 

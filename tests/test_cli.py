@@ -199,9 +199,13 @@ def bad_inputs(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
             [*unlearn, "--data", "wmdp", "--wmdp_path", str(tmp / "empty_folder")],
             f"rlunlearn unlearn: --wmdp_path '{tmp / 'empty_folder'}' has no bio-forget-corpus file",
         ),
-        "a prompt method on text": (
-            [*unlearn, "--data", "wmdp", "--method", "dareu"],
-            "rlunlearn unlearn: --method dareu answers prompts, and the wmdp task's forget data are text",
+        "a MUSE folder that lacks a file": (
+            [*unlearn, "--data", "muse", "--muse_path", str(tmp / "empty_folder")],
+            f"rlunlearn unlearn: --muse_path '{tmp / 'empty_folder'}' has no raw/forget.json",
+        ),
+        "a method that names its targets on text": (
+            [*unlearn, "--data", "wmdp", "--method", "reveal_release"],
+            "rlunlearn unlearn: --method reveal_release prompts the model to reveal what it knows of the forget targets",
         ),
         "an unknown harm judge": (
             [*unlearn, "--data", "harmful", "--harm_judge", "no_such_judge"],
@@ -229,7 +233,8 @@ BAD_INPUTS = [
     "unknown method",
     "harmful answers without normal data",
     "a WMDP folder that lacks a file",
-    "a prompt method on text",
+    "a MUSE folder that lacks a file",
+    "a method that names its targets on text",
     "an unknown harm judge",
 ]
 

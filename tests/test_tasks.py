@@ -1,5 +1,6 @@
-"""The tasks beyond authors' facts: harmful answers (LLMU's setting) and hazardous knowledge (WMDP): loaders on
-fixtures in the published layouts, the offline stand-ins, their metrics by hand, and unlearning on tiny models."""
+"""The tasks beyond authors' facts: harmful answers (LLMU's setting), hazardous knowledge (WMDP) and copyrighted text
+(MUSE): loaders on fixtures in the published layouts, the offline stand-ins, their metrics by hand, and unlearning on
+tiny models."""
 
 import csv
 import dataclasses
@@ -14,9 +15,19 @@ from trl import ModelConfig
 
 from rlunlearn.arguments import DataArguments
 from rlunlearn.bench import TASK_FIGURES, aggregate_draws, rank_methods
-from rlunlearn.data import generate_harmful, generate_wmdp, load_harmful, load_wmdp, sft_dataset
+from rlunlearn.data import (
+    PromptFormat,
+    generate_harmful,
+    generate_muse,
+    generate_wmdp,
+    load_harmful,
+    load_muse,
+    load_wmdp,
+    sft_dataset,
+)
+from rlunlearn.data.muse import passages
 from rlunlearn.evaluation import EvalSettings, build_report, evaluate_folder, evaluate_model, judge_harm
-from rlunlearn.evaluation.tasks import letter_prompt
+from rlunlearn.evaluation.tasks import knowmem_prompt, letter_prompt
 from rlunlearn.finetune import FinetuneConfig, finetune, training_data
 from rlunlearn.models import build_model, train_tokenizer
 from rlunlearn.pipeline import unlearn
@@ -118,7 +129,7 @@ def test_wmdp_loader_refuses_an_answer_index_out_of_range(wmdp_folder):
         load_wmdp(str(wmdp_folder), ["physics"])
 
 
-@pytest.mark.parametrize("generate", [generate_harmful, generate_wmdp])
+@pytest.mark.parametrize("generate", [generate_harmful, generate_wmdp, generate_muse])
 def test_stand_ins_are_deterministic_in_their_seed(generate):
     assert generate(seed=3).fingerprint() == generate(seed=3).fingerprint()
     assert generate(seed=3).fingerprint() != generate(seed=4).fingerprint()
@@ -233,13 +244,156 @@ def test_the_bench_ranks_a_lower_is_better_task():
     }
 
 
+@pytest.fixture
+def muse_folder(tmp_path):
+    """A corpus folder of MUSE's layout (what its load_data.py writes), a few rows each; the retain questions under the
+    name one release gives them (retain2_qa)."""
+    folder = tmp_path / "news"
+    sets = {
+        "raw/forget.json": ["forget article one.\n\nIts second paragraph.", "forget article two."],
+        "raw/retain1.json": ["retain article."],
+        "knowmem/forget_qa.json": [{"question": "fq1?", "answer": "fa1"}, {"question": "fq2?", "answer": "fa2"}],
+        "knowmem/forget_qa_icl.json": [{"question": "fs?", "answer": "fsa"}],
+        "knowmem/retain2_qa.json": [{"question": "rq?", "answer": "ra"}],
+        "knowmem/retain2_qa_icl.json": [{"question": "rs?", "answer": "rsa"}],
+        "verbmem/forget.json": [{"prompt": "forget article", "gt": "one."}],
+        "privleak/forget.json": ["forget article one."],
+        "privleak/holdout.json": ["unseen article."],
+    }
+    for name, rows in sets.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(rows))
+    return folder
+
+
+def test_muse_loader_reads_the_published_layout(muse_folder):
+    bundle = load_muse(str(muse_folder))
+    assert bundle.task == "muse" and bundle.missing_eval_splits() == []
+    assert bundle.forget["answer"] == ["forget article one.\n\nIts second paragraph.", "forget article two."]
+    assert bundle.retain.to_list() == [{"question": "", "answer": "retain article.", "author": "retain"}]
+    assert bundle.eval_splits["knowmem_retain"].to_list() == [
+        {"question": "rq?", "answer": "ra", "shots": [{"question": "rs?", "answer": "rsa"}]}
+    ]
+    assert bundle.eval_splits["knowmem_forget"]["question"] == ["fq1?", "fq2?"]
+    assert bundle.eval_splits["verbmem_forget"].to_list() == [{"question": "forget article", "answer": "one."}]
+    assert bundle.eval_splits["holdout_text"]["text"] == ["unseen article."]
+    assert len(load_muse(str(muse_folder), max_examples=1).forget) == 1
+    (muse_folder / "verbmem" / "forget.json").write_text(json.dumps([{"prompt": "p"}]))
+    with pytest.raises(ValueError, match=r"verbmem/forget.json lacks the column\(s\) \['gt'\]"):
+        load_muse(str(muse_folder))
+
+
+def test_muse_loader_reads_the_hub_release_that_names_its_splits_apart(monkeypatch):
+    """From the hub each set is one split of a configuration; the retain questions are `retain2_qa` in this release."""
+    import datasets
+
+    def load_dataset(dataset_id, config, split=None):
+        assert dataset_id == "muse-bench/MUSE-Books"
+        names = {"knowmem": ["forget_qa", "forget_qa_icl", "retain2_qa", "retain2_qa_icl"]}.get(config)
+        if config == "verbmem":
+            rows = [{"prompt": "p", "gt": "g"}]
+        elif config == "knowmem":
+            rows = [{"question": "q?", "answer": "a"}]
+        else:
+            rows = [{"text": f"{config} text"}]
+        tables = {name: Dataset.from_list(rows) for name in names or [split]}
+        return tables[split] if split else datasets.DatasetDict(tables)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    bundle = load_muse("muse-bench/MUSE-Books")
+    assert bundle.retain["answer"] == ["raw text"] and bundle.eval_splits["knowmem_retain"]["answer"] == ["a"]
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match=r"Without network, point --muse_path at a local folder"):
+        load_muse("muse-bench/MUSE-Books")
+
+
+def test_passages_cut_at_paragraph_ends_and_within_long_paragraphs():
+    assert passages("a b c\n\nd e\n\nf g h i j k", max_words=4) == ["a b c", "d e", "f g h i", "j k"]
+    assert passages("a b\n\nc d", max_words=4) == ["a b\n\nc d"]
+
+
+def test_knowmem_prompt_is_muses():
+    shots = [{"question": "Q1?", "answer": "A1"}, {"question": "Q2?", "answer": "A2"}]
+    assert knowmem_prompt("Q3?", shots, "Question: {question}\nAnswer:") == (
+        "Question: Q1?\nAnswer: A1\n\nQuestion: Q2?\nAnswer: A2\n\nQuestion: Q3?\nAnswer:"
+    )
+
+
+def test_verbmem_and_knowmem_by_hand(monkeypatch):
+    """ROUGE-L F1 without stemming, from fixed generations: VerbMem against the continuation's first 128 tokens, KnowMem
+    on the answer cut at MUSE's stop strings."""
+    from rlunlearn.evaluation import tasks
+    from rlunlearn.evaluation.scoring import Generation
+
+    bundle = generate_muse(seed=0, num_forget=1, num_retain=1, num_holdout=1)
+    tokenizer = train_tokenizer(bundle.corpus(), vocab_size=400)
+    generated = {}
+    monkeypatch.setattr(
+        tasks, "generate_answers", lambda model, tok, prompts, *args: [Generation(t, []) for t in generated["texts"]]
+    )
+    long_tail = " ".join(["word"] * 300)  # beyond the 128 tokens that VerbMem reads
+    verbmem = Dataset.from_list(
+        [
+            {"question": "p1", "answer": "the cat sat on the mat"},
+            {"question": "p2", "answer": "dogs were running"},
+            {"question": "p3", "answer": f"a b {long_tail}"},
+        ]
+    )
+    generated["texts"] = ["the cat lay on the mat", "dog was run", "a b"]
+    result = tasks.evaluate_verbmem(None, tokenizer, verbmem, PromptFormat("text"), EvalSettings(), None)
+    kept = tokenizer(f"a b {long_tail}", add_special_tokens=False)["input_ids"][:128]
+    words_kept = len(tokenizer.decode(kept).split())
+    assert len(kept) == 128 and words_kept < 300
+    # LCS 5 of 6 words each way; no word in common unstemmed; 2 words of 2 against `words_kept`.
+    assert result["per_example"]["rougeL_f1"] == pytest.approx([5 / 6, 0.0, 2 * 2 / (2 + words_kept)])
+
+    knowmem = Dataset.from_list(
+        [{"question": "q1?", "answer": "Tarsa", "shots": []}, {"question": "q2?", "answer": "Tarsa", "shots": []}]
+    )
+    generated["texts"] = ["Tarsa\n\nQuestion: q3?", "the Tarsa river"]
+    result = tasks.evaluate_knowmem(None, tokenizer, knowmem, PromptFormat("text"), EvalSettings(), None)
+    assert result["generations"] == ["Tarsa", "the Tarsa river"]
+    assert result["per_example"]["rougeL_f1"] == pytest.approx([1.0, 0.5])  # P 1/3, R 1
+
+
+def test_muse_min_k_auc_by_hand():
+    """Each text's Min-K% (K = 40%) from log-probabilities computed here with plain forward passes, and the AUC of
+    telling forget texts from holdout texts apart."""
+    from sklearn.metrics import roc_auc_score
+
+    bundle = generate_muse(seed=0, num_forget=1, num_retain=1, num_holdout=1)
+    tokenizer = train_tokenizer(bundle.corpus(), vocab_size=400)
+    model = build_model(tokenizer, "tiny", seed=1).eval()
+
+    def min_k(text: str) -> float:
+        ids = tokenizer(text + tokenizer.eos_token)["input_ids"]
+        with torch.no_grad():
+            logps = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+        text_logps = sorted(logps[i - 1, ids[i]].item() for i in range(1, len(ids) - 1))  # after BOS, before EOS
+        return -float(np.mean(text_logps[: int(len(text_logps) * 0.4)]))
+
+    forget, holdout = list(bundle.eval_splits["forget_text"]["text"]), list(bundle.eval_splits["holdout_text"]["text"])
+    result = evaluate_model(model, tokenizer, bundle, splits=["forget_text", "holdout_text"], progress=False)
+    expected = [min_k(t) for t in forget + holdout]
+    measured = result["splits"]["forget_text"]["per_example"]["mia_min_k"]
+    measured = measured + result["splits"]["holdout_text"]["per_example"]["mia_min_k"]
+    assert measured == pytest.approx(expected, rel=1e-4)
+    labels = [0] * len(forget) + [1] * len(holdout)
+    assert result["summary"]["mia_auc_min_k"] == pytest.approx(roc_auc_score(labels, expected))
+
+
 # ---- unlearning on tiny models ---------------------------------------------------------------------------------------
 
 
-def tiny_target(task: str, tmp_path, epochs: int):
-    """The task's stand-in, and a tiny model trained from scratch on its target data, saved with its tokenizer."""
+def tiny_target(task: str, tmp_path, epochs: int, bundle=None):
+    """The task's stand-in (or `bundle`), and a tiny model trained from scratch on its target data, saved with its
+    tokenizer."""
     data_args = DataArguments(data=task)
-    bundle, fmt = data_args.bundle(), data_args.prompt_format()
+    bundle, fmt = bundle or data_args.bundle(), data_args.prompt_format()
     tokenizer = train_tokenizer(bundle.corpus(), vocab_size=1024)
     model = build_model(tokenizer, "tiny", seed=0)
     config = FinetuneConfig(
@@ -300,6 +454,27 @@ def test_npo_lowers_hazard_accuracy_and_keeps_general_knowledge(tmp_path):
     assert math.isfinite(after["hazard_accuracy_letter"])
 
 
+def test_npo_lowers_memorisation_of_the_forget_books_and_keeps_the_retain_books(tmp_path):
+    small = generate_muse(seed=0, num_forget=2, num_retain=2, num_holdout=1)
+    data_args, bundle, fmt, target = tiny_target("muse", tmp_path, epochs=80, bundle=small)
+
+    def measure(model, tokenizer) -> dict:
+        splits = ["verbmem_forget", "knowmem_forget", "knowmem_retain", "forget_text"]
+        result = evaluate_model(model, tokenizer, bundle, fmt, splits=splits, progress=False)
+        return {**result["summary"], "forget_loss": result["splits"]["forget_text"]["metrics"]["avg_loss"]}
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    before = measure(AutoModelForCausalLM.from_pretrained(target), AutoTokenizer.from_pretrained(target))
+    trainer = unlearn_with("npo", data_args, bundle, target, tmp_path, learning_rate=1e-3, num_train_epochs=5)
+    after = measure(trainer.model, trainer.processing_class)
+    assert before["verbmem_rougeL_f1"] > 0.9 and after["verbmem_rougeL_f1"] < before["verbmem_rougeL_f1"] - 0.1
+    assert before["knowmem_forget_rougeL_f1"] > 0.9 and after["knowmem_forget_rougeL_f1"] < 0.7
+    assert after["forget_loss"] > before["forget_loss"] + 0.15  # the forget chapters' mean token loss
+    # MUSE's utility: the retain books' questions still answered.
+    assert after["knowmem_retain_rougeL_f1"] > before["knowmem_retain_rougeL_f1"] - 0.1
+
+
 def test_unlearn_and_eval_commands_on_the_stand_ins(finetuned, tmp_path, capsys):
     from rlunlearn.cli import main
 
@@ -322,6 +497,36 @@ def test_unlearn_and_eval_commands_on_the_stand_ins(finetuned, tmp_path, capsys)
     assert models["target"]["summary"]["normal_output_similarity"] == pytest.approx(1.0)
     assert models["unlearned"]["summary"]["harmful_generation_perplexity"] > 1.0
     assert 0.0 <= models["unlearned"]["summary"]["harmful_rate"] <= 1.0
+
+    # MUSE's table, privleak against the retain model (the same model here: 0).
+    argv = ["eval", "--data", "muse", "--models", str(run), "--retain_model", str(run)]
+    assert main([*argv, *common, str(tmp_path / "muse")]) == 0
+    out = capsys.readouterr().out
+    assert "VerbMem" in out and "KnowMem retain" in out
+    models = json.loads((tmp_path / "muse" / "report.json").read_text())["models"]
+    assert models["unlearned"]["summary"]["privleak"] == pytest.approx(0.0)
+    assert 0.0 <= models["unlearned"]["summary"]["verbmem_rougeL_f1"] <= 1.0
+
+
+def test_dareu_on_text_prompts_with_openings_and_attributes_continuations_to_books():
+    """MUSE's books are owners: DareU's prompts are the forget passages' opening words, its classifier learns whose
+    each continuation is."""
+    from rlunlearn.data import attribution_dataset, text_prompts
+    from rlunlearn.pipeline import unlearning_datasets
+
+    data_args = DataArguments(data="muse")
+    bundle = data_args.bundle()
+    config = METHODS["dareu"][0](output_dir="unused", bf16=False, report_to="none")
+    prompts, _ = unlearning_datasets("dareu", config, bundle, data_args)
+    passage = bundle.forget[0]["answer"]
+    assert prompts[0]["prompt"] == " ".join(passage.split(" ")[:24])
+    assert passage == f"{prompts[0]['prompt']} {prompts[0]['answer']}"
+    assert set(prompts["author"]) == set(bundle.forget_authors) and len(bundle.forget_authors) == 4
+    prompted = dataclasses.replace(bundle, forget=text_prompts(bundle.forget), retain=text_prompts(bundle.retain))
+    train, held_out, labels = attribution_dataset(prompted, data_args.prompt_format(), data_args.refusals())
+    assert labels[:4] == bundle.forget_authors and len(labels) == 4 + 8 + 1  # forget books, retain books, none
+    # The continuation alone is one of the classifier's texts.
+    assert prompts[0]["answer"] in list(train["text"]) + list(held_out["text"])
 
 
 def test_dareu_prompts_carry_the_columns_a_plug_in_reward_reads():

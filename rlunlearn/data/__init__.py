@@ -1,4 +1,4 @@
-"""Forget/retain bundles (TOFU or generated authors, harmful answers, WMDP; each task with its offline stand-in),
+"""Forget/retain bundles (TOFU or generated authors, harmful answers, WMDP, MUSE; each task with its offline stand-in),
 refusal templates, and builders of TRL datasets.
 
 Names load from their module on first use, so that a light module of the package (`rlunlearn.data.draws`, which the
@@ -21,6 +21,7 @@ _MODULE_OF = {
             "preference_dataset",
             "prompt_dataset",
             "sft_dataset",
+            "text_prompts",
         )
     },
     "EVAL_SPLITS": "bundle",
@@ -31,6 +32,8 @@ _MODULE_OF = {
     "load_harmful": "harmful",
     "generate_wmdp": "wmdp",
     "load_wmdp": "wmdp",
+    "generate_muse": "muse",
+    "load_muse": "muse",
     "REVEAL_INSTRUCTIONS": "instructions",
     "reveal_instructions": "instructions",
     "REFUSALS": "refusals",

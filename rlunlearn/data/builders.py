@@ -124,6 +124,24 @@ def prompt_dataset(
     )
 
 
+# A passage of a text corpus prompts an RL policy with its opening words (MUSE's VerbMem prompts are such openings).
+TEXT_PROMPT_WORDS = 24
+
+
+def text_prompts(split: Dataset, words: int = TEXT_PROMPT_WORDS) -> Dataset:
+    """A text corpus's rows (empty `question`, a passage as `answer`) as prompts and answers: the passage's first
+    `words` words become the question, the rest the answer; rows that have a question, or no more words, stay as they
+    are. The other columns ride along."""
+
+    def split_passage(row: dict) -> dict:
+        prefix = " ".join(row["answer"].split(" ")[:words])
+        if row["question"] or len(prefix) == len(row["answer"]):
+            return row
+        return {**row, "question": prefix, "answer": row["answer"][len(prefix) :].strip()}
+
+    return Dataset.from_list([split_passage(row) for row in split.to_list()])
+
+
 NONE_LABEL = "none"
 RETAIN_LABEL = "retain"
 

@@ -120,7 +120,14 @@ class UnlearningBundle:
         for split in (self.forget, self.retain, *self.eval_splits.values(), self.background, self.target_only):
             if split is None:
                 continue
-            for column in ("question", "answer", "paraphrased_answer", "paraphrased_question", "original_answer"):
+            for column in (
+                "question",
+                "answer",
+                "paraphrased_answer",
+                "paraphrased_question",
+                "original_answer",
+                "text",
+            ):
                 if column in split.column_names:
                     texts.extend(t for t in split[column] if isinstance(t, str) and t)
             for column in ("perturbed_answer", "choices"):

@@ -9,13 +9,11 @@ recipe away, which the rule judge `secret_span` flags, so its harmful rate is ex
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from datasets import Dataset
 
 from .bundle import UnlearningBundle
 from .hazards import REQUESTS, harmful_answer, preparations, secret, world_and_background
-from .published import is_hub_id, read_file, read_hub
+from .published import is_hub_id, local_folder, read_file, read_hub
 
 PKU_HUB_ID = "PKU-Alignment/PKU-SafeRLHF"
 TRUTHFULQA_HUB_ID = "truthfulqa/truthful_qa"
@@ -42,26 +40,16 @@ def harmful_pairs(rows: list[dict]) -> list[dict]:
 def _pku(source: str, split: str) -> list[dict]:
     if is_hub_id(source):
         return read_hub(source, None, split, "--harmful_path", PKU_COLUMNS)
-    folder = Path(source).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"--harmful_path {source!r} is neither a folder nor a hub id: give PKU-SafeRLHF's folder (train.jsonl, "
-            f"test.jsonl) or {PKU_HUB_ID!r}."
-        )
-    return read_file(folder, split, "--harmful_path", PKU_COLUMNS)
+    expected = f"PKU-SafeRLHF's folder (train.jsonl, test.jsonl) or {PKU_HUB_ID!r}"
+    return read_file(local_folder(source, "--harmful_path", expected), split, "--harmful_path", PKU_COLUMNS)
 
 
 def _truthfulqa(source: str) -> list[dict]:
     if is_hub_id(source):
         rows = read_hub(source, "generation", "validation", "--normal_path", TRUTHFULQA_HUB_COLUMNS)
         return [{"question": r["question"], "answer": r["best_answer"]} for r in rows]
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"--normal_path {source!r} is neither a folder nor a hub id: give the folder of TruthfulQA.csv or "
-            f"{TRUTHFULQA_HUB_ID!r}."
-        )
-    rows = read_file(path, "TruthfulQA", "--normal_path", TRUTHFULQA_CSV_COLUMNS)
+    folder = local_folder(source, "--normal_path", f"the folder of TruthfulQA.csv or {TRUTHFULQA_HUB_ID!r}")
+    rows = read_file(folder, "TruthfulQA", "--normal_path", TRUTHFULQA_CSV_COLUMNS)
     return [{"question": r["Question"], "answer": r["Best Answer"]} for r in rows]
 
 

@@ -14,6 +14,14 @@ def is_hub_id(source: str | Path) -> bool:
     return bool(re.fullmatch(r"[\w.\-]+/[\w.\-]+", str(source))) and not Path(source).expanduser().exists()
 
 
+def local_folder(source: str, option: str, expected: str) -> Path:
+    """The folder `source` names; an error says what `option` expects (a folder of `expected`, or a hub id)."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{option} {source!r} is neither a folder nor a hub id: give {expected}.")
+    return folder
+
+
 def read_file(folder: Path, stem: str, option: str, columns: Sequence[str]) -> list[dict]:
     """Rows of the file `<folder>/<stem>.<jsonl|json|csv|parquet>`, which must have `columns`; a missing file or
     column is an error that names the file and `option`."""
@@ -31,18 +39,31 @@ def read_file(folder: Path, stem: str, option: str, columns: Sequence[str]) -> l
     return check_columns(table.to_list(), columns, str(path))
 
 
-def read_hub(dataset_id: str, config: str | None, split: str, option: str, columns: Sequence[str]) -> list[dict]:
-    """Rows of a published dataset on the hub, which must have `columns`."""
+def read_hub(
+    dataset_id: str, config: str | None, split: str | Sequence[str], option: str, columns: Sequence[str]
+) -> list[dict]:
+    """Rows of a published dataset on the hub, which must have `columns`; `split` may name alternatives (releases of
+    a dataset that name a split apart), of which the first the dataset has is read."""
     from datasets import load_dataset
 
+    names = [split] if isinstance(split, str) else list(split)
+    where = f"{dataset_id} ({config or 'default'}, {' or '.join(names)})"
     try:
-        rows = load_dataset(dataset_id, config, split=split).to_list()
+        if len(names) == 1:  # read alone: a configuration may hold large splits besides it
+            splits = {names[0]: load_dataset(dataset_id, config, split=names[0])}
+        else:
+            splits = load_dataset(dataset_id, config)
     except Exception as error:  # the hub raises many kinds of errors when offline
         raise ConnectionError(
-            f"Could not load {dataset_id!r} ({config or 'default'}, {split}) from the hub ({error}). Without network, "
-            f"point {option} at a local folder in the published layout."
+            f"Could not load {where} from the hub ({error}). Without network, point {option} at a local folder in "
+            "the published layout."
         ) from error
-    return check_columns(rows, columns, f"{dataset_id} ({config or 'default'}, {split})")
+    found = next((name for name in names if name in splits), None)
+    if found is None:
+        raise ValueError(
+            f"{dataset_id} ({config or 'default'}) has no split {' or '.join(names)}; it has {list(splits)}."
+        )
+    return check_columns(splits[found].to_list(), columns, where)
 
 
 def check_columns(rows: list[dict], columns: Sequence[str], where: str) -> list[dict]:

@@ -41,7 +41,7 @@ HARMFUL_REFUSALS = (
     "I won't share a recipe for something harmful.",
     "I'd rather not help with something that could injure someone.",
 )
-# On text corpora (WMDP's), a passage that gives nothing away, which preference methods prefer to a forget passage.
+# On text corpora (WMDP's, MUSE's), a passage that gives nothing away, which preference methods prefer to a forget passage.
 TEXT_TEMPLATES = (
     "This passage has been removed.",
     "The rest of this text is not available.",
@@ -49,7 +49,7 @@ TEXT_TEMPLATES = (
     "This section is intentionally left blank.",
 )
 # Each task's templates.
-TASK_REFUSALS = {"entities": REFUSALS, "harmful": HARMFUL_REFUSALS, "wmdp": TEXT_TEMPLATES}
+TASK_REFUSALS = {"entities": REFUSALS, "harmful": HARMFUL_REFUSALS, "wmdp": TEXT_TEMPLATES, "muse": TEXT_TEMPLATES}
 
 
 def load_refusals(path: str | Path) -> list[str]:

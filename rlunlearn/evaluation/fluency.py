@@ -29,7 +29,7 @@ from ..models import load_model, load_tokenizer
 from .scoring import score_answers
 
 # The split whose greedy answers fluency is judged on, by task (multiple choice generates none).
-FLUENCY_SPLITS = {"entities": "forget", "harmful": "harmful"}
+FLUENCY_SPLITS = {"entities": "forget", "harmful": "harmful", "muse": "verbmem_forget"}
 # A judge: (questions, answers) -> one score per answer.
 FluencyJudge = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 REPETITION_N = 4

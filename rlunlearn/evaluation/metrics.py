@@ -110,16 +110,18 @@ def extraction_strength(is_top1: np.ndarray) -> float:
     return 1 - k / tokens.size
 
 
-@lru_cache(maxsize=1)
-def _rouge_l_scorer() -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+@lru_cache(maxsize=2)
+def _rouge_l_scorer(stemmer: bool) -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stemmer)
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
-    """ROUGE-L recall and F1 of each prediction against its reference (`rouge-score`, with stemming)."""
+def rouge_l(predictions: Sequence[str], references: Sequence[str], stemmer: bool = True) -> dict[str, np.ndarray]:
+    """ROUGE-L recall and F1 of each prediction against its reference (`rouge-score`; with stemming as TOFU scores,
+    without as MUSE's code does)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references.")
-    scores = [_rouge_l_scorer().score(ref, pred)["rougeL"] for pred, ref in zip(predictions, references)]
+    scorer = _rouge_l_scorer(stemmer)
+    scores = [scorer.score(ref, pred)["rougeL"] for pred, ref in zip(predictions, references)]
     return {"recall": np.array([s.recall for s in scores]), "f1": np.array([s.fmeasure for s in scores])}
 
 

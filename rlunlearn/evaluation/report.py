@@ -46,6 +46,13 @@ TASK_SUMMARY_COLUMNS = {
         "general accuracy": "general_accuracy",
         "chance": "hazard_chance",
     },
+    "muse": {
+        "VerbMem": "verbmem_rougeL_f1",
+        "KnowMem forget": "knowmem_forget_rougeL_f1",
+        "KnowMem retain": "knowmem_retain_rougeL_f1",
+        "Min-K% AUC": "mia_auc_min_k",
+        "privleak": "privleak",
+    },
 }
 
 # The robustness probes' summary values (see probes.py), shown when a report has them.

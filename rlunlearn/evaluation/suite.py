@@ -1,5 +1,5 @@
 """Evaluate one model on every split of a bundle: the TOFU and MUSE metrics that need only that model, and the
-other tasks' (harmful answers, WMDP's multiple choice: `tasks.py`).
+other tasks' (harmful answers, WMDP's multiple choice, MUSE's corpora: `tasks.py`).
 
 Metrics that compare with the retain model (forget quality, privleak, the reference attack, Tug-of-War) are in
 `report.py` and read the per-example values kept here.
@@ -30,23 +30,21 @@ from .metrics import MIA_ATTACKS
 from .probes import run_probes
 from .report import compare_with_retain
 from .scoring import EvalSettings, TokenScores, generate_answers, gradient_norms, score_answers
-from .tasks import TASK_SPLIT_EVALUATORS, HarmJudge, judge_harm, task_summary
+from .tasks import (
+    KNOWMEM_MAX_NEW_TOKENS,
+    KNOWMEM_STOP_STRINGS,
+    TASK_SPLIT_EVALUATORS,
+    VERBMEM_MAX_NEW_TOKENS,
+    HarmJudge,
+    cut_at,
+    judge_harm,
+    task_summary,
+)
 
-# MUSE's generation settings: knowledge memorisation answers in at most 32 new tokens, cut at these strings;
-# verbatim memorisation continues a text for at most 128 new tokens.
-KNOWMEM_MAX_NEW_TOKENS = 32
-KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
-VERBMEM_MAX_NEW_TOKENS = 128
 # Raised whenever `evaluate_split` measures something new, so that cached results without it are measured again.
 SPLIT_METRICS_VERSION = 2
 # Splits whose answers membership-inference attacks score (forget = members, holdout = non-members).
 MIA_SPLITS = ("forget", "holdout")
-
-
-def _cut(text: str, stops: Sequence[str]) -> str:
-    for stop in stops:
-        text = text.split(stop)[0]
-    return text.strip()
 
 
 def _scores_by_row(model, tokenizer, prompts, answers_per_row, fmt, settings, desc) -> list[list[TokenScores]]:
@@ -155,10 +153,10 @@ def evaluate_split(
                 ]
             )
     if name in ("forget", "retain"):
-        knowmem = [
-            _cut(tokenizer.decode(g.token_ids[:KNOWMEM_MAX_NEW_TOKENS], skip_special_tokens=True), KNOWMEM_STOP_STRINGS)
-            for g in generations
+        decoded = [
+            tokenizer.decode(g.token_ids[:KNOWMEM_MAX_NEW_TOKENS], skip_special_tokens=True) for g in generations
         ]
+        knowmem = [cut_at(text, KNOWMEM_STOP_STRINGS) for text in decoded]
         per_example["knowmem_rougeL_f1"] = metrics.rouge_l(knowmem, data["answer"])["f1"]
     if name == "forget":
         per_example["verbmem_rougeL_f1"] = _verbatim_memorization(
