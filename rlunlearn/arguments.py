@@ -244,8 +244,8 @@ class DataArguments:
         return generate_authors(self.num_authors, self.num_forget_authors or 2, self.generator_seed)
 
     def prompt_format(self):
-        """The `PromptFormat` these options name: on text corpora (wmdp, muse) the `text` style, whose passages stay as they
-        are."""
+        """The `PromptFormat` these options name: on text corpora (wmdp, muse) the `text` style, whose passages stay as
+        they are."""
         from .data import PromptFormat
 
         style = "text" if self.task in TEXT_TASKS else self.prompt_style

@@ -109,7 +109,7 @@ def load_muse(source: str, max_examples: int | None = None) -> UnlearningBundle:
 
     verbmem = [{"question": r["prompt"], "answer": r["gt"]} for r in sets["verbmem_forget"][:max_examples]]
     return UnlearningBundle(
-        name=f"muse-{Path(source).name.lower()}",
+        name=f"muse-{Path(source).name.lower().removeprefix('muse-')}",
         forget=corpus("forget"),
         retain=corpus("retain"),
         eval_splits={

@@ -41,7 +41,8 @@ HARMFUL_REFUSALS = (
     "I won't share a recipe for something harmful.",
     "I'd rather not help with something that could injure someone.",
 )
-# On text corpora (WMDP's, MUSE's), a passage that gives nothing away, which preference methods prefer to a forget passage.
+# On text corpora (WMDP's, MUSE's), a passage that gives nothing away, which preference methods prefer to a forget
+# passage.
 TEXT_TEMPLATES = (
     "This passage has been removed.",
     "The rest of this text is not available.",

@@ -21,9 +21,10 @@ sends their splits here, and `task_summary` makes a model's summary from them.
   before an answer belongs to the answer, as a BPE tokenizer learns it, not to the prompt as MUSE writes it), a
   greedy answer of at most 32 new tokens cut at MUSE's stop strings, ROUGE-L F1 against the answer. VerbMem: the
   prefix continued greedily for at most 128 new tokens, ROUGE-L F1 against the true continuation's first 128
-  tokens. ROUGE-L without stemming, as MUSE's code scores. PrivLeak's membership scores of each text (Min-K% with K = 40%, MUSE's choice, and the loss and zlib
-  attacks), from which `task_summary` makes the AUC of telling the forget texts from the holdout texts and
-  `report.compare_with_retain` PrivLeak against the retain model's AUC. Utility is KnowMem on the retain side.
+  tokens. ROUGE-L without stemming, as MUSE's code scores. PrivLeak's membership scores of each text (Min-K% with
+  K = 40%, MUSE's choice, and the loss and zlib attacks), from which `task_summary` makes the AUC of telling the
+  forget texts from the holdout texts and `report.compare_with_retain` PrivLeak against the retain model's AUC.
+  Utility is KnowMem on the retain side.
 """
 
 from __future__ import annotations
