@@ -428,6 +428,15 @@ class DrawArguments:
             "help": f"Methods (rows of the preset) to run (default: all: {', '.join(PRESETS['cpu']['unlearning'])})."
         },
     )
+    task: str = field(
+        default="tofu",
+        metadata={
+            "help": "cpu preset: what is forgotten: TOFU authors, or the offline stand-in of harmful answers, of "
+            "hazardous knowledge (wmdp) or of copyrighted text (muse), one generated world a draw (seeds 1-5 "
+            "reported, 101-104 validation).",
+            "choices": ["tofu", *STANDIN_TASKS],
+        },
+    )
 
 
 @dataclass
@@ -458,20 +467,12 @@ class BenchArguments(BenchCommonArguments, DrawArguments, GivenModelArguments):
             "runs none (default: all on TOFU; none on the stand-in tasks, whose data they do not read)."
         },
     )
-    task: str = field(
-        default="tofu",
-        metadata={
-            "help": "cpu preset: what is forgotten: TOFU authors, or the offline stand-in of harmful answers, of "
-            "hazardous knowledge (wmdp) or of copyrighted text (muse), one generated world a draw (seeds 1-5 "
-            "reported, 101-104 validation).",
-            "choices": ["tofu", *STANDIN_TASKS],
-        },
-    )
     validation_report: str | None = field(
         default=None,
         metadata={
-            "help": "The tune.json of `rlunlearn bench tune`: the run then prints Kendall's tau between the methods' "
-            "ranking by forget quality on the validation draws and on this run's draws."
+            "help": "The tune.json of `rlunlearn bench tune` on the same task: each method tuned there runs at the "
+            "learning rate chosen there, and the run prints Kendall's tau between the methods' ranking by the task's "
+            "score (forget quality on TOFU) on the validation draws and on this run's draws."
         },
     )
 
@@ -553,6 +554,33 @@ class SpeedBenchArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-speed-<time>)."})
 
 
+@dataclass
+class GpuCheckArguments:
+    """Every method (the gpu preset's rows, at its settings) for a few steps on a random Llama built here (no hub), in
+    bf16 and in 4-bit + LoRA: seconds per step, tokens per second and peak memory, or the error a method met. Made for
+    a GPU (under 8 minutes on one at the defaults); on a CPU it runs all the same and says so."""
+
+    methods: list[str] = field(
+        default_factory=list,
+        metadata={"help": f"Rows of the gpu preset to run (default: all: {', '.join(PRESETS['gpu']['unlearning'])})."},
+    )
+    modes: list[str] = field(
+        default_factory=lambda: ["bf16", "4bit-lora"],
+        metadata={"help": f"Precisions, as in `bench memory`: {', '.join(MEMORY_MODES)}."},
+    )
+    model_preset: str = field(
+        default="large",
+        metadata={"help": "Size of the random Llama (large: 12 layers, hidden 768).", "choices": sorted(MODEL_PRESETS)},
+    )
+    vocab_size: int = field(
+        default=32000, metadata={"help": "Vocabulary of the model (large + 32000: 110M parameters)."}
+    )
+    steps: int = field(default=5, metadata={"help": "Unlearning steps of each method and precision."})
+    batch_size: int = field(default=8, metadata={"help": "Forget examples a step."})
+    lora_r: int = field(default=16, metadata={"help": "4bit-lora: LoRA rank (on every linear layer)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-gpu-check-<time>)."})
+
+
 # Each `rlunlearn bench` task's options.
 BENCH_TASK_ARGUMENTS = {
     "unlearn": BenchArguments,
@@ -560,4 +588,5 @@ BENCH_TASK_ARGUMENTS = {
     "eval": EvalBenchArguments,
     "memory": MemoryBenchArguments,
     "speed": SpeedBenchArguments,
+    "gpu-check": GpuCheckArguments,
 }

@@ -19,6 +19,7 @@ from rlunlearn.trainers.utils import can_pin_memory
 
 from .data import UnlearningBundle, attribution_dataset, text_prompts
 from .models import load_tokenizer, model_init_kwargs
+from .presets import STANDIN_ATTRIBUTOR
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,15 @@ def attributor_for_run(
     from `model_args` (the model being unlearned) into `<output_dir>/attributor` with the run's seed."""
     if attributor is not None:
         return attributor
-    config = AttributorConfig(output_dir=str(Path(output_dir) / "attributor"), seed=seed)
+    config = default_attributor_config(data_args, output_dir=str(Path(output_dir) / "attributor"), seed=seed)
     return train_attributor(bundle, data_args, model_args, config)[0]
+
+
+def default_attributor_config(data_args, **overrides) -> AttributorConfig:
+    """The classifier's training where no classifier is given: AttributorConfig's defaults, or the recipe measured for
+    the stand-in the data names (STANDIN_ATTRIBUTOR)."""
+    recipe = STANDIN_ATTRIBUTOR.get(data_args.data, {}) if data_args.standin else {}
+    return AttributorConfig(**{**recipe, **overrides})
 
 
 @dataclass

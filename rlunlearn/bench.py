@@ -27,12 +27,13 @@ from .arguments import (
     BenchArguments,
     CacheArguments,
     DataArguments,
+    GpuCheckArguments,
     MemoryBenchArguments,
     ScratchModelArguments,
     TuneArguments,
     check_probes_apply,
 )
-from .attribution import AttributorConfig, cached_attributor
+from .attribution import AttributorConfig, cached_attributor, default_attributor_config
 from .data.draws import FORGET_SHAPES, VALIDATION, author_draws
 from .evaluation import (
     FLUENCY_SPLITS,
@@ -136,8 +137,8 @@ def _check(args) -> list[str]:
                 f"--task {task} benchmarks the offline stand-in on the cpu preset's own base: drop --preset "
                 f"{args.preset}/--base_model/--target_model (published data run with `rlunlearn unlearn --data {task}`)."
             )
-        if args.forget_authors or getattr(args, "validation_report", None):
-            raise ValueError(f"--forget_authors and --validation_report are TOFU's: drop them with --task {task}.")
+        if args.forget_authors:
+            raise ValueError(f"--forget_authors are TOFU's: drop them with --task {task}.")
         pool = STANDIN_SEEDS[args.draws_from]
         if args.draws > len(pool):
             raise ValueError(f"--draws {args.draws}: the {args.draws_from} pool of --task {task} holds {len(pool)}.")
@@ -249,7 +250,7 @@ def _method_arguments(method, prepared, bundle, data_args):
     if extra is None or not extra.reads_attributor(extra.arguments()):
         return None
     attributor, metrics = cached_attributor(
-        prepared.folder, bundle, data_args, prepared.target, AttributorConfig(output_dir=None)
+        prepared.folder, bundle, data_args, prepared.target, default_attributor_config(data_args, output_dir=None)
     )
     print(f"{method}: attribution classifier held-out accuracy {metrics['accuracy']:.3f}", flush=True)
     return extra.arguments(attributor=str(attributor))
@@ -568,8 +569,8 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
     methods = _check(args)
     requested = args.probes or (["all"] if args.task == "tofu" else ["none"])
     probes = resolve_probes([] if requested == ["none"] else requested)
-    check_probes_apply("entities" if args.task == "tofu" else args.task, probes)
-    validation = _read_validation(args.validation_report) if args.validation_report else None
+    check_probes_apply(_bundle_task(args.task), probes)
+    validation = _read_validation(args.validation_report, args) if args.validation_report else None
     args.output_dir = str(run)
     base = None if args.target_model else _base_model(args, cache_args)
     reports = []
@@ -577,9 +578,12 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         print(f"Draw {k + 1}: {_draw_name(data_args)}", flush=True)
         folder = run / f"draw-{k + 1}"
         folder.mkdir(parents=True, exist_ok=True)
-        configs = {row: (preset_method(args.preset, row), _method_config(args.preset, row)) for row in methods}
+        configs = {
+            row: (preset_method(args.preset, row), _method_config(args.preset, row, **_tuned(validation, row)))
+            for row in methods
+        }
         reports.append(run_draw(args, cache_args, data_args, base, configs, probes, folder))
-    spec = TASK_FIGURES[reports[0]["bundle"]["task"]]
+    spec = TASK_FIGURES[_bundle_task(args.task)]
     aggregated = aggregate_draws(reports, spec)
     summary = {
         "preset": args.preset,
@@ -592,26 +596,45 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         "ranking": rank_methods(aggregated, spec),
     }
     if validation is not None:
-        summary["rank_agreement_with_validation"] = _rank_agreement(validation, aggregated)
+        summary["rank_agreement_with_validation"] = _rank_agreement(validation, aggregated, spec)
     _print_bench(summary, probes, run, reports[0]["bundle"]["name"], spec)
     return summary
 
 
-def _read_validation(path: str) -> dict:
+def _bundle_task(task: str) -> str:
+    """The kind of data a bench task forgets, as `Bundle.task` names it (TOFU's authors are entities)."""
+    return "entities" if task == "tofu" else task
+
+
+def _read_validation(path: str, args: BenchArguments) -> dict:
+    """The choices of a tune.json, checked to come from the same preset and task as this run."""
     try:
-        return json.loads(Path(path).read_text())["chosen"]
+        tune = json.loads(Path(path).read_text())
+        chosen, preset, task = tune["chosen"], tune["preset"], tune.get("task", "tofu")
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"--validation_report {path!r} is not a tune.json of `bench tune` ({error}).") from None
+    if (preset, task) != (args.preset, args.task):
+        raise ValueError(
+            f"--validation_report {path!r} was tuned with --preset {preset} --task {task}; this run is --preset "
+            f"{args.preset} --task {args.task}: tune that task first (`rlunlearn bench tune --task {args.task}`)."
+        )
+    return chosen
 
 
-def _rank_agreement(validation: dict, aggregated: dict) -> float | None:
-    """Kendall's tau between the mean forget quality on the validation draws (at the chosen settings) and on this
-    run's draws, over the methods tuned there that collapsed in neither (a row `bench tune` did not run is left out)."""
-    status = rank_methods(aggregated)
+def _tuned(validation: dict | None, row: str) -> dict:
+    """The config override of a row tuned in --validation_report: its chosen learning rate."""
+    return {"learning_rate": validation[row]["learning_rate"]} if validation and row in validation else {}
+
+
+def _rank_agreement(validation: dict, aggregated: dict, spec: TaskFigures = TASK_FIGURES["entities"]) -> float | None:
+    """Kendall's tau between the task's mean score (forget quality on TOFU) on the validation draws (at the chosen
+    settings) and on this run's draws, over the methods tuned there that collapsed in neither (a row `bench tune` did
+    not run is left out)."""
+    status = rank_methods(aggregated, spec)
     kept = [n for n in aggregated if status[n].isdigit() and n in validation and not validation[n]["collapsed"]]
     return rank_agreement(
-        {n: validation[n]["forget quality"] for n in kept},
-        {n: aggregated[n]["forget quality"]["mean"] for n in kept},
+        {n: validation[n][spec.score] for n in kept},
+        {n: aggregated[n][spec.score]["mean"] for n in kept},
     )
 
 
@@ -634,7 +657,7 @@ def _print_bench(summary: dict, probes, run: Path, data_name: str, spec: TaskFig
             f">= {COLLAPSE_RATIO}x the target's {spec.utility_label}"
         )
         print(f"\n{title}\n{format_table(rows, ['model', 'rank', *spec.columns])}")
-        _write_bench(summary, run, markdown_table(rows, ["model", "rank", *spec.columns]))
+        _write_bench(summary, run, markdown_table(rows, ["model", "rank", *spec.columns]), spec)
         return
     rows = draw_tables(aggregated, BENCH_COLUMNS)
     title = (
@@ -651,14 +674,14 @@ def _print_bench(summary: dict, probes, run: Path, data_name: str, spec: TaskFig
         probe_rows = draw_tables(aggregated, BENCH_PROBE_COLUMNS)
         print(f"\nRobustness probes (forget split):\n{format_table(probe_rows, ['model', *BENCH_PROBE_COLUMNS])}")
         markdown += "\n" + markdown_table(probe_rows, ["model", *BENCH_PROBE_COLUMNS])
+    plot_draws(aggregated, run / "tradeoff.png", title=f"{data_name}: mean over {draws} draw(s)")
+    _write_bench(summary, run, markdown, spec)
+
+
+def _write_bench(summary: dict, run: Path, markdown: str, spec: TaskFigures) -> None:
     if "rank_agreement_with_validation" in summary:
         tau = summary["rank_agreement_with_validation"]
-        print(f"\nKendall's tau, ranking by forget quality on the validation draws vs these: {format_value(tau)}")
-    plot_draws(aggregated, run / "tradeoff.png", title=f"{data_name}: mean over {draws} draw(s)")
-    _write_bench(summary, run, markdown)
-
-
-def _write_bench(summary: dict, run: Path, markdown: str) -> None:
+        print(f"\nKendall's tau, ranking by {spec.score} on the validation draws vs these: {format_value(tau)}")
     (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (run / "table.md").write_text(markdown)
     print(f"Summary: {run / 'summary.json'}; per-draw reports: {run}/draw-*/report.json; table: {run / 'table.md'}")
@@ -674,9 +697,10 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
     args.output_dir = str(run)
     base = _base_model(args, cache_args)
     grid = PRESETS[args.preset]["grid"]
+    spec = TASK_FIGURES[_bundle_task(args.task)]
     reports = []
     for k, data_args in enumerate(draw_data(args)):
-        print(f"Validation draw {k + 1}: forget authors {data_args.forget_authors}", flush=True)
+        print(f"Validation draw {k + 1}: {_draw_name(data_args)}", flush=True)
         folder = run / f"draw-{k + 1}"
         folder.mkdir(parents=True, exist_ok=True)
         configs = {
@@ -685,40 +709,43 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
             for rate in grid[row]
         }
         reports.append(run_draw(args, cache_args, data_args, base, configs, (), folder))
-    aggregated = aggregate_draws(reports)
+    aggregated = aggregate_draws(reports, spec)
+    sign = 1 if spec.higher_is_better else -1
     chosen = {}
     for method in methods:
         settings = {rate: aggregated[f"{method}@{rate:g}"] for rate in grid[method]}
-        kept = [r for r, f in settings.items() if (f["MU / target"]["mean"] or 0) >= COLLAPSE_RATIO]
+        kept = [r for r, f in settings.items() if (f[spec.ratio]["mean"] or 0) >= COLLAPSE_RATIO]
         if kept:
-            best = max(kept, key=lambda r: (settings[r]["forget quality"]["mean"], settings[r]["MU / target"]["mean"]))
+            best = max(kept, key=lambda r: (sign * settings[r][spec.score]["mean"], settings[r][spec.ratio]["mean"]))
         else:
-            best = max(settings, key=lambda r: settings[r]["MU / target"]["mean"] or 0)
+            best = max(settings, key=lambda r: settings[r][spec.ratio]["mean"] or 0)
         chosen[method] = {
             "learning_rate": best,
-            "forget quality": settings[best]["forget quality"]["mean"],
-            "MU / target": settings[best]["MU / target"]["mean"],
+            spec.score: settings[best][spec.score]["mean"],
+            spec.ratio: settings[best][spec.ratio]["mean"],
             "collapsed": not kept,
         }
     result = {
         "preset": args.preset,
+        "task": args.task,
         "rule": TUNING_RULE,
-        "draws": [r["forget_authors"] for r in reports],
+        "draws": [r["draw"] for r in reports],
         "grid": {m: grid[m] for m in methods},
         "settings": aggregated,
         "chosen": chosen,
     }
     (run / "tune.json").write_text(json.dumps(result, indent=2, default=str))
-    rows = draw_tables(aggregated, ["forget quality", "MU / target", "forget ROUGE-L"])
+    columns = ["forget quality", "MU / target", "forget ROUGE-L"] if args.task == "tofu" else spec.columns
+    rows = draw_tables(aggregated, columns, spec)
     print(
-        f"\nEvery setting on the validation draws {result['draws']}:\n{format_table(rows, ['model', 'rank', 'forget quality', 'MU / target', 'forget ROUGE-L'])}"
+        f"\nEvery setting on the validation draws {result['draws']}:\n{format_table(rows, ['model', 'rank', *columns])}"
     )
     print(f"\nChosen ({TUNING_RULE}):")
     for method, choice in chosen.items():
         note = " (collapsed at every setting)" if choice["collapsed"] else ""
         print(
-            f"  {method}: learning_rate {choice['learning_rate']:g}: forget quality {format_value(choice['forget quality'])}, "
-            f"MU / target {format_value(choice['MU / target'])}{note}"
+            f"  {method}: learning_rate {choice['learning_rate']:g}: {spec.score} {format_value(choice[spec.score])}, "
+            f"{spec.ratio} {format_value(choice[spec.ratio])}{note}"
         )
     print(f"Results: {run / 'tune.json'}")
     return result
@@ -801,10 +828,6 @@ def plot_draws(aggregated: dict[str, dict], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-# How each precision loads and trains the model: full fine-tuning in fp32 or bf16 weights, or QLoRA (NF4 weights with
-# double quantisation, bf16 compute, LoRA adapters in every linear layer).
-
-
 MEMORY_COLUMNS = [
     "precision",
     "parameters (M)",
@@ -883,23 +906,24 @@ def _measure_memory(mode: str, model_dir: str, args: MemoryBenchArguments, queue
     )
 
 
-def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Path) -> list[dict]:
-    """`rlunlearn bench memory`, which `MemoryBenchArguments` describes; returns the rows it prints."""
-    import multiprocessing
-    import shutil
+def _check_modes(modes: list[str]) -> None:
+    unknown = [mode for mode in modes if mode not in MEMORY_MODES]
+    if unknown:
+        raise ValueError(f"unknown --modes {unknown}; the modes are {list(MEMORY_MODES)}.")
 
+
+def _random_llama(folder: Path, model_preset: str, vocab_size: int) -> int:
+    """A random Llama of `model_preset`'s size, with a tokenizer trained on the generated authors, saved in `folder` in
+    bf16 (as checkpoints are published); returns its number of parameters."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from .data import generate_authors
     from .models import train_tokenizer
 
-    unknown = [mode for mode in args.modes if mode not in MEMORY_MODES]
-    if unknown:
-        raise ValueError(f"unknown --modes {unknown}; the modes are {list(MEMORY_MODES)}.")
     tokenizer = train_tokenizer(generate_authors(20, 2).corpus(), 4096)
-    size = MODEL_PRESETS[args.model_preset]
+    size = MODEL_PRESETS[model_preset]
     config = LlamaConfig(
-        vocab_size=max(args.vocab_size, len(tokenizer)),
+        vocab_size=max(vocab_size, len(tokenizer)),
         num_key_value_heads=size["num_attention_heads"],
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -907,13 +931,20 @@ def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Pa
         tie_word_embeddings=True,
         **size,
     )
-    model_dir = run / "model"
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    parameters = model.num_parameters()
-    model.to(torch.bfloat16).save_pretrained(model_dir)  # as checkpoints are published
-    del model
-    tokenizer.save_pretrained(model_dir)
+    model.to(torch.bfloat16).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model.num_parameters()
+
+
+def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Path) -> list[dict]:
+    """`rlunlearn bench memory`, which `MemoryBenchArguments` describes; returns the rows it prints."""
+    import multiprocessing
+
+    _check_modes(args.modes)
+    model_dir = run / "model"
+    parameters = _random_llama(model_dir, args.model_preset, args.vocab_size)
 
     context = multiprocessing.get_context("spawn")
     rows = []
@@ -929,13 +960,124 @@ def bench_memory(args: MemoryBenchArguments, cache_args: CacheArguments, run: Pa
     for row in rows:
         row["peak / fp32"] = round(row["peak memory (MB)"] / fp32, 3) if fp32 else None
     where = "GPU memory allocated" if torch.cuda.is_available() else "process resident set"
-    table = format_table(rows, MEMORY_COLUMNS)
-    print(f"\n{args.method} steps on a random {args.model_preset} Llama, batch {args.batch_size} ({where}):\n{table}")
-    (run / "memory.json").write_text(json.dumps({"arguments": vars(args), "where": where, "rows": rows}, indent=2))
-    (run / "memory.md").write_text(markdown_table(rows, MEMORY_COLUMNS))
-    print(f"Results: {run / 'memory.json'}; table: {run / 'memory.md'}")
+    title = f"{args.method} steps on a random {args.model_preset} Llama, batch {args.batch_size} ({where})"
+    _write_rows(run, "memory", title, rows, MEMORY_COLUMNS, {"arguments": vars(args), "where": where})
     return rows
 
 
+def _write_rows(run: Path, stem: str, title: str, rows: list[dict], columns: list[str], info: dict) -> None:
+    """Print a bench task's table under its title; write it as `<stem>.md`, with `info`, as `<stem>.json`."""
+    print(f"\n{title}:\n{format_table(rows, columns)}")
+    (run / f"{stem}.json").write_text(json.dumps({**info, "rows": rows}, indent=2))
+    (run / f"{stem}.md").write_text(markdown_table(rows, columns))
+    print(f"Results: {run / f'{stem}.json'}; table: {run / f'{stem}.md'}")
+
+
+GPU_CHECK_COLUMNS = ["method", "precision", "steps", "s / step", "tokens/s", "peak memory (MB)", "error"]
+# Reveal-and-Release on a random model: one round, which releases whatever it revealed (a random model reveals
+# nothing that would pass the usual threshold and reward, and the round would stop before it trains).
+GPU_CHECK_OVERRIDES = {"reveal_release": {"num_rounds": 1, "reveal_threshold": 0.0, "stop_reward": 0.0}}
+
+
+def bench_gpu_check(args: GpuCheckArguments, cache_args: CacheArguments, run: Path) -> list[dict]:
+    """`rlunlearn bench gpu-check`, which `GpuCheckArguments` describes; returns the rows it prints."""
+    import gc
+
+    rows_of_preset = PRESETS["gpu"]["unlearning"]
+    methods = args.methods or list(rows_of_preset)
+    unknown = [m for m in methods if m not in rows_of_preset]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; the gpu preset runs: {', '.join(rows_of_preset)}.")
+    _check_modes(args.modes)
+    cuda = torch.cuda.is_available()
+    where = torch.cuda.get_device_name() if cuda else "CPU (no GPU visible: CPU figures, resident set as memory)"
+    model_dir = run / "model"
+    parameters = _random_llama(model_dir, args.model_preset, args.vocab_size)
+    data_args = DataArguments()
+    bundle = data_args.bundle()
+    print(f"gpu-check on {where}: a random {args.model_preset} Llama ({parameters / 1e6:.0f}M parameters)", flush=True)
+    rows = []
+    for name in methods:
+        method = preset_method("gpu", name)
+        method_args = _gpu_check_method_arguments(method, bundle, data_args, model_dir, run)
+        for mode in args.modes:
+            output_dir = run / f"{name}-{mode}"
+            config = preset_unlearning_config(
+                "gpu",
+                name,
+                output_dir=str(output_dir),
+                max_steps=args.steps,
+                per_device_train_batch_size=args.batch_size,
+                gradient_accumulation_steps=1,
+                bf16=bf16_default() and mode != "fp32",
+                logging_steps=1,
+                report_to="none",
+                save_strategy="no",
+                disable_tqdm=True,
+                **GPU_CHECK_OVERRIDES.get(method, {}),
+            )
+            model_args = ModelConfig(
+                model_name_or_path=str(model_dir),
+                lora_r=args.lora_r,
+                lora_target_modules=["all-linear"],
+                **MEMORY_MODES[mode],
+            )
+            try:
+                with PeakMemory() as memory:
+                    trainer = unlearn(method, config, model_dir, bundle, data_args, model_args, method_args)
+                costs = _step_costs(trainer.state.log_history)
+                rows.append(
+                    {
+                        "method": name,
+                        "precision": mode,
+                        **costs,
+                        "peak memory (MB)": memory.megabytes,
+                        "error": "" if costs["steps"] else "trained no step",
+                    }
+                )
+                del trainer
+            except Exception as error:  # a check reports what failed on this machine and goes on
+                rows.append({"method": name, "precision": mode, "error": f"{type(error).__name__}: {error}"[:300]})
+            shutil.rmtree(output_dir, ignore_errors=True)
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+            print(f"  {name} ({mode}): {rows[-1].get('s / step')} s/step {rows[-1]['error']}", flush=True)
+    shutil.rmtree(model_dir)
+    title = f"Every method, {args.steps} steps of batch {args.batch_size} on {where}"
+    _write_rows(run, "gpu_check", title, rows, GPU_CHECK_COLUMNS, {"arguments": vars(args), "where": where})
+    return rows
+
+
+def _gpu_check_method_arguments(method, bundle, data_args, model_dir: Path, run: Path):
+    """A method's extra inputs at their defaults; DareU's attribution classifier trained for a few steps from the
+    random model (the check times unlearning, not the classifier)."""
+    extra = extra_inputs_of(method)
+    if extra is None or not extra.reads_attributor(extra.arguments()):
+        return None
+    attributor, _ = cached_attributor(run, bundle, data_args, model_dir, AttributorConfig(output_dir=None, max_steps=2))
+    return extra.arguments(attributor=str(attributor))
+
+
+def _step_costs(log_history: list[dict]) -> dict:
+    """Steps, seconds per step and tokens per second of a run, from its trainers' logs (Reveal-and-Release logs a
+    trainer run per module): the training time the trainers log, model loading left out."""
+    steps = sum(1 for entry in log_history if "loss" in entry)
+    seconds = sum(entry["train_runtime"] for entry in log_history if "train_runtime" in entry)
+    tokens = max((entry["num_tokens"] for entry in log_history if "num_tokens" in entry), default=0)
+    return {
+        "steps": steps,
+        "s / step": round(seconds / steps, 3) if steps and seconds else None,
+        "tokens/s": round(tokens / seconds, 1) if tokens and seconds else None,
+    }
+
+
 # Each `rlunlearn bench` task (its options: arguments.BENCH_TASK_ARGUMENTS).
-TASKS = {"unlearn": bench_unlearn, "tune": bench_tune, "eval": bench_eval, "memory": bench_memory, "speed": bench_speed}
+TASKS = {
+    "unlearn": bench_unlearn,
+    "tune": bench_tune,
+    "eval": bench_eval,
+    "memory": bench_memory,
+    "speed": bench_speed,
+    "gpu-check": bench_gpu_check,
+}

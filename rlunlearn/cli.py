@@ -685,8 +685,9 @@ def bench(argv: list[str]) -> int:
     `rlunlearn bench [unlearn]` runs every method on a preset's draws of forget authors (forget quality, model
     utility, costs, probes); `bench tune` chooses each method's learning rate on the validation draws; `bench eval`
     times the whole evaluation suite; `bench memory` compares the memory of unlearning steps in fp32, bf16 and 4-bit +
-    LoRA; `bench speed` times each method's steps against a plain Trainer with the same loss. `rlunlearn bench <task>
-    --help` lists a task's options."""
+    LoRA; `bench speed` times each method's steps against a plain Trainer with the same loss; `bench gpu-check` runs
+    every method a few steps in bf16 and in 4-bit + LoRA (for a GPU). `rlunlearn bench <task> --help` lists a task's
+    options."""
     from .arguments import BENCH_TASK_ARGUMENTS
 
     task = argv[0] if argv and not argv[0].startswith("-") else "unlearn"

@@ -168,10 +168,10 @@ DEMO = {
     "unlearning_common": PRESETS["cpu"]["unlearning_common"],
 }
 
-# `rlunlearn bench --task harmful|wmdp` (cpu preset): each task's offline stand-in, one generated world a draw (its
-# generator seed), fine-tuned with STANDIN_FINETUNE from the demo's base (pretrained on the generated authors'
+# `rlunlearn bench --task harmful|wmdp|muse` (cpu preset): each task's offline stand-in, one generated world a draw
+# (its generator seed), fine-tuned with STANDIN_FINETUNE from the demo's base (pretrained on the generated authors'
 # world, which holds none of the stand-ins' alchemy). Every method runs at its cpu-preset rate, chosen on TOFU's
-# validation authors: nothing is tuned on these tasks.
+# validation authors, or at the rate `bench tune --task` chose on the task's validation worlds (--validation_report).
 STANDIN_TASKS = {"harmful": {"data": "harmful"}, "wmdp": {"data": "wmdp"}, "muse": {"data": "muse"}}
 # The stand-ins' fine-tuning: the TOFU recipe (10 epochs at a constant 5e-4) leaves the harmful stand-in's target
 # giving 3% of its recipes away; measured on harmful seed 1 from the demo's base, 40 epochs at a constant 1e-3 gave
@@ -184,14 +184,21 @@ STANDIN_FINETUNE = {
     "warmup_steps": 0.05,
 }
 STANDIN_SEEDS = {VALIDATION: (101, 102, 103, 104), REPORTED: (1, 2, 3, 4, 5)}
+# DareU's attribution classifier on a stand-in, where AttributorConfig's defaults (3 epochs at 1e-4, which reach 0.955
+# held-out accuracy over TOFU's 21 authors) underfit. MUSE's has 12 books of 12 passages: measured on world 1 from its
+# target, 3 epochs at 1e-4 give held-out accuracy 0.12 over 13 labels (every text called `none`), 10 at 5e-4 0.58, 20
+# at 1e-3 0.77 (in `bench`, with its seed: 0.62, 0.88 and 0.69 on worlds 1-3). WMDP's and the harmful stand-in's (3
+# labels each) keep the defaults, at held-out accuracy 1.0.
+STANDIN_ATTRIBUTOR = {"muse": {"num_train_epochs": 20.0, "learning_rate": 1e-3}}
 
 # A method whose mean model utility falls below this share of the target's has collapsed: the table says so instead of
 # ranking it by its forget quality (which a destroyed model reaches trivially).
 COLLAPSE_RATIO = 0.9
 TUNING_RULE = (
-    f"for each method, the setting with the highest mean forget quality over the validation draws among those whose "
-    f"mean model utility stays at or above {COLLAPSE_RATIO}x the target's; if none does, the one with the highest "
-    "utility (the method is then reported as collapsed)"
+    f"for each method, the setting with the best mean score over the validation draws (on TOFU the highest forget "
+    f"quality; on a stand-in task the lowest harmful rate, hazard accuracy or VerbMem) among those whose mean utility "
+    f"stays at or above {COLLAPSE_RATIO}x the target's; if none does, the one with the highest utility (the method is "
+    "then reported as collapsed)"
 )
 
 
@@ -200,7 +207,8 @@ def preset_method(preset: str, row: str) -> str:
     return PRESETS[preset]["unlearning"][row].get("method", row)
 
 
-# `rlunlearn bench memory`: the precisions compared, as model-loading options.
+# `rlunlearn bench memory` and `bench gpu-check`: the precisions, as model-loading options (QLoRA: NF4 weights with
+# double quantisation, bf16 compute, LoRA adapters in every linear layer).
 MEMORY_MODES = {
     "fp32": {"dtype": "float32"},
     "bf16": {"dtype": "bfloat16"},

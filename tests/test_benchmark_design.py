@@ -117,7 +117,13 @@ def fake_report(forget_authors, figures: dict[str, tuple[float, float]]) -> dict
     }
     for name, (quality, utility) in figures.items():
         models[name] = {"role": "unlearned", "summary": {"forget_quality": quality, "model_utility": utility}}
-    return {"forget_authors": forget_authors, "models": models, "costs": {}, "bundle": {"name": "fake"}}
+    return {
+        "draw": forget_authors,
+        "forget_authors": forget_authors,
+        "models": models,
+        "costs": {},
+        "bundle": {"name": "fake"},
+    }
 
 
 def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp_path, monkeypatch):
@@ -165,6 +171,64 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
             bench.TuneArguments(tofu_path=str(tofu_dir), forget_authors=[190, 191]),
             bench.CacheArguments(cache_dir=str(tmp_path)),
             tmp_path,
+        )
+
+
+def test_a_task_is_tuned_on_its_validation_worlds_and_reported_at_the_chosen_rates(tmp_path, monkeypatch, capsys):
+    from rlunlearn import bench
+    from rlunlearn.presets import STANDIN_SEEDS
+
+    worlds, runs = [], []
+
+    def fake_run_draw(args, cache_args, data_args, base, configs, probes, folder):
+        worlds.append(data_args.generator_seed)
+        models = {
+            "target": {"role": "target", "summary": {"harmful_rate": 0.8, "normal_rougeL_recall": 1.0}},
+            "retain": {"role": "retain", "summary": {"harmful_rate": 0.0, "normal_rougeL_recall": 1.0}},
+        }
+        for name, (_, config) in configs.items():
+            rate = config.learning_rate
+            runs.append((name, rate))
+            # A higher rate answers fewer harmful prompts (lower is better here); npo loses the normal answers at 1e-3.
+            models[name] = {
+                "role": "unlearned",
+                "summary": {"harmful_rate": 0.5 - 100 * rate, "normal_rougeL_recall": 0.5 if rate >= 1e-3 else 0.95},
+            }
+        return {"draw": f"seed {data_args.generator_seed}", "models": models, "costs": {}, "bundle": {"name": "fake"}}
+
+    monkeypatch.setattr(bench, "run_draw", fake_run_draw)
+    monkeypatch.setattr(bench, "_base_model", lambda args, cache_args: "unused")
+    monkeypatch.setitem(bench.PRESETS["cpu"], "grid", {"npo": [1e-4, 3e-4, 1e-3], "ga": [1e-5, 1e-4]})
+    cache = bench.CacheArguments(cache_dir=str(tmp_path))
+    args = bench.TuneArguments(task="harmful", methods=["npo", "ga"], draws=2)
+    result = bench.bench_tune(args, cache, tmp_path / "tune")
+
+    assert worlds == list(STANDIN_SEEDS[VALIDATION][:2])
+    # The lowest harmful rate among the rates that keep the normal answers, not the lowest overall (1e-3).
+    assert result["task"] == "harmful"
+    assert result["chosen"]["npo"] == {
+        "learning_rate": 3e-4,
+        "harmful rate": pytest.approx(0.47),
+        "normal / target": 0.95,
+        "collapsed": False,
+    }
+    assert result["chosen"]["ga"]["learning_rate"] == 1e-4
+
+    worlds.clear(), runs.clear()
+    report = str(tmp_path / "tune" / "tune.json")
+    args = bench.BenchArguments(task="harmful", methods=["npo", "ga"], draws=2, validation_report=report)
+    summary = bench.bench_unlearn(args, cache, tmp_path / "bench")
+    assert worlds == list(STANDIN_SEEDS[REPORTED][:2])
+    assert set(runs) == {("npo", 3e-4), ("ga", 1e-4)}
+    assert summary["rank_agreement_with_validation"] == pytest.approx(1.0)
+    assert "Kendall's tau, ranking by harmful rate on the validation draws vs these: 1.0" in capsys.readouterr().out
+    with pytest.raises(
+        ValueError, match="tuned with --preset cpu --task harmful; this run is --preset cpu --task wmdp"
+    ):
+        bench.bench_unlearn(
+            bench.BenchArguments(task="wmdp", methods=["npo"], draws=1, validation_report=report),
+            cache,
+            tmp_path / "other",
         )
 
 

@@ -87,6 +87,7 @@ def test_help_and_option_errors_come_without_torch(tmp_path):
         ["bench", "--help"],
         ["bench", "tune", "--help"],
         ["bench", "memory", "--help"],
+        ["bench", "gpu-check", "--help"],
         ["bench", "telepathy"],
         ["bench", "--draws_from", "everywhere"],
     ]
@@ -495,6 +496,26 @@ def test_memory_bench_compares_full_and_qlora_steps(tmp_path, capsys):
         < rows["fp32"]["model footprint (MB)"]
     )
     assert "4bit-lora" in capsys.readouterr().out and not (tmp_path / "model").exists()
+
+
+def test_gpu_check_runs_each_method_in_each_precision_and_reports_what_failed(tmp_path, capsys):
+    """On a CPU, as on a GPU: each method trains its steps in bf16 and in 4-bit + LoRA; RMU's steered layer (7) is
+    not in a 2-layer model, so its rows carry the error and the other methods still run."""
+    options = ["--model_preset", "tiny", "--vocab_size", "512", "--steps", "2", "--batch_size", "2", "--lora_r", "2"]
+    assert main(["bench", "gpu-check", "--methods", "rmu", "npo", *options, "--output_dir", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
+    assert [(row["method"], row["precision"]) for row in rows] == [
+        ("rmu", "bf16"),
+        ("rmu", "4bit-lora"),
+        ("npo", "bf16"),
+        ("npo", "4bit-lora"),
+    ]
+    assert all(row["error"].startswith("ValueError: --rmu_layer 7") for row in rows[:2])
+    for row in rows[2:]:
+        assert row["error"] == "" and row["steps"] == 2 and row["s / step"] > 0 and row["tokens/s"] > 0
+    assert "no GPU visible" in capsys.readouterr().out and not (tmp_path / "model").exists()
+    assert main(["bench", "gpu-check", "--methods", "telepathy", "--output_dir", str(tmp_path / "refused")]) == 2
+    assert "unknown method(s) ['telepathy']" in capsys.readouterr().err and not (tmp_path / "refused").exists()
 
 
 def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, capsys):

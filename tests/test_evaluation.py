@@ -397,7 +397,9 @@ def test_suite_runs_on_tofu(tofu_dir, tokenizer):
 def test_a_model_utility_of_zero_names_the_parts_at_zero(bundle, tokenizer, monkeypatch):
     """A harmonic mean is 0 when one part is: the summary names the parts, and the report's notes print them."""
     monkeypatch.setattr(
-        metrics, "rouge_l", lambda predictions, references: dict.fromkeys(("recall", "f1"), np.zeros(len(references)))
+        metrics,
+        "rouge_l",
+        lambda predictions, references, stemmer=True: dict.fromkeys(("recall", "f1"), np.zeros(len(references))),
     )
     model = build_model(tokenizer, "tiny", seed=0)
     result = evaluate_model(model, tokenizer, bundle, settings=EvalSettings(max_new_tokens=4), progress=False)

@@ -529,6 +529,19 @@ def test_dareu_on_text_prompts_with_openings_and_attributes_continuations_to_boo
     assert prompts[0]["answer"] in list(train["text"]) + list(held_out["text"])
 
 
+def test_the_muse_standin_trains_dareus_classifier_with_its_measured_recipe(tmp_path):
+    """Where no classifier is given, MUSE's stand-in (12 passages a book) trains it longer than the default, which
+    underfits there; published MUSE data and the other tasks keep AttributorConfig's defaults."""
+    from rlunlearn.attribution import AttributorConfig, default_attributor_config
+
+    defaults = AttributorConfig(output_dir=None)
+    standin = default_attributor_config(DataArguments(data="muse"), output_dir=None, seed=3)
+    assert (standin.num_train_epochs, standin.learning_rate, standin.seed) == (20.0, 1e-3, 3)
+    for data_args in (DataArguments(data="muse", muse_path=str(tmp_path)), DataArguments(data="wmdp")):
+        config = default_attributor_config(data_args, output_dir=None)
+        assert (config.num_train_epochs, config.learning_rate) == (defaults.num_train_epochs, defaults.learning_rate)
+
+
 def test_dareu_prompts_carry_the_columns_a_plug_in_reward_reads():
     """On harmful answers DareU can be paid for keeping the recipe back: `secret_span` reads the rows' `secret`."""
     from rlunlearn.pipeline import unlearning_datasets

@@ -42,7 +42,7 @@ from .tasks import (
 )
 
 # Raised whenever `evaluate_split` measures something new, so that cached results without it are measured again.
-SPLIT_METRICS_VERSION = 2
+SPLIT_METRICS_VERSION = 3
 # Splits whose answers membership-inference attacks score (forget = members, holdout = non-members).
 MIA_SPLITS = ("forget", "holdout")
 
@@ -61,7 +61,8 @@ def _scores_by_row(model, tokenizer, prompts, answers_per_row, fmt, settings, de
 
 def _verbatim_memorization(model, tokenizer, prompts, completions, settings, desc) -> np.ndarray:
     """MUSE's verbatim memorisation on question-answer data: the question and the first half of the answer's tokens
-    are given, the model continues greedily (at most 128 new tokens), ROUGE-L F1 against the answer's second half."""
+    are given, the model continues greedily (at most 128 new tokens), ROUGE-L F1 (unstemmed, as MUSE's code) against
+    the answer's second half."""
     prefixes, references = [], []
     for prompt, completion in zip(prompts, completions):
         prompt_ids, completion_ids = tokenize_pair(tokenizer, prompt, completion)
@@ -71,7 +72,7 @@ def _verbatim_memorization(model, tokenizer, prompts, completions, settings, des
         prefixes.append(prompt_ids + completion_ids[:half])
         references.append(tokenizer.decode(completion_ids[half:], skip_special_tokens=True).strip())
     generations = generate_answers(model, tokenizer, prefixes, VERBMEM_MAX_NEW_TOKENS, settings.batch_size, desc)
-    return metrics.rouge_l([g.text for g in generations], references)["f1"]
+    return metrics.rouge_l([g.text for g in generations], references, stemmer=False)["f1"]
 
 
 def evaluate_split(
@@ -157,7 +158,7 @@ def evaluate_split(
             tokenizer.decode(g.token_ids[:KNOWMEM_MAX_NEW_TOKENS], skip_special_tokens=True) for g in generations
         ]
         knowmem = [cut_at(text, KNOWMEM_STOP_STRINGS) for text in decoded]
-        per_example["knowmem_rougeL_f1"] = metrics.rouge_l(knowmem, data["answer"])["f1"]
+        per_example["knowmem_rougeL_f1"] = metrics.rouge_l(knowmem, data["answer"], stemmer=False)["f1"]
     if name == "forget":
         per_example["verbmem_rougeL_f1"] = _verbatim_memorization(
             model, tokenizer, prompts, [fmt.completion(a) for a in data["answer"]], settings, desc("verbatim")
