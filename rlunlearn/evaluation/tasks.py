@@ -127,11 +127,15 @@ def evaluate_normal(model, tokenizer, data: Dataset, fmt: PromptFormat, settings
         model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size, desc and f"{desc}: generating"
     )
     texts = [g.text for g in generations]
-    recall = metrics.rouge_l(texts, data["answer"])["recall"]
+    return _generated_split(data, texts, {"rougeL_recall": metrics.rouge_l(texts, data["answer"])["recall"]})
+
+
+def _generated_split(data: Dataset, texts: list[str], per_example: dict[str, np.ndarray]) -> dict:
+    """A split's result from its greedy answers `texts` and their per-example scores (the metrics: their means)."""
     return {
         "n": len(data),
-        "metrics": {"rougeL_recall": float(np.mean(recall))},
-        "per_example": {"rougeL_recall": recall.tolist()},
+        "metrics": {key: float(np.mean(values)) for key, values in per_example.items()},
+        "per_example": {key: values.tolist() for key, values in per_example.items()},
         "questions": list(data["question"]),
         "generations": texts,
     }
@@ -158,13 +162,7 @@ def evaluate_knowmem(model, tokenizer, data: Dataset, fmt: PromptFormat, setting
     )
     texts = [cut_at(g.text, KNOWMEM_STOP_STRINGS) for g in generations]
     rouge = metrics.rouge_l(texts, data["answer"], stemmer=False)
-    return {
-        "n": len(data),
-        "metrics": {"rougeL_f1": float(np.mean(rouge["f1"])), "rougeL_recall": float(np.mean(rouge["recall"]))},
-        "per_example": {"rougeL_f1": rouge["f1"].tolist(), "rougeL_recall": rouge["recall"].tolist()},
-        "questions": list(data["question"]),
-        "generations": texts,
-    }
+    return _generated_split(data, texts, {"rougeL_f1": rouge["f1"], "rougeL_recall": rouge["recall"]})
 
 
 def evaluate_verbmem(model, tokenizer, data: Dataset, fmt: PromptFormat, settings: EvalSettings, desc) -> dict:
@@ -183,14 +181,7 @@ def evaluate_verbmem(model, tokenizer, data: Dataset, fmt: PromptFormat, setting
         for text in data["answer"]
     ]
     texts = [g.text for g in generations]
-    f1 = metrics.rouge_l(texts, references, stemmer=False)["f1"]
-    return {
-        "n": len(data),
-        "metrics": {"rougeL_f1": float(np.mean(f1))},
-        "per_example": {"rougeL_f1": f1.tolist()},
-        "questions": list(data["question"]),
-        "generations": texts,
-    }
+    return _generated_split(data, texts, {"rougeL_f1": metrics.rouge_l(texts, references, stemmer=False)["f1"]})
 
 
 def evaluate_text_membership(model, tokenizer, data: Dataset, fmt: PromptFormat, settings: EvalSettings, desc) -> dict:
