@@ -427,3 +427,26 @@ def test_tables_format_each_figure_for_its_column_unit():
     }
     cells = format_table([row], list(row)).splitlines()[2].split()
     assert cells == ["ga", "0.500", "1.23e-04", "-12.3", "20.7", "554", "1235", "0.0123", "1.23", "-"]
+
+
+def test_knowmem_on_question_answer_splits_scores_unstemmed_as_muse(finetuned, bundle, tokenizer):
+    """The question-answer splits' KnowMem is MUSE's: the greedy answer's first 32 tokens, cut at MUSE's stop strings,
+    ROUGE-L F1 without stemming. The references are the model's own answers with an "s" on every word, which a
+    stemmed score would call equal."""
+    from rlunlearn.evaluation import metrics
+    from rlunlearn.evaluation.suite import evaluate_split
+    from rlunlearn.evaluation.tasks import KNOWMEM_STOP_STRINGS, cut_at
+
+    model = AutoModelForCausalLM.from_pretrained(finetuned)
+    settings = EvalSettings(max_new_tokens=32)
+    rows = bundle.retain.select(range(8))
+    generations = evaluate_split(model, tokenizer, "retain", rows, settings=settings)["generations"]
+    answers = [cut_at(text, KNOWMEM_STOP_STRINGS) for text in generations]
+    plurals = [" ".join(f"{word}s" for word in answer.split()) for answer in answers]
+    result = evaluate_split(
+        model, tokenizer, "retain", rows.remove_columns("answer").add_column("answer", plurals), settings=settings
+    )
+    assert result["generations"] == generations  # the same greedy answers, scored against other references
+    unstemmed = metrics.rouge_l(answers, plurals, stemmer=False)["f1"]
+    assert result["per_example"]["knowmem_rougeL_f1"] == pytest.approx(unstemmed.tolist())
+    assert np.mean(unstemmed) < np.mean(metrics.rouge_l(answers, plurals)["f1"]) - 0.2
