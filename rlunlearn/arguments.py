@@ -551,6 +551,9 @@ class SpeedBenchArguments:
     steps: int = field(default=20, metadata={"help": "Unlearning steps a run."})
     repeats: int = field(default=3, metadata={"help": "Runs of each loop; the table gives the median."})
     batch_size: int = field(default=8, metadata={"help": "Forget examples a step (and as many retain examples)."})
+    padding_free: bool = field(
+        default=False, metadata={"help": "Run the trainers' forward passes padding-free (the baseline stays padded)."}
+    )
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-speed-<time>)."})
 
 
@@ -578,6 +581,14 @@ class GpuCheckArguments:
     steps: int = field(default=5, metadata={"help": "Unlearning steps of each method and precision."})
     batch_size: int = field(default=8, metadata={"help": "Forget examples a step."})
     lora_r: int = field(default=16, metadata={"help": "4bit-lora: LoRA rank (on every linear layer)."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention of the model, e.g. flash_attention_2 or sdpa (default: transformers' choice)."},
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Run the forward passes padding-free, in the methods whose config has `padding_free`."},
+    )
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-gpu-check-<time>)."})
 
 

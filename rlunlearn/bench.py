@@ -1000,6 +1000,8 @@ def bench_gpu_check(args: GpuCheckArguments, cache_args: CacheArguments, run: Pa
     for name in methods:
         method = preset_method("gpu", name)
         method_args = _gpu_check_method_arguments(method, bundle, data_args, model_dir, run)
+        config_fields = {f.name for f in dataclasses.fields(METHODS[method][0])}
+        padding_free = {"padding_free": True} if args.padding_free and "padding_free" in config_fields else {}
         for mode in args.modes:
             output_dir = run / f"{name}-{mode}"
             config = preset_unlearning_config(
@@ -1015,11 +1017,13 @@ def bench_gpu_check(args: GpuCheckArguments, cache_args: CacheArguments, run: Pa
                 save_strategy="no",
                 disable_tqdm=True,
                 **GPU_CHECK_OVERRIDES.get(method, {}),
+                **padding_free,
             )
             model_args = ModelConfig(
                 model_name_or_path=str(model_dir),
                 lora_r=args.lora_r,
                 lora_target_modules=["all-linear"],
+                attn_implementation=args.attn_implementation,
                 **MEMORY_MODES[mode],
             )
             try:

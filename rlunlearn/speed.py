@@ -142,6 +142,7 @@ def _method_config(method: str, args: SpeedBenchArguments, output_dir: Path):
         logging_strategy="no",
         disable_tqdm=True,
         seed=0,
+        padding_free=args.padding_free,
     )
 
 

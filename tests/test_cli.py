@@ -498,11 +498,21 @@ def test_memory_bench_compares_full_and_qlora_steps(tmp_path, capsys):
     assert "4bit-lora" in capsys.readouterr().out and not (tmp_path / "model").exists()
 
 
-def test_gpu_check_runs_each_method_in_each_precision_and_reports_what_failed(tmp_path, capsys):
-    """On a CPU, as on a GPU: each method trains its steps in bf16 and in 4-bit + LoRA; RMU's steered layer (7) is
-    not in a 2-layer model, so its rows carry the error and the other methods still run."""
+def test_gpu_check_runs_each_method_in_each_precision_and_reports_what_failed(tmp_path, capsys, monkeypatch):
+    """On a CPU, as on a GPU: each method trains its steps in bf16 and in 4-bit + LoRA (here padding-free, with the
+    attention asked for); RMU's steered layer (7) is not in a 2-layer model, so its rows carry the error and the other
+    methods still run."""
+    runs = []
+
+    def recorded_unlearn(method, config, model, bundle, data_args, model_args, method_args):
+        runs.append((method, config.padding_free, model_args.attn_implementation))
+        return pipeline.unlearn(method, config, model, bundle, data_args, model_args, method_args)
+
+    monkeypatch.setattr("rlunlearn.bench.unlearn", recorded_unlearn)
     options = ["--model_preset", "tiny", "--vocab_size", "512", "--steps", "2", "--batch_size", "2", "--lora_r", "2"]
+    options += ["--padding_free", "true", "--attn_implementation", "sdpa"]
     assert main(["bench", "gpu-check", "--methods", "rmu", "npo", *options, "--output_dir", str(tmp_path)]) == 0
+    assert runs == [("rmu", True, "sdpa"), ("rmu", True, "sdpa"), ("npo", True, "sdpa"), ("npo", True, "sdpa")]
     rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
     assert [(row["method"], row["precision"]) for row in rows] == [
         ("rmu", "bf16"),

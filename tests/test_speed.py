@@ -132,3 +132,34 @@ def test_fused_lm_head_and_full_logits_give_the_same_log_probs(finetuned, bundle
         logps, mask = fused.completion_logps(fused.model, batch, "forget", reference=reference)
         expected, _ = full.completion_logps(full.model, batch, "forget", reference=reference)
         torch.testing.assert_close(logps * mask, expected * mask, atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fused_lm_head", [False, True])
+def test_padding_free_passes_give_the_padded_values_and_gradients(
+    fused_lm_head, finetuned, bundle, tokenizer, tmp_path
+):
+    padded, packed = (
+        npo_trainer(finetuned, bundle, tokenizer, tmp_path / str(flag), fused_lm_head=fused_lm_head, padding_free=flag)
+        for flag in (False, True)
+    )
+    batch, counts = first_batch(padded)
+    real_tokens = int(batch["forget_attention_mask"].sum() + batch["retain_attention_mask"].sum())
+    assert real_tokens < batch["forget_attention_mask"].numel() + batch["retain_attention_mask"].numel()
+    shapes = []
+    packed.model.register_forward_hook(
+        lambda module, args, kwargs, out: shapes.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    for trainer in (padded, packed):
+        trainer.model.train()
+        trainer.compute_loss(trainer.model, batch, num_items_in_batch=counts).backward()
+    assert shapes == [torch.Size([1, real_tokens])]  # forget and retain answers in one row, no padding token
+    gradients = [{n: p.grad for n, p in t.model.named_parameters()} for t in (padded, packed)]
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, atol=1e-5, rtol=1e-4)
+    for reference in (False, True):
+        logps, mask = packed.completion_logps(packed.model, batch, "forget", reference=reference)
+        expected, _ = padded.completion_logps(padded.model, batch, "forget", reference=reference)
+        torch.testing.assert_close(logps * mask, expected * mask, atol=1e-5, rtol=1e-6)
+    logits, mask = packed.answer_logits(packed.model, batch, "retain")
+    expected, _ = padded.answer_logits(padded.model, batch, "retain")
+    torch.testing.assert_close(logits * mask[..., None], expected * mask[..., None], atol=1e-4, rtol=1e-5)

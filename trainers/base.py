@@ -44,6 +44,7 @@ from .utils import (
     keep_4bit_trainable_on_cpu,
     mean_answer_logp,
     multiprocess_cpu,
+    pack_sequences,
     remove_fused_lm_head,
     tokenize_completions,
     with_example_index,
@@ -86,6 +87,12 @@ class UnlearningConfig(_BaseConfig):
             released model's, where those logits weigh most), and off below (the small tokenizers trained here), where
             the plain log-softmax of the logits is faster (a sixth of a step on the CPU preset's model, `rlunlearn bench
             speed`).
+        padding_free (`bool`, defaults to `False`):
+            Run each forward pass on the batch's sequences packed into one row, with position ids that restart at 0
+            with each sequence and no padding tokens. transformers reads the sequences' boundaries from the position
+            ids: FlashAttention (`attn_implementation="flash_attention_2"`) runs them as variable-length sequences,
+            and SDPA and eager attention through a block-diagonal mask over the row. The values are those of the
+            padded batch (tested to 1e-5).
         precompute_ref_log_probs (`bool`, defaults to `True`):
             For the losses that read a log-ratio to the reference (NPO, IdkDPO, Reveal-and-Release's `npo` release):
             compute the reference's log-probability of each forget answer once, over the whole forget set at the first
@@ -135,6 +142,13 @@ class UnlearningConfig(_BaseConfig):
         metadata={
             "help": "Answer log-probabilities through TRL's fused LM head, without the full logits (default: on for "
             "vocabularies of 16,384 tokens or more)."
+        },
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Run each forward pass on its sequences packed in one row, without padding tokens (position ids "
+            "mark where each starts)."
         },
     )
     precompute_ref_log_probs: bool = field(
@@ -269,16 +283,21 @@ class ReferenceAndGuardMixin:
         attention_mask = inputs[f"{group}_attention_mask"]
 
         def forward(model) -> torch.Tensor:
+            model_inputs, index = self.model_inputs(input_ids, attention_mask)
+            tokens = model_inputs["input_ids"]
             if not self.fused_lm_head:
-                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+                logits = model(**model_inputs, use_cache=False).logits[:, :-1]
                 # One fused log-softmax and gather over the whole batch (TRL's selective_log_softmax loops over rows).
-                return -F.cross_entropy(
-                    logits.flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none"
-                ).view(input_ids.size(0), -1)
-            labels = input_ids.masked_fill(completion_mask == 0, -100)
-            return model(
-                input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, use_cache=False
-            ).log_probs
+                logps = -F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none").view(
+                    tokens.size(0), -1
+                )
+            else:
+                labels = input_ids.masked_fill(completion_mask == 0, -100)
+                if index is not None:
+                    labels = labels[attention_mask.bool()][None]
+                logps = model(**model_inputs, labels=labels, fused_lm_head=True, use_cache=False).log_probs
+            # Packed, the value of token k (from token k - 1) sits at k - 1.
+            return logps if index is None else logps[0][index[:, 1:] - 1]
 
         if reference:
             with self.reference_model() as reference_model:
@@ -292,17 +311,23 @@ class ReferenceAndGuardMixin:
         """The next-token logits (float32) before each token of `group`, (batch, length - 1, vocabulary), and the mask
         of the answer tokens, (batch, length - 1), as `completion_logps` gives them: for the losses that read whole
         next-token distributions. With `reference=True`, under the model before unlearning and without gradient."""
-        kwargs = {
-            "input_ids": inputs[f"{group}_input_ids"],
-            "attention_mask": inputs[f"{group}_attention_mask"],
-            "use_cache": False,
-        }
+        model_inputs, index = self.model_inputs(inputs[f"{group}_input_ids"], inputs[f"{group}_attention_mask"])
         if reference:
             with self.reference_model() as reference_model:
-                logits = reference_model(**kwargs).logits[:, :-1]
+                logits = reference_model(**model_inputs, use_cache=False).logits
         else:
-            logits = model(**kwargs).logits[:, :-1]
-        return logits.float(), inputs[f"{group}_completion_mask"][:, 1:].float()
+            logits = model(**model_inputs, use_cache=False).logits
+        if index is not None:
+            logits = logits[0][index]
+        return logits[:, :-1].float(), inputs[f"{group}_completion_mask"][:, 1:].float()
+
+    def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
+        """The forward pass's inputs for a right-padded batch; with `padding_free`, its tokens packed in one row, and
+        the index that puts each padded place's token back (else None)."""
+        if not self.args.padding_free:
+            return {"input_ids": input_ids, "attention_mask": attention_mask}, None
+        packed_ids, position_ids, index = pack_sequences(input_ids, attention_mask)
+        return {"input_ids": packed_ids, "position_ids": position_ids}, index
 
     def reference_kl(self, model, inputs: dict[str, torch.Tensor], group: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token KL(reference ‖ model) of the next-token distributions at the answer tokens of `group`, and their

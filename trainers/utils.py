@@ -83,6 +83,19 @@ def mean_answer_logp(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (logps * mask).sum(1) / mask.sum(1)
 
 
+def pack_sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Padding-free form of a right-padded batch: its tokens in one row (1, tokens), position ids that restart at 0 with
+    each sequence (transformers reads the sequences' boundaries from them), and, for each place of the padded batch,
+    the index of its token in that row (0 on padding, whose values the masks drop)."""
+    real = attention_mask.bool()
+    lengths = real.sum(1)
+    starts = lengths.cumsum(0) - lengths
+    places = torch.arange(input_ids.size(1), device=input_ids.device)
+    positions = places.expand_as(input_ids)[real]
+    index = torch.where(real, starts[:, None] + places, 0)
+    return input_ids[real][None], positions[None], index
+
+
 def cast_trainable_to_bf16(model: torch.nn.Module) -> None:
     """QLoRA keeps the adapters of a quantised model in bf16 (Dettmers et al., 2023), as TRL does."""
     for param in model.parameters():
