@@ -305,11 +305,28 @@ def run_draw(
 ) -> dict:
     """One draw: its target and retain models (fine-tuned or reused, evaluated once per split and cached), then each
     entry of `configs` (row name -> method and its config) unlearned and evaluated against the retain model. Returns
-    the draw's report; the unlearned models are deleted once evaluated."""
+    the draw's report; the unlearned models are deleted once evaluated. A report that a run with the same models and
+    settings finished in `folder` is read back instead: an interrupted bench, rerun with its --output_dir, goes on from
+    the draw it was in."""
     bundle = data_args.bundle()
     fmt, settings = data_args.prompt_format(), EvalSettings()
     probe_settings = ProbeSettings(**PRESETS[args.preset]["probes"])
     prepared = _prepared(args, cache_args, data_args, bundle, base)
+    for name, (_, config) in configs.items():
+        config.output_dir = str(folder / name)
+    what = {
+        "preset": args.preset,
+        "draw": _draw_name(data_args),
+        "forget_authors": data_args.forget_authors,
+        "target_model": str(prepared.target),
+        "retain_model": str(prepared.retain),
+        "configs": {name: {"method": method, **config.to_dict()} for name, (method, config) in configs.items()},
+        "probes": {"probes": list(probes), **asdict(probe_settings)},
+    }
+    finished = _finished_report(folder / "report.json", what)
+    if finished is not None:
+        print(f"  reusing the report this draw's run finished: {folder / 'report.json'}", flush=True)
+        return finished
     cached = not args.target_model
     results = {}
     for name, path in ((RETAIN, prepared.retain), (TARGET, prepared.target)):
@@ -322,7 +339,6 @@ def run_draw(
     costs = {}
     spec = TASK_FIGURES[bundle.task]
     for name, (method, config) in configs.items():
-        config.output_dir = str(folder / name)
         results[name], costs[name] = _unlearn_and_evaluate(
             name, method, config, prepared, bundle, data_args, results[RETAIN], probes, probe_settings, folder
         )
@@ -346,20 +362,19 @@ def run_draw(
         results,
         roles,
         results[RETAIN],
-        {
-            "preset": args.preset,
-            "draw": _draw_name(data_args),
-            "forget_authors": data_args.forget_authors,
-            "target_model": str(prepared.target),
-            "retain_model": str(prepared.retain),
-            **report_info(bundle, data_args, settings),
-            "costs": costs,
-            "configs": {name: {"method": method, **config.to_dict()} for name, (method, config) in configs.items()},
-            "probes": {"probes": list(probes), **asdict(probe_settings)},
-        },
+        {**what, **report_info(bundle, data_args, settings), "costs": costs},
     )
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def _finished_report(path: Path, what: dict) -> dict | None:
+    """The report at `path` when it was made of the same draw, models, method settings and probes as `what`."""
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    expected = json.loads(json.dumps(what, default=str))
+    return report if all(report.get(key) == value for key, value in expected.items()) else None
 
 
 # The figures aggregated over draws: label -> (summary key, the range the value can take). "MU / target" is each

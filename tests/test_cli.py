@@ -528,7 +528,7 @@ def test_gpu_check_runs_each_method_in_each_precision_and_reports_what_failed(tm
     assert "unknown method(s) ['telepathy']" in capsys.readouterr().err and not (tmp_path / "refused").exists()
 
 
-def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, capsys):
+def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, capsys, monkeypatch):
     bench = ["bench", "--tofu_path", str(tofu_dir), "--cache_dir", str(tmp_path / "cache")]
     # Each bad option: exit code 2 and one line naming it, before anything is built or a run folder made.
     for options, message in [
@@ -571,6 +571,17 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     table = (run / "table.md").read_text()
     assert "forget quality" in table and "paraphrased ROUGE-L" in table
     assert "ga" in capsys.readouterr().out
+
+    # Rerun in the same folder, the finished draw is read back, not unlearned again; with other settings it is not.
+    def unlearned_again(*args, **kwargs):
+        raise AssertionError("a finished draw was unlearned again")
+
+    monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", unlearned_again)
+    assert main([*argv, "--probes", "paraphrase", "--output_dir", str(run)]) == 0
+    assert "reusing the report" in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text()) == summary
+    with pytest.raises(AssertionError, match="unlearned again"):
+        main([*argv, "--probes", "none", "--output_dir", str(run)])
 
 
 def test_bench_speed_refuses_a_method_without_a_baseline(tmp_path, capsys):
