@@ -324,7 +324,8 @@ class ReferenceAndGuardMixin:
     def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
         """The forward pass's inputs for a right-padded batch; with `padding_free`, its tokens packed in one row, and
         the index that puts each padded place's token back (else None)."""
-        if not self.args.padding_free:
+        # DareU's config, TRL's GRPOConfig, has no `padding_free`: its retain passes stay padded.
+        if not getattr(self.args, "padding_free", False):
             return {"input_ids": input_ids, "attention_mask": attention_mask}, None
         packed_ids, position_ids, index = pack_sequences(input_ids, attention_mask)
         return {"input_ids": packed_ids, "position_ids": position_ids}, index
