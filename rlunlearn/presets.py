@@ -40,7 +40,7 @@ PRESETS = {
         # 181+184 and 182+185; docs/benchmarks.md): graddiff, npo, simnpo, idkdpo and flat; ga and llmu by the same
         # with `--methods ga llmu`; reveal_release by the same with `--methods reveal_release` (it kept 5e-4); wga, satimp,
         # undial, ceu, pdu and rmu by the same with `--methods wga satimp undial ceu pdu rmu`; dareu (PPO) by the same
-        # with `--methods dareu`. The GRPO row keeps the from-scratch preset's rate until it is tuned on this base.
+        # with `--methods dareu`; dareu-grpo by the same with `--methods dareu-grpo`.
         "unlearning": {
             "ga": {"learning_rate": 1e-4, "num_train_epochs": 5},
             "graddiff": {"learning_rate": 1.5e-4, "num_train_epochs": 5},
@@ -63,7 +63,7 @@ PRESETS = {
             "dareu-grpo": {
                 "method": "dareu",
                 "algorithm": "grpo",
-                "learning_rate": 2e-4,
+                "learning_rate": 5e-4,
                 "num_train_epochs": 4,
                 "num_generations": 4,
                 "max_completion_length": 48,
