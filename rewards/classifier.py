@@ -103,13 +103,7 @@ class SequenceClassifier:
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The temperature T > 0 that minimises the negative log-likelihood of `labels` under softmax(logits / T).
-
-    When the classifier ranks every held-out label first, that likelihood rises as T falls to 0 and has no minimum:
-    any fit would only sharpen the probabilities to 0 or 1 (and a reward read from them would lose its spread), so the
-    temperature stays 1."""
-    if bool((logits.argmax(-1) == labels).all()):
-        return 1.0
+    """The temperature T > 0 that minimises the negative log-likelihood of `labels` under softmax(logits / T)."""
 
     def nll(log_t: float) -> float:
         return torch.nn.functional.cross_entropy(logits / math.exp(log_t), labels).item()

@@ -24,8 +24,6 @@ from .presets import STANDIN_ATTRIBUTOR
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "attributor_metrics.json"
-# Part of a cached classifier's key: bumped when its training or calibration changes, so that it is trained again.
-ATTRIBUTOR_VERSION = 2
 
 
 @dataclass
@@ -161,9 +159,7 @@ def cached_attributor(
     target model) and reused while the data and settings are the same. Returns its folder and held-out metrics."""
     settings = {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "logging_dir")}
     key = hashlib.sha256(
-        json.dumps(
-            [bundle.fingerprint(), str(model_path), settings, ATTRIBUTOR_VERSION], sort_keys=True, default=str
-        ).encode()
+        json.dumps([bundle.fingerprint(), str(model_path), settings], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
     path = Path(folder) / f"attributor-{key}"
     if not (path / METRICS_FILE).is_file():
