@@ -1015,8 +1015,10 @@ def bench_gpu_check(args: GpuCheckArguments, cache_args: CacheArguments, run: Pa
     for name in methods:
         method = preset_method("gpu", name)
         method_args = _gpu_check_method_arguments(method, bundle, data_args, model_dir, run)
-        config_fields = {f.name for f in dataclasses.fields(METHODS[method][0])}
-        padding_free = {"padding_free": True} if args.padding_free and "padding_free" in config_fields else {}
+        # DareU's config (TRL's GRPOConfig) has no padding_free.
+        padding_free = (
+            {"padding_free": True} if args.padding_free and hasattr(METHODS[method][0], "padding_free") else {}
+        )
         for mode in args.modes:
             output_dir = run / f"{name}-{mode}"
             config = preset_unlearning_config(
