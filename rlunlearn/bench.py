@@ -323,7 +323,8 @@ def run_draw(
         "configs": {name: {"method": method, **config.to_dict()} for name, (method, config) in configs.items()},
         "probes": {"probes": list(probes), **asdict(probe_settings)},
     }
-    finished = _finished_report(folder / "report.json", what)
+    defaults = {name: _field_defaults(config) for name, (_, config) in configs.items()}
+    finished = _finished_report(folder / "report.json", what, defaults)
     if finished is not None:
         print(f"  reusing the report this draw's run finished: {folder / 'report.json'}", flush=True)
         return finished
@@ -368,13 +369,32 @@ def run_draw(
     return report
 
 
-def _finished_report(path: Path, what: dict) -> dict | None:
-    """The report at `path` when it was made of the same draw, models, method settings and probes as `what`."""
+def _finished_report(path: Path, what: dict, defaults: dict[str, dict]) -> dict | None:
+    """The report at `path` when it was made of the same draw, models, method settings and probes as `what`. A config
+    field the report lacks (one a later rlunlearn added) matches where this run leaves it at its default (`defaults`:
+    row -> field -> default), the behaviour the report was made with. Output folders are not compared: a run folder
+    that was moved or copied still resumes."""
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
     expected = json.loads(json.dumps(what, default=str))
-    return report if all(report.get(key) == value for key, value in expected.items()) else None
+    saved = {key: report.get(key) for key in expected}
+    saved["configs"] = {
+        row: {k: v for k, v in config.items() if k != "output_dir"} for row, config in (saved["configs"] or {}).items()
+    }
+    for row, config in expected["configs"].items():
+        del config["output_dir"]
+        added = config.keys() - saved["configs"].get(row, {}).keys()
+        if all(key in defaults[row] and config[key] == defaults[row][key] for key in added):
+            for key in added:
+                del config[key]
+    return report if saved == expected else None
+
+
+def _field_defaults(config) -> dict:
+    """The fields of a config that have a plain default, with their defaults as its report writes them."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    return json.loads(json.dumps(defaults, default=str))
 
 
 # The figures aggregated over draws: label -> (summary key, the range the value can take). "MU / target" is each

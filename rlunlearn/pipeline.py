@@ -114,7 +114,9 @@ def finetune_model(
     config = dataclasses.replace(
         finetune_config, output_dir=str(output_dir), run_name=finetune_config.run_name or which
     )
-    logger.info("Fine-tuning the %s model (%s)", which, "all authors" if which == "target" else "retain authors only")
+    logger.info(
+        "Fine-tuning the %s model (%s)", which, "forget and retain data" if which == "target" else "retain data only"
+    )
     data = training_data(bundle, which, data_args.prompt_format(), with_background(data_args, model_args))
     finetune(model, tokenizer, data, config, get_peft_config(model_args))
     return round(time.time() - started, 1)

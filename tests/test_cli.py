@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -582,6 +583,20 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     assert json.loads((run / "summary.json").read_text()) == summary
     with pytest.raises(AssertionError, match="unlearned again"):
         main([*argv, "--probes", "none", "--output_dir", str(run)])
+    # A report written before a config field existed (here padding_free), in a folder since moved, is read back while
+    # the field stays at its default; a field it lacks that this run sets otherwise (the learning rate) is not.
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    written = moved / "draw-1" / "report.json"
+    older = json.loads(written.read_text())
+    del older["configs"]["ga"]["padding_free"]
+    written.write_text(json.dumps(older))
+    assert main([*argv, "--probes", "paraphrase", "--output_dir", str(moved)]) == 0
+    assert "reusing the report" in capsys.readouterr().out
+    del older["configs"]["ga"]["learning_rate"]
+    written.write_text(json.dumps(older))
+    with pytest.raises(AssertionError, match="unlearned again"):
+        main([*argv, "--probes", "paraphrase", "--output_dir", str(moved)])
 
 
 def test_bench_speed_refuses_a_method_without_a_baseline(tmp_path, capsys):
