@@ -108,12 +108,30 @@ def test_a_reward_without_spread_is_reported(finetuned, bundle, tokenizer, tmp_p
     def constant(prompts, completions, **kwargs):
         return [1.0] * len(completions)
 
-    model = AutoModelForCausalLM.from_pretrained(finetuned)
-    run = trainer(model, [constant], config(tmp_path, max_steps=2), bundle, tokenizer)
-    with caplog.at_level(logging.WARNING, logger="rlunlearn.trainers.dareu"):
-        run.train()
-    assert [e["frac_reward_zero_std"] for e in run.state.log_history if "reward" in e] == [1.0, 1.0]
-    assert "frac_reward_zero_std = 1" in caplog.text
+    def by_prompt(prompts, completions, **kwargs):
+        return [float(sum(map(ord, str(prompt)))) for prompt in prompts]
+
+    def warnings_of(reward, algorithm):
+        model = AutoModelForCausalLM.from_pretrained(finetuned)
+        run = trainer(model, [reward], config(tmp_path, algorithm=algorithm, max_steps=2), bundle, tokenizer)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="rlunlearn.trainers.dareu"):
+            run.train()
+        return [e for e in run.state.log_history if "reward" in e], caplog.text
+
+    logged, warned = warnings_of(constant, "grpo")
+    assert [e["frac_reward_zero_std"] for e in logged] == [1.0, 1.0]
+    assert "frac_reward_zero_std = 1" in warned
+    # A reward that differs between prompts and not within them: no group teaches GRPO, so it warns; PPO, whose
+    # baseline is its value head, learns from it and does not.
+    logged, warned = warnings_of(by_prompt, "grpo")
+    assert all(e["frac_reward_zero_std"] == 1.0 and e["reward_std"] > 0 for e in logged)
+    assert "frac_reward_zero_std = 1" in warned
+    logged, warned = warnings_of(by_prompt, "ppo")
+    assert all(e["frac_reward_zero_std"] == 1.0 and e["reward_std"] > 0 for e in logged)
+    assert "DareU" not in warned
+    logged, warned = warnings_of(constant, "ppo")
+    assert "reward_std = 0" in warned
 
 
 def test_bad_settings_fail_before_training(finetuned, bundle, tokenizer, tmp_path, rewards):

@@ -41,9 +41,12 @@ The policy-gradient estimator is `algorithm`:
 Generation, reward computation, clipping and the β·KL term are TRL's GRPOTrainer's; vLLM generation
 (`use_vllm=True`) works where a GPU is present. TRL computes the policy's log-probabilities at the sampling
 `temperature` (logits / T); the retain regulariser, `eval_<set>_prob` and the retain-probability guard are computed at
-temperature 1, the model's own probabilities. When every completion of a prompt gets the same reward, its advantage is
-zero and it teaches nothing: TRL logs the share of such groups as `frac_reward_zero_std`, and this trainer warns when a
-whole logging window had no reward spread (raise `temperature` or `num_generations`, or check the reward).
+temperature 1, the model's own probabilities. Under `grpo` and `rloo`, when every completion of a prompt gets the same
+reward, its advantage is zero and it teaches nothing: TRL logs the share of such groups as `frac_reward_zero_std`, and
+this trainer warns when a whole logging window had no reward spread within its groups. Under `ppo` the advantage is the
+reward against the value head's estimate, so equal rewards within a group still teach it where they differ between
+prompts; it warns when every reward of the window was the same (`reward_std` = 0). Raise `temperature` or
+`num_generations`, or check the reward.
 """
 
 from __future__ import annotations
@@ -487,12 +490,19 @@ class DareUTrainer(ReferenceAndGuardMixin, GRPOTrainer):
     # ---- logging and the end of training -----------------------------------------------------------------------------
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        zero_std = self._metrics["train"].get("frac_reward_zero_std", [])
-        if self.model.training and zero_std and min(zero_std) == 1.0:
+        metrics = self._metrics["train"]
+        if self.args.algorithm == "ppo":
+            # PPO's baseline is the value head, not the group: answers to different prompts that differ in reward teach
+            # it; only a whole rollout batch of equal rewards leaves it the value head's error alone.
+            unspread, figure = [s < 1e-8 for s in metrics.get("reward_std", [])], "reward_std = 0"
+            what = "every completion of each rollout batch got the same reward"
+        else:
+            unspread, figure = [f == 1.0 for f in metrics.get("frac_reward_zero_std", [])], "frac_reward_zero_std = 1"
+            what = "every completion of every prompt got the same reward as the others of its group"
+        if self.model.training and unspread and all(unspread):
             logger.warning(
-                "DareU: every completion of every prompt got the same reward since the last log "
-                "(frac_reward_zero_std = 1), so the reward taught nothing. Raise --temperature or --num_generations, "
-                "or check that the reward separates answers."
+                f"DareU: {what} since the last log ({figure}), so the reward taught nothing. Raise --temperature or "
+                "--num_generations, or check that the reward separates answers."
             )
         super().log(logs, start_time)
 
