@@ -152,12 +152,17 @@ def build_rewards(reward_args: RewardArguments, bundle: UnlearningBundle, data_a
     return rewards
 
 
+def attributor_settings(config: AttributorConfig) -> dict:
+    """What a classifier's training depends on in its config: every field but where it is written."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "logging_dir")}
+
+
 def cached_attributor(
     folder: Path, bundle: UnlearningBundle, data_args, model_path: Path, config: AttributorConfig
 ) -> tuple[Path, dict]:
     """The attribution classifier trained from `model_path` on `bundle`, kept in `folder` (e.g. beside the cached
     target model) and reused while the data and settings are the same. Returns its folder and held-out metrics."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "logging_dir")}
+    settings = attributor_settings(config)
     key = hashlib.sha256(
         json.dumps([bundle.fingerprint(), str(model_path), settings], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]

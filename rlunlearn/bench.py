@@ -33,7 +33,7 @@ from .arguments import (
     TuneArguments,
     check_probes_apply,
 )
-from .attribution import AttributorConfig, cached_attributor, default_attributor_config
+from .attribution import AttributorConfig, attributor_settings, cached_attributor, default_attributor_config
 from .data.draws import FORGET_SHAPES, VALIDATION, author_draws
 from .evaluation import (
     FLUENCY_SPLITS,
@@ -242,18 +242,31 @@ def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> d
     return timing
 
 
+def _reads_attributor(method: str) -> bool:
+    """Whether the method's extra inputs at their defaults read an attribution classifier: DareU's rewards do;
+    Reveal-and-Release's default reveal reward reads no forget data."""
+    extra = extra_inputs_of(method)
+    return extra is not None and extra.reads_attributor(extra.arguments())
+
+
+def _attributor_entry(method: str, data_args: DataArguments) -> dict:
+    """The training of the classifier a method reads, for its report (so that a report made with another recipe is
+    not reused); nothing for a method that reads none."""
+    if not _reads_attributor(method):
+        return {}
+    return {"attributor": attributor_settings(default_attributor_config(data_args, output_dir=None))}
+
+
 def _method_arguments(method, prepared, bundle, data_args):
     """The options of a method's extra inputs, with the attribution classifier (trained once from the target and
-    cached beside it), where their defaults read one: DareU's rewards. None otherwise: Reveal-and-Release's default
-    reveal reward reads no forget data."""
-    extra = extra_inputs_of(method)
-    if extra is None or not extra.reads_attributor(extra.arguments()):
+    cached beside it) where they read one; None where they do not."""
+    if not _reads_attributor(method):
         return None
     attributor, metrics = cached_attributor(
         prepared.folder, bundle, data_args, prepared.target, default_attributor_config(data_args, output_dir=None)
     )
     print(f"{method}: attribution classifier held-out accuracy {metrics['accuracy']:.3f}", flush=True)
-    return extra.arguments(attributor=str(attributor))
+    return extra_inputs_of(method).arguments(attributor=str(attributor))
 
 
 def _unlearn_and_evaluate(
@@ -320,7 +333,10 @@ def run_draw(
         "forget_authors": data_args.forget_authors,
         "target_model": str(prepared.target),
         "retain_model": str(prepared.retain),
-        "configs": {name: {"method": method, **config.to_dict()} for name, (method, config) in configs.items()},
+        "configs": {
+            name: {"method": method, **config.to_dict(), **_attributor_entry(method, data_args)}
+            for name, (method, config) in configs.items()
+        },
         "probes": {"probes": list(probes), **asdict(probe_settings)},
     }
     defaults = {name: _field_defaults(config) for name, (_, config) in configs.items()}
@@ -1093,11 +1109,10 @@ def bench_gpu_check(args: GpuCheckArguments, cache_args: CacheArguments, run: Pa
 def _gpu_check_method_arguments(method, bundle, data_args, model_dir: Path, run: Path):
     """A method's extra inputs at their defaults; DareU's attribution classifier trained for a few steps from the
     random model (the check times unlearning, not the classifier)."""
-    extra = extra_inputs_of(method)
-    if extra is None or not extra.reads_attributor(extra.arguments()):
+    if not _reads_attributor(method):
         return None
     attributor, _ = cached_attributor(run, bundle, data_args, model_dir, AttributorConfig(output_dir=None, max_steps=2))
-    return extra.arguments(attributor=str(attributor))
+    return extra_inputs_of(method).arguments(attributor=str(attributor))
 
 
 def _step_costs(log_history: list[dict]) -> dict:

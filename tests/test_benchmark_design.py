@@ -1,5 +1,6 @@
 """The benchmark's statistics and its separation of validation from reported forget authors."""
 
+import json
 import math
 
 import numpy as np
@@ -261,3 +262,28 @@ def test_draws_are_aggregated_and_collapsed_methods_are_not_ranked():
     validation["flat"] = {"forget quality": 0.1, "collapsed": False}
     assert bench._rank_agreement(validation, aggregated) == pytest.approx(1.0)
     assert rows[2]["forget quality"].startswith("0.300 [")
+
+
+def test_a_report_made_with_another_attribution_classifier_recipe_is_not_reused(tmp_path):
+    from rlunlearn import bench
+    from rlunlearn.arguments import DataArguments
+    from rlunlearn.presets import STANDIN_ATTRIBUTOR, STANDIN_TASKS
+
+    data_args = DataArguments(**STANDIN_TASKS["muse"], generator_seed=1)
+    config = bench._method_config("cpu", "dareu")
+    recipe = bench._attributor_entry("dareu", data_args)["attributor"]
+    assert recipe["num_train_epochs"] == STANDIN_ATTRIBUTOR["muse"]["num_train_epochs"]
+    assert bench._attributor_entry("npo", data_args) == {}
+
+    def what(attributor):
+        entry = {} if attributor is None else {"attributor": attributor}
+        return {"draw": "seed 1", "configs": {"dareu": {"method": "dareu", **config.to_dict(), **entry}}}
+
+    report = tmp_path / "report.json"
+    defaults = {"dareu": bench._field_defaults(config)}
+    report.write_text(json.dumps(what(recipe), default=str))
+    assert bench._finished_report(report, what(recipe), defaults) is not None
+    # Another recipe, or a report from before the recipe was recorded: unlearned again.
+    for older in ({**recipe, "num_train_epochs": 3.0}, None):
+        report.write_text(json.dumps(what(older), default=str))
+        assert bench._finished_report(report, what(recipe), defaults) is None
