@@ -589,6 +589,10 @@ class GpuCheckArguments:
         default=False,
         metadata={"help": "Run the forward passes padding-free, in the methods whose config has `padding_free`."},
     )
+    use_vllm: bool = field(
+        default=False,
+        metadata={"help": "Sample with vLLM (colocated) in the methods that sample: DareU and Reveal-and-Release."},
+    )
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-gpu-check-<time>)."})
 
 

@@ -21,7 +21,7 @@ import torch
 from trl import ModelConfig
 
 from rlunlearn.trainers import METHODS, UnlearningConfig
-from rlunlearn.trainers.utils import bf16_default
+from rlunlearn.trainers.utils import bf16_default, check_vllm
 
 from .arguments import (
     BenchArguments,
@@ -1040,6 +1040,7 @@ def bench_gpu_check(args: GpuCheckArguments, cache_args: CacheArguments, run: Pa
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; the gpu preset runs: {', '.join(rows_of_preset)}.")
     _check_modes(args.modes)
+    check_vllm(args)
     cuda = torch.cuda.is_available()
     where = torch.cuda.get_device_name() if cuda else "CPU (no GPU visible: CPU figures, resident set as memory)"
     model_dir = run / "model"
@@ -1051,10 +1052,12 @@ def bench_gpu_check(args: GpuCheckArguments, cache_args: CacheArguments, run: Pa
     for name in methods:
         method = preset_method("gpu", name)
         method_args = _gpu_check_method_arguments(method, bundle, data_args, model_dir, run)
-        # DareU's config (TRL's GRPOConfig) has no padding_free.
-        padding_free = (
-            {"padding_free": True} if args.padding_free and hasattr(METHODS[method][0], "padding_free") else {}
-        )
+        # DareU's config (TRL's GRPOConfig) has no padding_free; only the sampling methods' have use_vllm.
+        config_class = METHODS[method][0]
+        options = {
+            **({"padding_free": True} if args.padding_free and hasattr(config_class, "padding_free") else {}),
+            **({"use_vllm": True} if args.use_vllm and hasattr(config_class, "use_vllm") else {}),
+        }
         for mode in args.modes:
             output_dir = run / f"{name}-{mode}"
             config = preset_unlearning_config(
@@ -1070,7 +1073,7 @@ def bench_gpu_check(args: GpuCheckArguments, cache_args: CacheArguments, run: Pa
                 save_strategy="no",
                 disable_tqdm=True,
                 **GPU_CHECK_OVERRIDES.get(method, {}),
-                **padding_free,
+                **options,
             )
             model_args = ModelConfig(
                 model_name_or_path=str(model_dir),

@@ -527,6 +527,9 @@ def test_gpu_check_runs_each_method_in_each_precision_and_reports_what_failed(tm
     assert "no GPU visible" in capsys.readouterr().out and not (tmp_path / "model").exists()
     assert main(["bench", "gpu-check", "--methods", "telepathy", "--output_dir", str(tmp_path / "refused")]) == 2
     assert "unknown method(s) ['telepathy']" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    assert main(["bench", "gpu-check", "--use_vllm", "true", "--output_dir", str(tmp_path / "refused")]) == 2
+    assert "--use_vllm: generating with vLLM needs vLLM" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
 
 
 def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, capsys, monkeypatch):

@@ -139,6 +139,8 @@ def test_bad_settings_fail_before_training(finetuned, bundle, tokenizer, tmp_pat
         config(tmp_path, beta=0.0)
     with pytest.raises(ValueError, match="--algorithm 'a2c'"):
         config(tmp_path, algorithm="a2c")
+    with pytest.raises(ValueError, match="--use_vllm: generating with vLLM needs vLLM installed"):
+        config(tmp_path, use_vllm=True)  # no vLLM and no GPU here: said before TRL's trainer would load anything
     with pytest.raises(ValueError, match="retain_dataset"):
         DareUTrainer(
             model=AutoModelForCausalLM.from_pretrained(finetuned),

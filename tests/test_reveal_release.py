@@ -221,6 +221,48 @@ def constant_reward(prompts, completions, **kwargs):
     return [0.5] * len(completions)
 
 
+def test_vllm_samples_each_reveal_from_the_weights_the_earlier_rounds_left(
+    finetuned, bundle, tokenizer, tmp_path, monkeypatch
+):
+    """--use_vllm: the reveal's answers come from TRL's VLLMGeneration (vLLM needs a GPU: a stand-in here records what
+    it is given), which gets the current weights before each round's reveal."""
+    answer_ids = tokenizer("The author was born in a small town.", add_special_tokens=False)["input_ids"]
+
+    class RecordingEngine:
+        built = []
+
+        def __init__(self, model, accelerator, processing_class, **settings):
+            self.model, self.settings, self.synced = model, settings, []
+            RecordingEngine.built.append(self)
+
+        def sync_weights(self):  # what the engine is given: the size of the modules' B matrices
+            self.synced.append(sum(p.abs().sum().item() for n, p in self.model.named_parameters() if "lora_B" in n))
+
+        def generate(self, prompts, images, num_generations):
+            assert images is None and len(prompts) == num_generations and all(p == prompts[0] for p in prompts)
+            return prompts, [answer_ids] * len(prompts), None, None
+
+    with pytest.raises(ValueError, match="--use_vllm: generating with vLLM needs vLLM installed"):
+        config(tmp_path, use_vllm=True)  # no vLLM and no GPU here
+    monkeypatch.setattr("rlunlearn.trainers.reveal_release.VLLMGeneration", RecordingEngine)
+    args = config(tmp_path, num_rounds=2, reveal_steps=2, reveal_threshold=0.0, retain_module=False)
+    args.use_vllm = True
+    run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), args, bundle, tokenizer, constant_reward)
+    run.train()
+    (engine,) = RecordingEngine.built
+    assert engine.settings == {
+        "mode": "colocate",
+        "gpu_memory_utilization": 0.3,
+        "temperature": 1.0,
+        "max_completion_length": 32,
+    }
+    # Three reveals (the third stops the run): from the new module (B = 0), then after each round's training.
+    assert len(engine.synced) == 3 and engine.synced[0] == 0 < engine.synced[1] < engine.synced[2]
+    revealed = (tmp_path / "reveal_release" / "revealed.jsonl").read_text().splitlines()
+    expected = tokenizer.decode(answer_ids, skip_special_tokens=True)
+    assert revealed and all(json.loads(line)["completion"] == expected for line in revealed)
+
+
 def test_the_bandit_learns_from_relevance_weighted_by_diversity(finetuned, bundle, tokenizer, tmp_path):
     args = config(tmp_path, reveal_steps=3, reveal_generations=4, diversity_weight=2.0)
     run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), args, bundle, tokenizer, constant_reward)

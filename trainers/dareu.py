@@ -69,6 +69,7 @@ from .utils import (
     RetainSampler,
     bf16_default,
     can_pin_memory,
+    check_vllm,
     keep_4bit_trainable_on_cpu,
     multiprocess_cpu,
     remove_fused_lm_head,
@@ -184,6 +185,7 @@ class DareUConfig(GRPOConfig):
             self.num_iterations = PPO_EPOCHS if self.algorithm == "ppo" else 1
         if self.num_iterations < 1:
             raise ValueError(f"--num_iterations {self.num_iterations} must be at least 1.")
+        check_vllm(self)
         super().__post_init__()
         if self.algorithm == "ppo" and self.steps_per_generation % self.gradient_accumulation_steps:
             raise ValueError(

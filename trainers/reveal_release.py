@@ -65,6 +65,7 @@ from datasets import Dataset, concatenate_datasets
 from peft import PeftConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from trl.generation.vllm_generation import VLLMGeneration
 from trl.models.utils import disable_gradient_checkpointing
 
 from .base import RetainRegularizedConfig, UnlearningTrainer
@@ -74,6 +75,7 @@ from .npo import npo_loss
 from .utils import (
     GroupCollator,
     cast_trainable_to_bf16,
+    check_vllm,
     mean_answer_logp,
     sharding_engine,
     tokenize_completions,
@@ -128,6 +130,12 @@ class RevealReleaseConfig(RetainRegularizedConfig):
             Longest sampled answer in tokens.
         temperature (`float`, defaults to `1.0`):
             Sampling temperature of the reveal.
+        use_vllm (`bool`, defaults to `False`):
+            Sample the reveal's answers with vLLM (TRL's `VLLMGeneration` in colocate mode: the engine shares the
+            training GPU, loads the model from its folder and is given the current weights before each round's
+            reveal). Needs vLLM and a CUDA GPU; off, answers come from transformers' `generate`.
+        vllm_gpu_memory_utilization (`float`, defaults to `0.3`):
+            Share of the GPU's memory the colocated vLLM engine reserves (TRL's GRPOConfig default).
         reveal_threshold (`float`, defaults to `0.5`):
             An answer joins the forget set when its relevance is at least this.
         diversity_weight (`float`, defaults to `1.0`):
@@ -181,6 +189,15 @@ class RevealReleaseConfig(RetainRegularizedConfig):
     reveal_generations: int = field(default=8, metadata={"help": "Answers sampled for each pull."})
     max_completion_length: int = field(default=64, metadata={"help": "Longest sampled answer in tokens."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the reveal."})
+    use_vllm: bool = field(
+        default=False,
+        metadata={
+            "help": "Sample the reveal's answers with vLLM, colocated on the training GPU (needs vLLM and CUDA)."
+        },
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "Share of the GPU's memory the colocated vLLM engine reserves."}
+    )
     reveal_threshold: float = field(
         default=0.5, metadata={"help": "An answer joins the forget set when its relevance is at least this."}
     )
@@ -216,6 +233,11 @@ class RevealReleaseConfig(RetainRegularizedConfig):
                 raise ValueError(f"--{name} is {getattr(self, name)}; it must be at least 1.")
         if self.temperature <= 0:
             raise ValueError(f"--temperature is {self.temperature}; sampling needs a temperature > 0.")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(
+                f"--vllm_gpu_memory_utilization is {self.vllm_gpu_memory_utilization}; give a share in (0, 1]."
+            )
+        check_vllm(self)
         engine = sharding_engine(self)
         if engine:
             raise ValueError(
@@ -411,6 +433,17 @@ class RevealReleaseTrainer(UnlearningTrainer):
         self._merged_modules: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.rounds: list[dict] = []
         self.bandit_history: list[dict] = []
+        self.vllm_generation = None
+        if self.args.use_vllm:
+            self.vllm_generation = VLLMGeneration(
+                model=unwrapped,
+                accelerator=self.accelerator,
+                processing_class=self.processing_class,
+                mode="colocate",
+                gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
+                temperature=self.args.temperature,
+                max_completion_length=self.args.max_completion_length,
+            )
 
     @classmethod
     def needs_retain(cls, args) -> bool:
@@ -471,9 +504,13 @@ class RevealReleaseTrainer(UnlearningTrainer):
 
     @torch.no_grad()
     def sample(self, prompt) -> list[str]:
-        """`reveal_generations` answers of the current model to `prompt`."""
+        """`reveal_generations` answers of the current model to `prompt` (sampled from the whole distribution)."""
         model = self.accelerator.unwrap_model(self.model)
         ids = tokenize_prompt(self.processing_class, prompt)
+        if self.vllm_generation is not None:
+            n = self.args.reveal_generations
+            _, completion_ids, _, _ = self.vllm_generation.generate([ids] * n, None, n)
+            return self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
         input_ids = torch.tensor([ids] * self.args.reveal_generations, device=self.accelerator.device)
         with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             output = model.generate(
@@ -541,6 +578,11 @@ class RevealReleaseTrainer(UnlearningTrainer):
         `reveal_threshold` (with their prompt and relevance), gathered over processes, and the mean relevance of every
         sampled answer. The bandit learns from each pull's mean relevance, raised by the answers' diversity."""
         model = self.accelerator.unwrap_model(self.model)
+        if self.vllm_generation is not None:
+            # The engine samples from the weights it was last given: give it the model the earlier rounds left (a new
+            # object once modules were merged into the base).
+            self.vllm_generation.model = model
+            self.vllm_generation.sync_weights()
         was_training = model.training
         model.eval()
         kept, all_rewards = [], []

@@ -14,6 +14,7 @@ from accelerate.utils import parse_flag_from_env
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 from trl.data_utils import common_prefix_length
+from trl.import_utils import is_vllm_available
 from trl.trainer.utils import pad
 
 
@@ -53,6 +54,15 @@ def sharding_engine(args: TrainingArguments) -> str | None:
     if args.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP"):
         return "FSDP"
     return None
+
+
+def check_vllm(args) -> None:
+    """vLLM generation (`use_vllm`) needs vLLM and a CUDA GPU: say so before any model loads."""
+    if args.use_vllm and not (is_vllm_available() and torch.cuda.is_available()):
+        raise ValueError(
+            "--use_vllm: generating with vLLM needs vLLM installed (`pip install vllm`) and a CUDA GPU; leave "
+            "--use_vllm off to generate with transformers."
+        )
 
 
 def gathered(param: torch.nn.Parameter, modifier_rank: int | None = None):
