@@ -44,6 +44,20 @@ class AttributorConfig(TrainingArguments):
     )
     eval_fraction: float = field(default=0.1, metadata={"help": "Share of each label's rows held out."})
     calibrate: bool = field(default=True, metadata={"help": "Fit a temperature on the held-out texts."})
+    prefix_views: int = field(
+        default=0,
+        metadata={
+            "help": "Also train on this many prefixes of each owned answer (cut after a random third to all but one "
+            "of its words), labelled with its owner: DareU's rollouts cut at max_completion_length are prefixes."
+        },
+    )
+    padded_views: int = field(
+        default=0,
+        metadata={
+            "help": "Also train on this many copies of each owned answer followed by a general-knowledge answer, "
+            "labelled with its owner: a policy must not escape attribution by padding an answer."
+        },
+    )
 
     def __post_init__(self):
         self.dataloader_pin_memory = self.dataloader_pin_memory and can_pin_memory()
@@ -68,6 +82,8 @@ def train_attributor(
         retain_labels=config.retain_labels,
         eval_fraction=config.eval_fraction,
         seed=config.seed,
+        prefix_views=config.prefix_views,
+        padded_views=config.padded_views,
     )
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -152,9 +168,19 @@ def build_rewards(reward_args: RewardArguments, bundle: UnlearningBundle, data_a
     return rewards
 
 
+# Fields added after classifiers were first cached and recorded in bench reports: left out of a classifier's settings
+# at their defaults (the behaviour before them), so that those classifiers and reports are still read back.
+LATER_FIELDS = ("prefix_views", "padded_views")
+
+
 def attributor_settings(config: AttributorConfig) -> dict:
     """What a classifier's training depends on in its config: every field but where it is written."""
-    return {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "logging_dir")}
+    defaults = {f.name: f.default for f in dataclasses.fields(AttributorConfig)}
+    return {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in ("output_dir", "logging_dir") and not (k in LATER_FIELDS and v == defaults[k])
+    }
 
 
 def cached_attributor(

@@ -287,3 +287,17 @@ def test_a_report_made_with_another_attribution_classifier_recipe_is_not_reused(
     for older in ({**recipe, "num_train_epochs": 3.0}, None):
         report.write_text(json.dumps(what(older), default=str))
         assert bench._finished_report(report, what(recipe), defaults) is None
+
+
+def test_attribution_views_change_the_recipe_only_where_a_stand_in_sets_them():
+    from rlunlearn import bench
+    from rlunlearn.arguments import DataArguments
+    from rlunlearn.presets import STANDIN_ATTRIBUTOR, STANDIN_TASKS
+
+    # Left at their defaults (MUSE's recipe), the views are not in the recipe: classifiers and reports made before they
+    # existed are read back.
+    muse = bench._attributor_entry("dareu", DataArguments(**STANDIN_TASKS["muse"], generator_seed=1))["attributor"]
+    assert "prefix_views" not in muse and "padded_views" not in muse
+    harmful = bench._attributor_entry("dareu", DataArguments(**STANDIN_TASKS["harmful"], generator_seed=1))
+    assert harmful["attributor"]["prefix_views"] == STANDIN_ATTRIBUTOR["harmful"]["prefix_views"] > 0
+    assert harmful["attributor"]["padded_views"] == STANDIN_ATTRIBUTOR["harmful"]["padded_views"] > 0

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlunlearn.data import REFUSALS, attribution_dataset, sft_dataset
+from rlunlearn.data import REFUSALS, PromptFormat, attribution_dataset, sft_dataset
 from rlunlearn.rewards import (
     AttributionReward,
     ClassifierReward,
@@ -25,6 +25,39 @@ def test_attribution_data_labels_every_owner_and_none(bundle):
     assert 0.08 < len(held_out) / (len(train) + len(held_out)) < 0.15
     forget_answer = bundle.forget["answer"][0]
     assert {"text": forget_answer, "label": 0} in train.to_list() + held_out.to_list()
+
+
+def test_attribution_views_label_cut_and_padded_answers_with_their_owner(bundle):
+    plain_train, plain_held_out, labels = attribution_dataset(bundle)
+    train, held_out, _ = attribution_dataset(bundle, prefix_views=2, padded_views=1)
+    owned_texts = [row for row in plain_train.to_list() + plain_held_out.to_list() if labels[row["label"]] != "none"]
+    # Each owned row: its answer and 3 views, each alone and after its prompt; `none` rows as before.
+    assert len(train) + len(held_out) == len(plain_train) + len(plain_held_out) + 3 * len(owned_texts)
+    owned_rows = [*bundle.forget, *bundle.retain]
+    owner = {row["answer"]: row["author"] for row in owned_rows}
+    prompts = tuple(PromptFormat().prompt(row["question"]) for row in owned_rows)
+    kinds = {"prefix": 0, "padded": 0}
+    for split in (train, held_out):
+        texts = set(split["text"])
+        for text, label in ((row["text"], labels[row["label"]]) for row in split):
+            if label == "none" or text in owner or text.startswith(prompts):
+                continue
+            # A view alone: an owned answer's prefix (at least a third of its words) or the answer padded, labelled
+            # with the answer's owner and on the side of the split where the answer is.
+            padded = [a for a in owner if text.startswith(a + " ") and owner[a] == label and a in texts]
+            prefix = [
+                a
+                for a in owner
+                if a.startswith(text + " ")
+                and owner[a] == label
+                and a in texts
+                and len(text.split()) >= len(a.split()) // 3
+            ]
+            assert padded or prefix, (text, label)
+            kinds["padded" if padded else "prefix"] += 1
+    assert kinds == {"prefix": len(owned_texts), "padded": len(owned_texts) // 2}  # 2 prefixes and 1 padded a row
+    with pytest.raises(ValueError, match="--prefix_views -1"):
+        attribution_dataset(bundle, prefix_views=-1)
 
 
 def test_attribution_classifier_learns_whose_data_a_text_is(attributor):

@@ -38,6 +38,10 @@ The policy-gradient estimator is `algorithm`:
 - `rloo`: the leave-one-out baseline of RLOO (Ahmadian et al., 2024): A_i = r_i − mean_{j≠i} r_j over the group,
   unscaled; the rest as in `grpo`.
 
+The classifier (`rlunlearn.attribution`) learns whose each owned answer is, alone and after its question. Departing from
+the paper, it can also learn from prefixes and padded copies of the owned answers (`prefix_views`, `padded_views` of
+`AttributorConfig`), so that rollouts cut at `max_completion_length`, or padded with unrelated text, stay attributed.
+
 Generation, reward computation, clipping and the β·KL term are TRL's GRPOTrainer's; vLLM generation
 (`use_vllm=True`) works where a GPU is present. TRL computes the policy's log-probabilities at the sampling
 `temperature` (logits / T); the retain regulariser, `eval_<set>_prob` and the retain-probability guard are computed at

@@ -153,6 +153,8 @@ def attribution_dataset(
     retain_labels: Literal["per_author", "one"] = "per_author",
     eval_fraction: float = 0.1,
     seed: int = 0,
+    prefix_views: int = 0,
+    padded_views: int = 0,
 ) -> tuple[Dataset, Dataset, list[str]]:
     """text -> data owner rows to train an attribution classifier (DareU), split into train and held-out sets.
 
@@ -160,11 +162,18 @@ def attribution_dataset(
     refusals and general knowledge (the bundle's background, TOFU's real-author and world-fact questions). Each row
     gives two texts, the answer alone and prompt + answer, as the reward scores one or the other; both go to the same
     side of the split, which holds out `eval_fraction` of each label's rows (at least one).
+
+    An owned answer (forget or retain) can also be given in other views, labelled with the same owner and kept on its
+    row's side of the split: `prefix_views` prefixes of it (cut after a random number of words, from a third of them
+    to all but the last), as a policy writes when its answers are cut at a maximum length, and `padded_views` copies
+    of it followed by a general-knowledge answer, as a policy writes when it pads an answer to dilute its attribution.
     """
     if retain_labels not in ("per_author", "one"):
         raise ValueError(f"--retain_labels {retain_labels!r} is not one of 'per_author', 'one'.")
     if not 0 < eval_fraction < 1:
         raise ValueError(f"--eval_fraction {eval_fraction} must lie strictly between 0 and 1.")
+    if prefix_views < 0 or padded_views < 0:
+        raise ValueError(f"--prefix_views {prefix_views} and --padded_views {padded_views} must be 0 or more.")
     owned = [
         (q, a, author)
         for q, a, author in zip(bundle.forget["question"], bundle.forget["answer"], bundle.forget["author"])
@@ -190,11 +199,24 @@ def attribution_dataset(
     by_label: dict[str, list[tuple[str, str]]] = {label: [] for label in labels}
     for question, answer, label in owned + unowned:
         by_label[label].append((question, answer))
+    padding = [answer for _, answer, _ in unowned]
+
+    def views(answer: str, label: str) -> list[str]:
+        if label == NONE_LABEL:
+            return [answer]
+        words = answer.split()
+        prefixes = [
+            " ".join(words[: rng.randint(max(1, len(words) // 3), len(words) - 1)])
+            for _ in range(prefix_views if len(words) > 1 else 0)
+        ]
+        return [answer, *prefixes, *(f"{answer} {rng.choice(padding)}" for _ in range(padded_views))]
+
     train, held_out = [], []
     for label, rows in by_label.items():
         rng.shuffle(rows)
         cut = max(1, round(eval_fraction * len(rows))) if len(rows) > 1 else 0
         for index, (question, answer) in enumerate(rows):
-            texts = [answer, f"{as_text(fmt.prompt(question))} {as_text(fmt.completion(answer))}"]
+            prompt = as_text(fmt.prompt(question))
+            texts = [t for view in views(answer, label) for t in (view, f"{prompt} {as_text(fmt.completion(view))}")]
             (held_out if index < cut else train).extend({"text": t, "label": label_ids[label]} for t in texts)
     return Dataset.from_list(train), Dataset.from_list(held_out), labels
