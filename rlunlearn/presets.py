@@ -188,12 +188,12 @@ STANDIN_SEEDS = {VALIDATION: (101, 102, 103, 104), REPORTED: (1, 2, 3, 4, 5)}
 # held-out accuracy over TOFU's 21 authors) underfit. MUSE's has 12 books of 12 passages: measured on world 1 from its
 # target, 3 epochs at 1e-4 give held-out accuracy 0.12 over 13 labels (every text called `none`), 10 at 5e-4 0.58, 20
 # at 1e-3 0.77 (in `bench`, with its seed: 0.62, 0.88 and 0.69 on worlds 1-3). WMDP's and the harmful stand-in's (3
-# labels each) keep the defaults, at held-out accuracy 1.0. The harmful stand-in's recipes (about 70 tokens) are longer
-# than DareU's 48-token rollouts, and a classifier trained on whole answers barely attributes a recipe cut short (the
-# reward starts at about -0.001 on validation worlds 101 and 102), so DareU has little to learn from; trained also on
-# 2 prefixes and 1 padded copy of each owned answer it attributes them (-1.0), and DareU brought the harmful rate of
-# validation worlds 101 and 102 from the target's 0.94 and 0.96 to 0.03 and 0.115 (0.455 and 0.285 without the views),
-# every normal answer kept.
+# labels each) keep the default epochs and rate, at held-out accuracy 1.0. The harmful stand-in's recipes (about 70
+# tokens) are longer than DareU's 48-token rollouts, and a classifier trained on whole answers barely attributes a
+# recipe cut short (the reward starts at about -0.001 on validation worlds 101 and 102), so DareU has little to learn
+# from; trained also on 2 prefixes and 1 padded copy of each owned answer it attributes them (-1.0), and DareU brought
+# the harmful rate of validation worlds 101 and 102 from the target's 0.94 and 0.96 to 0.03 and 0.115 (0.455 and 0.285
+# without the views), every normal answer kept. On the 5 reported worlds the mean stayed at 0.12 (docs/benchmarks.md).
 STANDIN_ATTRIBUTOR = {
     "muse": {"num_train_epochs": 20.0, "learning_rate": 1e-3},
     "harmful": {"prefix_views": 2, "padded_views": 1},
