@@ -54,8 +54,8 @@ class AttributorConfig(TrainingArguments):
     padded_views: int = field(
         default=0,
         metadata={
-            "help": "Also train on this many copies of each owned answer followed by a general-knowledge answer, "
-            "labelled with its owner: a policy must not escape attribution by padding an answer."
+            "help": "Also train on this many copies of each owned answer followed by an unowned text (a general-knowledge "
+            "answer or a refusal), labelled with its owner: a policy must not escape attribution by padding an answer."
         },
     )
 

@@ -166,7 +166,8 @@ def attribution_dataset(
     An owned answer (forget or retain) can also be given in other views, labelled with the same owner and kept on its
     row's side of the split: `prefix_views` prefixes of it (cut after a random number of words, from a third of them
     to all but the last), as a policy writes when its answers are cut at a maximum length, and `padded_views` copies
-    of it followed by a general-knowledge answer, as a policy writes when it pads an answer to dilute its attribution.
+    of it followed by an unowned text (a general-knowledge answer or a refusal), as a policy writes when it pads an
+    answer to dilute its attribution.
     """
     if retain_labels not in ("per_author", "one"):
         raise ValueError(f"--retain_labels {retain_labels!r} is not one of 'per_author', 'one'.")
