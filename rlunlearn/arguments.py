@@ -14,7 +14,7 @@ from rlunlearn.trainers import METHODS
 
 from .cache import default_cache_dir
 from .data.draws import FORGET_SHAPES, REPORTED, VALIDATION
-from .presets import MEMORY_MODES, PRESETS, STANDIN_TASKS
+from .presets import CONTROLS, MEMORY_MODES, PRESETS, STANDIN_TASKS
 
 # Sizes of the models built from scratch. "small" is the CPU preset (4 layers, hidden 256: about 4M parameters with a
 # 4k vocabulary); "tiny" is for tests; "large" and "xlarge" (110M and 341M with a 32k vocabulary) for memory
@@ -425,7 +425,9 @@ class DrawArguments:
     methods: list[str] = field(
         default_factory=list,
         metadata={
-            "help": f"Methods (rows of the preset) to run (default: all: {', '.join(PRESETS['cpu']['unlearning'])})."
+            "help": f"Methods (rows of the preset) to run (default: all: {', '.join(PRESETS['cpu']['unlearning'])}), "
+            f"and controls, run only when named ({', '.join(CONTROLS)}: DareU without its attribution reward; run "
+            "beside its row, the bench prints the row's score minus the control's, paired by draw)."
         },
     )
     task: str = field(

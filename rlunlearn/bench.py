@@ -59,6 +59,7 @@ from .models import MODEL_PRESETS, load_model, load_tokenizer
 from .pipeline import PreparedModels, extra_inputs_of, prepare_models, report_info, unlearn
 from .presets import (
     COLLAPSE_RATIO,
+    CONTROLS,
     DEMO,
     DEMO_SEED,
     MEMORY_MODES,
@@ -68,14 +69,16 @@ from .presets import (
     STANDIN_TASKS,
     TUNING_RULE,
     preset_method,
+    preset_row,
 )
 from .pretrain import PretrainConfig, cached_base, pretraining_corpus
 from .speed import bench_speed
 
 
 def preset_unlearning_config(preset: str, row: str, **overrides):
-    """The config of the preset's row (a method, or a variant of one) with its hyperparameters (and `overrides`)."""
-    settings = {k: v for k, v in PRESETS[preset]["unlearning"][row].items() if k != "method"}
+    """The config of the preset's row (a method, a variant of one, or a control) with its hyperparameters (and
+    `overrides`)."""
+    settings = {k: v for k, v in PRESETS[preset]["unlearning"][preset_row(row)[0]].items() if k != "method"}
     values = {**PRESETS[preset]["unlearning_common"], **settings, **overrides}
     return METHODS[preset_method(preset, row)][0](**values)
 
@@ -151,10 +154,12 @@ def _check(args) -> list[str]:
                 f"({pool[0]}-{pool[-1]}); choose authors from it or change --draws_from."
             )
     methods = getattr(args, "methods", None) or list(preset["unlearning"])
-    unknown = [m for m in methods if m not in preset["unlearning"]]
+    controls = [name for name, control in CONTROLS.items() if control["row"] in preset["unlearning"]]
+    unknown = [m for m in methods if m not in preset["unlearning"] and m not in controls]
     if unknown:
         raise ValueError(
-            f"unknown method(s) {unknown}; the {args.preset} preset runs: {', '.join(preset['unlearning'])}."
+            f"unknown method(s) {unknown}; the {args.preset} preset runs: {', '.join(preset['unlearning'])}, and "
+            f"the controls {', '.join(controls)}."
         )
     return methods
 
@@ -242,39 +247,46 @@ def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> d
     return timing
 
 
-def _reads_attributor(method: str) -> bool:
-    """Whether the method's extra inputs at their defaults read an attribution classifier: DareU's rewards do;
-    Reveal-and-Release's default reveal reward reads no forget data."""
+def _reads_attributor(method: str, extra_options: dict | None = None) -> bool:
+    """Whether the method's extra inputs (at their defaults, or `extra_options`) read an attribution classifier:
+    DareU's rewards do, unless a control leaves the attribution reward out; Reveal-and-Release's default reveal reward
+    reads no forget data."""
     extra = extra_inputs_of(method)
-    return extra is not None and extra.reads_attributor(extra.arguments())
+    return extra is not None and extra.reads_attributor(extra.arguments(**(extra_options or {})))
 
 
-def _attributor_entry(method: str, data_args: DataArguments) -> dict:
-    """The training of the classifier a method reads, for its report (so that a report made with another recipe is
-    not reused); nothing for a method that reads none."""
-    if not _reads_attributor(method):
-        return {}
-    return {"attributor": attributor_settings(default_attributor_config(data_args, output_dir=None))}
+def _row_entry(method: str, extra_options: dict, data_args: DataArguments) -> dict:
+    """What a row's report records beside its config (so that a report made otherwise is not reused): the options of
+    its extra inputs where a control sets them, and the training of the classifier it reads, if any."""
+    entry = {"extra_inputs": extra_options} if extra_options else {}
+    if _reads_attributor(method, extra_options):
+        entry["attributor"] = attributor_settings(default_attributor_config(data_args, output_dir=None))
+    return entry
 
 
-def _method_arguments(method, prepared, bundle, data_args):
-    """The options of a method's extra inputs, with the attribution classifier (trained once from the target and
-    cached beside it) where they read one; None where they do not."""
-    if not _reads_attributor(method):
+def _method_arguments(method, extra_options, prepared, bundle, data_args):
+    """The options of a method's extra inputs (their defaults, or a control's `extra_options`), with the attribution
+    classifier (trained once from the target and cached beside it) where they read one; None for a method without
+    extra inputs."""
+    extra = extra_inputs_of(method)
+    if extra is None:
         return None
+    arguments = extra.arguments(**extra_options)
+    if not extra.reads_attributor(arguments):
+        return arguments
     attributor, metrics = cached_attributor(
         prepared.folder, bundle, data_args, prepared.target, default_attributor_config(data_args, output_dir=None)
     )
     print(f"{method}: attribution classifier held-out accuracy {metrics['accuracy']:.3f}", flush=True)
-    return extra_inputs_of(method).arguments(attributor=str(attributor))
+    return dataclasses.replace(arguments, attributor=str(attributor))
 
 
 def _unlearn_and_evaluate(
-    name, method, config, prepared, bundle, data_args, retain_result, probes, probe_settings, folder
+    name, method, config, extra_options, prepared, bundle, data_args, retain_result, probes, probe_settings, folder
 ):
     """Unlearn one draw with one method (the row `name`) and evaluate the model; returns its evaluation and its
     costs."""
-    method_args = _method_arguments(method, prepared, bundle, data_args)
+    method_args = _method_arguments(method, extra_options, prepared, bundle, data_args)
     started = time.time()
     with PeakMemory() as memory:
         trainer = unlearn(method, config, prepared.target, bundle, data_args, ModelConfig(), method_args)
@@ -312,20 +324,23 @@ def run_draw(
     cache_args: CacheArguments,
     data_args: DataArguments,
     base: str | None,
-    configs: dict[str, tuple[str, UnlearningConfig]],
+    configs: dict[str, tuple[str, UnlearningConfig, dict]],
     probes: tuple[str, ...],
     folder: Path,
 ) -> dict:
     """One draw: its target and retain models (fine-tuned or reused, evaluated once per split and cached), then each
-    entry of `configs` (row name -> method and its config) unlearned and evaluated against the retain model. Returns
-    the draw's report; the unlearned models are deleted once evaluated. A report that a run with the same models and
-    settings finished in `folder` is read back instead: an interrupted bench, rerun with its --output_dir, goes on from
-    the draw it was in."""
+    entry of `configs` (row name -> method, its config and the options of its extra inputs) unlearned and evaluated
+    against the retain model. Returns the draw's report of those rows; the unlearned models are deleted once evaluated.
+
+    The draw's report.json in `folder` is rewritten after each row, so an interrupted bench, rerun with its
+    --output_dir, keeps the rows it finished: a row that an earlier run in `folder` evaluated with the same models,
+    method settings and probes is read back, not unlearned again. Rows of that report that this run does not ask for
+    stay in the file (not in the returned report): a method added to a finished bench runs alone."""
     bundle = data_args.bundle()
     fmt, settings = data_args.prompt_format(), EvalSettings()
     probe_settings = ProbeSettings(**PRESETS[args.preset]["probes"])
     prepared = _prepared(args, cache_args, data_args, bundle, base)
-    for name, (_, config) in configs.items():
+    for name, (_, config, _) in configs.items():
         config.output_dir = str(folder / name)
     what = {
         "preset": args.preset,
@@ -334,38 +349,75 @@ def run_draw(
         "target_model": str(prepared.target),
         "retain_model": str(prepared.retain),
         "configs": {
-            name: {"method": method, **config.to_dict(), **_attributor_entry(method, data_args)}
-            for name, (method, config) in configs.items()
+            name: {"method": method, **config.to_dict(), **_row_entry(method, extra_options, data_args)}
+            for name, (method, config, extra_options) in configs.items()
         },
         "probes": {"probes": list(probes), **asdict(probe_settings)},
     }
-    defaults = {name: _field_defaults(config) for name, (_, config) in configs.items()}
-    finished = _finished_report(folder / "report.json", what, defaults)
-    if finished is not None:
-        print(f"  reusing the report this draw's run finished: {folder / 'report.json'}", flush=True)
-        return finished
+    defaults = {name: _field_defaults(config) for name, (_, config, _) in configs.items()}
+    path = folder / "report.json"
+    saved, reusable = _saved_rows(path, what, defaults)
+    if saved is not None and reusable == set(configs):
+        print(f"  reusing every row of the report this draw's run finished: {path}", flush=True)
+        return _report_of_rows(saved, configs)
+    # Every row of the file, the requested ones as they finish: name -> (evaluation, costs, config entry).
+    rows = {}
+    if saved is not None:
+        for name, config in saved["configs"].items():
+            if name not in configs or name in reusable:
+                result = {k: v for k, v in saved["models"][name].items() if k != "role"}
+                rows[name] = (result, saved["costs"].get(name, {}), config)
     cached = not args.target_model
     results = {}
-    for name, path in ((RETAIN, prepared.retain), (TARGET, prepared.target)):
+    for name, model in ((RETAIN, prepared.retain), (TARGET, prepared.target)):
         started = time.time()
         results[name] = evaluate_folder(
-            path, bundle, fmt, settings, progress=False, probes=probes, probe_settings=probe_settings, cache=cached
+            model, bundle, fmt, settings, progress=False, probes=probes, probe_settings=probe_settings, cache=cached
         )
         print(f"  {name}: evaluated in {time.time() - started:.0f}s", flush=True)
-    roles = {TARGET: TARGET, RETAIN: RETAIN}
-    costs = {}
+    info = {key: value for key, value in what.items() if key != "configs"}
+    info.update(report_info(bundle, data_args, settings))
+
+    def write_report() -> dict:
+        report = build_report(
+            {**results, **{name: row[0] for name, row in rows.items()}},
+            {TARGET: TARGET, RETAIN: RETAIN},
+            results[RETAIN],
+            {
+                **info,
+                "configs": {name: row[2] for name, row in rows.items()},
+                "costs": {name: row[1] for name, row in rows.items()},
+            },
+        )
+        path.write_text(json.dumps(report, indent=2, default=str))
+        return report
+
     spec = TASK_FIGURES[bundle.task]
-    for name, (method, config) in configs.items():
-        results[name], costs[name] = _unlearn_and_evaluate(
-            name, method, config, prepared, bundle, data_args, results[RETAIN], probes, probe_settings, folder
+    for name, (method, config, extra_options) in configs.items():
+        if name in reusable:
+            print(f"  {name}: read back from {path}", flush=True)
+            continue
+        result, costs = _unlearn_and_evaluate(
+            name,
+            method,
+            config,
+            extra_options,
+            prepared,
+            bundle,
+            data_args,
+            results[RETAIN],
+            probes,
+            probe_settings,
+            folder,
         )
         shutil.rmtree(folder / name, ignore_errors=True)  # the unlearned model: evaluated, not kept
-        roles[name] = UNLEARNED
-        summary, target = results[name]["summary"], results[TARGET]["summary"]
+        rows[name] = (result, costs, what["configs"][name])
+        write_report()
+        summary, target = result["summary"], results[TARGET]["summary"]
         score_key = spec.figures[spec.score][0]
         print(
             f"  {name}: {spec.score} {summary[score_key]:.3g}, {spec.utility_label} {summary[spec.utility_key]:.3f}"
-            f" (target {target[spec.utility_key]:.3f}), unlearned in {costs[name]['wall time (s)']}s",
+            f" (target {target[spec.utility_key]:.3f}), unlearned in {costs['wall time (s)']}s",
             flush=True,
         )
     # Babble is improbable to the model before unlearning: every model's forget answers (on harmful answers, those to
@@ -373,38 +425,49 @@ def run_draw(
     judged = FLUENCY_SPLITS.get(bundle.task)
     if judged is not None:
         judge = saved_model_perplexity_judge(str(prepared.target), fmt)
-        for result in results.values():
+        for result in [*results.values(), *(row[0] for row in rows.values())]:
             judge_fluency(result, judge, "generation_perplexity", judged)
-    report = build_report(
-        results,
-        roles,
-        results[RETAIN],
-        {**what, **report_info(bundle, data_args, settings), "costs": costs},
-    )
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    return report
+    return _report_of_rows(write_report(), configs)
 
 
-def _finished_report(path: Path, what: dict, defaults: dict[str, dict]) -> dict | None:
-    """The report at `path` when it was made of the same draw, models, method settings and probes as `what`. A config
-    field the report lacks (one a later rlunlearn added) matches where this run leaves it at its default (`defaults`:
-    row -> field -> default), the behaviour the report was made with. Output folders are not compared: a run folder
-    that was moved or copied still resumes."""
+def _report_of_rows(report: dict, rows) -> dict:
+    """`report` with the target, the retain model and `rows` only, in their order."""
+    models = report["models"]
+    return {
+        **report,
+        "configs": {name: report["configs"][name] for name in rows},
+        "costs": {name: report["costs"].get(name, {}) for name in rows},
+        "models": {
+            **{name: model for name, model in models.items() if model["role"] != UNLEARNED},
+            **{name: models[name] for name in rows},
+        },
+    }
+
+
+def _saved_rows(path: Path, what: dict, defaults: dict[str, dict]) -> tuple[dict | None, set[str]]:
+    """The report at `path` when it was made of the same draw, models and probes as `what` (else None), and the rows
+    of `what` it holds made with the same method settings. A config field the report lacks (one a later rlunlearn
+    added) matches where this run leaves it at its default (`defaults`: row -> field -> default), the behaviour the
+    report was made with. Output folders are not compared: a run folder that was moved or copied still resumes."""
     if not path.is_file():
-        return None
+        return None, set()
     report = json.loads(path.read_text())
     expected = json.loads(json.dumps(what, default=str))
-    saved = {key: report.get(key) for key in expected}
-    saved["configs"] = {
-        row: {k: v for k, v in config.items() if k != "output_dir"} for row, config in (saved["configs"] or {}).items()
-    }
+    if any(report.get(key) != value for key, value in expected.items() if key != "configs"):
+        return None, set()
+    reusable = set()
     for row, config in expected["configs"].items():
+        if row not in report["configs"]:
+            continue
+        saved = {k: v for k, v in report["configs"][row].items() if k != "output_dir"}
         del config["output_dir"]
-        added = config.keys() - saved["configs"].get(row, {}).keys()
+        added = config.keys() - saved.keys()
         if all(key in defaults[row] and config[key] == defaults[row][key] for key in added):
             for key in added:
                 del config[key]
-    return report if saved == expected else None
+        if saved == config:
+            reusable.add(row)
+    return report, reusable
 
 
 def _field_defaults(config) -> dict:
@@ -568,6 +631,23 @@ def rank_methods(aggregated: dict[str, dict], spec: TaskFigures = TASK_FIGURES["
     return status
 
 
+def against_controls(reports: list[dict], spec: TaskFigures = TASK_FIGURES["entities"]) -> dict[str, dict]:
+    """For each control that ran beside its row: the row's score minus the control's, paired by draw (both unlearned
+    the same draw's target), as `mean_interval`: what the row's score owes to what the control leaves out."""
+    key = spec.figures[spec.score][0]
+    differences = {}
+    for control, entry in CONTROLS.items():
+        row = entry["row"]
+        if control not in reports[0]["models"] or row not in reports[0]["models"]:
+            continue
+        values = []
+        for report in reports:
+            with_row, without = (report["models"][name]["summary"].get(key) for name in (row, control))
+            values.append(None if with_row is None or without is None else with_row - without)
+        differences[control] = {"row": row, spec.score: mean_interval(values)}
+    return differences
+
+
 def _interval_cell(figure: dict) -> str | float | None:
     """'mean [low, high]' (mean alone for one draw)."""
     if figure["mean"] is None:
@@ -630,7 +710,11 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
         folder = run / f"draw-{k + 1}"
         folder.mkdir(parents=True, exist_ok=True)
         configs = {
-            row: (preset_method(args.preset, row), _method_config(args.preset, row, **_tuned(validation, row)))
+            row: (
+                preset_method(args.preset, row),
+                _method_config(args.preset, row, **_tuned(validation, row)),
+                preset_row(row)[1],
+            )
             for row in methods
         }
         reports.append(run_draw(args, cache_args, data_args, base, configs, probes, folder))
@@ -648,6 +732,9 @@ def bench_unlearn(args: BenchArguments, cache_args: CacheArguments, run: Path) -
     }
     if validation is not None:
         summary["rank_agreement_with_validation"] = _rank_agreement(validation, aggregated, spec)
+    controls = against_controls(reports, spec)
+    if controls:
+        summary["against_controls"] = controls
     _print_bench(summary, probes, run, reports[0]["bundle"]["name"], spec)
     return summary
 
@@ -673,7 +760,8 @@ def _read_validation(path: str, args: BenchArguments) -> dict:
 
 
 def _tuned(validation: dict | None, row: str) -> dict:
-    """The config override of a row tuned in --validation_report: its chosen learning rate."""
+    """The config override of a row tuned in --validation_report: its chosen learning rate (a control's row's)."""
+    row = preset_row(row)[0]
     return {"learning_rate": validation[row]["learning_rate"]} if validation and row in validation else {}
 
 
@@ -733,6 +821,13 @@ def _write_bench(summary: dict, run: Path, markdown: str, spec: TaskFigures) -> 
     if "rank_agreement_with_validation" in summary:
         tau = summary["rank_agreement_with_validation"]
         print(f"\nKendall's tau, ranking by {spec.score} on the validation draws vs these: {format_value(tau)}")
+    for control, difference in summary.get("against_controls", {}).items():
+        figure = difference[spec.score]
+        cell = _interval_cell(figure)
+        print(
+            f"{difference['row']} minus {control}, {spec.score} paired by draw: "
+            f"{format_value(cell) if isinstance(cell, float) else cell} over {figure['n']} draw(s)"
+        )
     (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (run / "table.md").write_text(markdown)
     print(f"Summary: {run / 'summary.json'}; per-draw reports: {run}/draw-*/report.json; table: {run / 'table.md'}")
@@ -745,6 +840,12 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
     if "grid" not in PRESETS[args.preset]:
         raise ValueError(f"the {args.preset} preset has no grid to tune.")
     methods = _check(args)
+    controls = [m for m in methods if m in CONTROLS]
+    if controls:
+        raise ValueError(
+            f"{', '.join(controls)}: a control is not tuned; it runs at its row's rate (tune "
+            f"{', '.join(sorted({preset_row(c)[0] for c in controls}))})."
+        )
     args.output_dir = str(run)
     base = _base_model(args, cache_args)
     grid = PRESETS[args.preset]["grid"]
@@ -755,7 +856,11 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
         folder = run / f"draw-{k + 1}"
         folder.mkdir(parents=True, exist_ok=True)
         configs = {
-            f"{row}@{rate:g}": (preset_method(args.preset, row), _method_config(args.preset, row, learning_rate=rate))
+            f"{row}@{rate:g}": (
+                preset_method(args.preset, row),
+                _method_config(args.preset, row, learning_rate=rate),
+                {},
+            )
             for row in methods
             for rate in grid[row]
         }

@@ -210,8 +210,26 @@ TUNING_RULE = (
 )
 
 
+# Controls: rows that `bench` runs only when --methods names them (never by default, never tuned), each at its `row`'s
+# settings and tuned rate, with the options of the method's extra inputs in `extra_inputs`. DareU without its
+# attribution reward keeps only the degeneracy term, 0 on fluent text: PPO's advantages are then the value head's
+# errors, so what DareU's figures owe to its reward is their difference from this row's. On the harmful stand-in's 5
+# reported worlds this control alone brought the harmful rate from 0.775 to 0.32 (DareU: 0.12); on WMDP's it left the
+# hazard accuracy at 0.585 (the target's 0.594, DareU's 0.512; docs/benchmarks.md).
+CONTROLS = {"dareu-no-attribution": {"row": "dareu", "extra_inputs": {"reward_funcs": ["degeneracy"]}}}
+
+
+def preset_row(row: str) -> tuple[str, dict]:
+    """The row of the preset whose settings a bench row takes (a control's `row`, else itself) and the options of its
+    method's extra inputs (a control's `extra_inputs`, else none: their defaults)."""
+    control = CONTROLS.get(row)
+    return (control["row"], control["extra_inputs"]) if control else (row, {})
+
+
 def preset_method(preset: str, row: str) -> str:
-    """The method a row of the preset runs: its `method` entry (a variant such as `dareu-grpo`), else its name."""
+    """The method a row of the preset (or a control) runs: its `method` entry (a variant such as `dareu-grpo`), else
+    its name."""
+    row = preset_row(row)[0]
     return PRESETS[preset]["unlearning"][row].get("method", row)
 
 

@@ -138,7 +138,8 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
         assert not probes
         # npo keeps utility at 1e-4 and 3e-4 (3e-4 forgets more), collapses above; ga collapses at every rate.
         figures = {}
-        for name, (method, config) in configs.items():
+        for name, (method, config, extra_options) in configs.items():
+            assert extra_options == {}  # a tuned row runs its method's extra inputs at their defaults
             if name.startswith("dareu-grpo@"):  # a variant row runs its method at the row's settings
                 assert method == "dareu" and config.algorithm == "grpo"
             rate = config.learning_rate
@@ -173,6 +174,12 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
             bench.CacheArguments(cache_dir=str(tmp_path)),
             tmp_path,
         )
+    with pytest.raises(ValueError, match="dareu-no-attribution: a control is not tuned; it runs at its row's rate"):
+        bench.bench_tune(
+            bench.TuneArguments(tofu_path=str(tofu_dir), methods=["dareu-no-attribution"]),
+            bench.CacheArguments(cache_dir=str(tmp_path)),
+            tmp_path,
+        )
 
 
 def test_a_task_is_tuned_on_its_validation_worlds_and_reported_at_the_chosen_rates(tmp_path, monkeypatch, capsys):
@@ -187,21 +194,25 @@ def test_a_task_is_tuned_on_its_validation_worlds_and_reported_at_the_chosen_rat
             "target": {"role": "target", "summary": {"harmful_rate": 0.8, "normal_rougeL_recall": 1.0}},
             "retain": {"role": "retain", "summary": {"harmful_rate": 0.0, "normal_rougeL_recall": 1.0}},
         }
-        for name, (_, config) in configs.items():
+        for name, (method, config, extra_options) in configs.items():
             rate = config.learning_rate
-            runs.append((name, rate))
+            runs.append((name, method, rate, extra_options))
             # A higher rate answers fewer harmful prompts (lower is better here); npo loses the normal answers at 1e-3.
+            # The control without dareu's reward answers more harmful prompts, by 0.05 a world's seed.
+            harmful = 0.5 - 100 * rate + (0.05 * data_args.generator_seed if extra_options else 0)
             models[name] = {
                 "role": "unlearned",
-                "summary": {"harmful_rate": 0.5 - 100 * rate, "normal_rougeL_recall": 0.5 if rate >= 1e-3 else 0.95},
+                "summary": {"harmful_rate": harmful, "normal_rougeL_recall": 0.5 if rate >= 1e-3 else 0.95},
             }
         return {"draw": f"seed {data_args.generator_seed}", "models": models, "costs": {}, "bundle": {"name": "fake"}}
 
     monkeypatch.setattr(bench, "run_draw", fake_run_draw)
     monkeypatch.setattr(bench, "_base_model", lambda args, cache_args: "unused")
-    monkeypatch.setitem(bench.PRESETS["cpu"], "grid", {"npo": [1e-4, 3e-4, 1e-3], "ga": [1e-5, 1e-4]})
+    monkeypatch.setitem(
+        bench.PRESETS["cpu"], "grid", {"npo": [1e-4, 3e-4, 1e-3], "ga": [1e-5, 1e-4], "dareu": [1e-4, 2e-4]}
+    )
     cache = bench.CacheArguments(cache_dir=str(tmp_path))
-    args = bench.TuneArguments(task="harmful", methods=["npo", "ga"], draws=2)
+    args = bench.TuneArguments(task="harmful", methods=["npo", "ga", "dareu"], draws=2)
     result = bench.bench_tune(args, cache, tmp_path / "tune")
 
     assert worlds == list(STANDIN_SEEDS[VALIDATION][:2])
@@ -217,12 +228,25 @@ def test_a_task_is_tuned_on_its_validation_worlds_and_reported_at_the_chosen_rat
 
     worlds.clear(), runs.clear()
     report = str(tmp_path / "tune" / "tune.json")
-    args = bench.BenchArguments(task="harmful", methods=["npo", "ga"], draws=2, validation_report=report)
+    # A control runs its row's method at the rate tuned for that row, with its own extra inputs.
+    controlled = ["npo", "ga", "dareu", "dareu-no-attribution"]
+    args = bench.BenchArguments(task="harmful", methods=controlled, draws=2, validation_report=report)
     summary = bench.bench_unlearn(args, cache, tmp_path / "bench")
     assert worlds == list(STANDIN_SEEDS[REPORTED][:2])
-    assert set(runs) == {("npo", 3e-4), ("ga", 1e-4)}
+    assert runs[:4] == [
+        ("npo", "npo", 3e-4, {}),
+        ("ga", "ga", 1e-4, {}),
+        ("dareu", "dareu", 2e-4, {}),
+        ("dareu-no-attribution", "dareu", 2e-4, {"reward_funcs": ["degeneracy"]}),
+    ]
     assert summary["rank_agreement_with_validation"] == pytest.approx(1.0)
-    assert "Kendall's tau, ranking by harmful rate on the validation draws vs these: 1.0" in capsys.readouterr().out
+    # The row against its control, paired by world: 0.05 x seed lower on reported worlds 1 and 2.
+    difference = summary["against_controls"]["dareu-no-attribution"]
+    assert difference["row"] == "dareu"
+    assert difference["harmful rate"]["values"] == pytest.approx([-0.05, -0.1])
+    out = capsys.readouterr().out
+    assert "Kendall's tau, ranking by harmful rate on the validation draws vs these: 1.0" in out
+    assert "dareu minus dareu-no-attribution, harmful rate paired by draw: -0.075 [" in out
     with pytest.raises(
         ValueError, match="tuned with --preset cpu --task harmful; this run is --preset cpu --task wmdp"
     ):
@@ -267,13 +291,18 @@ def test_draws_are_aggregated_and_collapsed_methods_are_not_ranked():
 def test_a_report_made_with_another_attribution_classifier_recipe_is_not_reused(tmp_path):
     from rlunlearn import bench
     from rlunlearn.arguments import DataArguments
-    from rlunlearn.presets import STANDIN_ATTRIBUTOR, STANDIN_TASKS
+    from rlunlearn.presets import CONTROLS, STANDIN_ATTRIBUTOR, STANDIN_TASKS
 
     data_args = DataArguments(**STANDIN_TASKS["muse"], generator_seed=1)
     config = bench._method_config("cpu", "dareu")
-    recipe = bench._attributor_entry("dareu", data_args)["attributor"]
+    recipe = bench._row_entry("dareu", {}, data_args)["attributor"]
     assert recipe["num_train_epochs"] == STANDIN_ATTRIBUTOR["muse"]["num_train_epochs"]
-    assert bench._attributor_entry("npo", data_args) == {}
+    assert bench._row_entry("npo", {}, data_args) == {}
+    # The control without the attribution reward trains no classifier: its report records its rewards instead.
+    control = CONTROLS["dareu-no-attribution"]["extra_inputs"]
+    assert bench._row_entry("dareu", control, data_args) == {"extra_inputs": {"reward_funcs": ["degeneracy"]}}
+    arguments = bench._method_arguments("dareu", control, None, data_args.bundle(), data_args)
+    assert arguments.reward_funcs == ["degeneracy"] and arguments.attributor is None
 
     def what(attributor):
         entry = {} if attributor is None else {"attributor": attributor}
@@ -282,11 +311,11 @@ def test_a_report_made_with_another_attribution_classifier_recipe_is_not_reused(
     report = tmp_path / "report.json"
     defaults = {"dareu": bench._field_defaults(config)}
     report.write_text(json.dumps(what(recipe), default=str))
-    assert bench._finished_report(report, what(recipe), defaults) is not None
+    assert bench._saved_rows(report, what(recipe), defaults)[1] == {"dareu"}
     # Another recipe, or a report from before the recipe was recorded: unlearned again.
     for older in ({**recipe, "num_train_epochs": 3.0}, None):
         report.write_text(json.dumps(what(older), default=str))
-        assert bench._finished_report(report, what(recipe), defaults) is None
+        assert bench._saved_rows(report, what(recipe), defaults)[1] == set()
 
 
 def test_attribution_views_change_the_recipe_only_where_a_stand_in_sets_them():
@@ -296,8 +325,8 @@ def test_attribution_views_change_the_recipe_only_where_a_stand_in_sets_them():
 
     # Left at their defaults (MUSE's recipe), the views are not in the recipe: classifiers and reports made before they
     # existed are read back.
-    muse = bench._attributor_entry("dareu", DataArguments(**STANDIN_TASKS["muse"], generator_seed=1))["attributor"]
+    muse = bench._row_entry("dareu", {}, DataArguments(**STANDIN_TASKS["muse"], generator_seed=1))["attributor"]
     assert "prefix_views" not in muse and "padded_views" not in muse
-    harmful = bench._attributor_entry("dareu", DataArguments(**STANDIN_TASKS["harmful"], generator_seed=1))
+    harmful = bench._row_entry("dareu", {}, DataArguments(**STANDIN_TASKS["harmful"], generator_seed=1))
     assert harmful["attributor"]["prefix_views"] == STANDIN_ATTRIBUTOR["harmful"]["prefix_views"] > 0
     assert harmful["attributor"]["padded_views"] == STANDIN_ATTRIBUTOR["harmful"]["padded_views"] > 0

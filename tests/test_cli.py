@@ -577,12 +577,16 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     assert "ga" in capsys.readouterr().out
 
     # Rerun in the same folder, the finished draw is read back, not unlearned again; with other settings it is not.
+    from rlunlearn import bench as bench_module
+
+    unlearn_and_evaluate = bench_module._unlearn_and_evaluate
+
     def unlearned_again(*args, **kwargs):
         raise AssertionError("a finished draw was unlearned again")
 
     monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", unlearned_again)
     assert main([*argv, "--probes", "paraphrase", "--output_dir", str(run)]) == 0
-    assert "reusing the report" in capsys.readouterr().out
+    assert "reusing every row of the report" in capsys.readouterr().out
     assert json.loads((run / "summary.json").read_text()) == summary
     with pytest.raises(AssertionError, match="unlearned again"):
         main([*argv, "--probes", "none", "--output_dir", str(run)])
@@ -595,11 +599,40 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     del older["configs"]["ga"]["padding_free"]
     written.write_text(json.dumps(older))
     assert main([*argv, "--probes", "paraphrase", "--output_dir", str(moved)]) == 0
-    assert "reusing the report" in capsys.readouterr().out
+    assert "reusing every row of the report" in capsys.readouterr().out
     del older["configs"]["ga"]["learning_rate"]
     written.write_text(json.dumps(older))
     with pytest.raises(AssertionError, match="unlearned again"):
         main([*argv, "--probes", "paraphrase", "--output_dir", str(moved)])
+
+    # A bench interrupted within a draw keeps the rows it read back and those it finished; rerun, nothing finished is
+    # unlearned again, and a run of fewer rows reports them alone while the file keeps every row.
+    unlearned = []
+
+    def interrupted_at_graddiff(name, *args, **kwargs):
+        unlearned.append(name)
+        if name == "graddiff":
+            raise KeyboardInterrupt
+        return unlearn_and_evaluate(name, *args, **kwargs)
+
+    monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", interrupted_at_graddiff)
+
+    def with_methods(*methods):
+        return [*argv[:-1], *methods, "--probes", "paraphrase", "--output_dir", str(run)]
+
+    with pytest.raises(KeyboardInterrupt):
+        main(with_methods("ga", "npo", "graddiff"))
+    assert "ga: read back from" in capsys.readouterr().out
+    kept = json.loads((run / "draw-1" / "report.json").read_text())
+    assert unlearned == ["npo", "graddiff"] and list(kept["configs"]) == ["ga", "npo"]
+    assert kept["models"]["ga"]["summary"] == report["models"]["ga"]["summary"]
+    assert main(with_methods("ga", "npo")) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert unlearned == ["npo", "graddiff"] and list(summary["models"]) == ["retain", "target", "ga", "npo"]
+    assert summary["models"]["npo"]["forget quality"]["mean"] == kept["models"]["npo"]["summary"]["forget_quality"]
+    assert main(with_methods("npo")) == 0
+    assert list(json.loads((run / "summary.json").read_text())["models"]) == ["retain", "target", "npo"]
+    assert list(json.loads((run / "draw-1" / "report.json").read_text())["configs"]) == ["ga", "npo"]
 
 
 def test_bench_speed_refuses_a_method_without_a_baseline(tmp_path, capsys):
