@@ -422,11 +422,13 @@ def run_draw(
         )
     # Babble is improbable to the model before unlearning: every model's forget answers (on harmful answers, those to
     # the harmful prompts), scored by the target.
+    # Rows read back from a finished report were judged then; a row kept from an interrupted draw was not yet.
     judged = FLUENCY_SPLITS.get(bundle.task)
     if judged is not None:
         judge = saved_model_perplexity_judge(str(prepared.target), fmt)
         for result in [*results.values(), *(row[0] for row in rows.values())]:
-            judge_fluency(result, judge, "generation_perplexity", judged)
+            if f"{judged}_generation_perplexity" not in result["summary"]:
+                judge_fluency(result, judge, "generation_perplexity", judged)
     return _report_of_rows(write_report(), configs)
 
 
@@ -823,10 +825,9 @@ def _write_bench(summary: dict, run: Path, markdown: str, spec: TaskFigures) -> 
         print(f"\nKendall's tau, ranking by {spec.score} on the validation draws vs these: {format_value(tau)}")
     for control, difference in summary.get("against_controls", {}).items():
         figure = difference[spec.score]
-        cell = _interval_cell(figure)
         print(
             f"{difference['row']} minus {control}, {spec.score} paired by draw: "
-            f"{format_value(cell) if isinstance(cell, float) else cell} over {figure['n']} draw(s)"
+            f"{format_value(_interval_cell(figure))} over {figure['n']} draw(s)"
         )
     (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (run / "table.md").write_text(markdown)
