@@ -427,7 +427,7 @@ class DrawArguments:
         metadata={
             "help": f"Methods (rows of the preset) to run (default: all: {', '.join(PRESETS['cpu']['unlearning'])}), "
             f"and controls, run only when named ({', '.join(CONTROLS)}: DareU without its attribution reward; run "
-            "beside its row, the bench prints the row's score minus the control's, paired by draw)."
+            "beside its row, the bench prints each figure of the row's table minus the control's, paired by draw)."
         },
     )
     task: str = field(

@@ -34,6 +34,7 @@ from .arguments import (
     check_probes_apply,
 )
 from .attribution import AttributorConfig, attributor_settings, cached_attributor, default_attributor_config
+from .data.bundle import UnlearningBundle
 from .data.draws import FORGET_SHAPES, VALIDATION, author_draws
 from .evaluation import (
     FLUENCY_SPLITS,
@@ -281,15 +282,27 @@ def _method_arguments(method, extra_options, prepared, bundle, data_args):
     return dataclasses.replace(arguments, attributor=str(attributor))
 
 
-def _unlearn_and_evaluate(
-    name, method, config, extra_options, prepared, bundle, data_args, retain_result, probes, probe_settings, folder
-):
+@dataclass(frozen=True)
+class DrawInputs:
+    """What every row of a draw shares: its models, data, the retain model's evaluation, the probes and its folder."""
+
+    prepared: PreparedModels
+    bundle: UnlearningBundle
+    data_args: DataArguments
+    retain_result: dict
+    probes: tuple[str, ...]
+    probe_settings: ProbeSettings
+    folder: Path
+
+
+def _unlearn_and_evaluate(draw: DrawInputs, name: str, method: str, config, extra_options: dict):
     """Unlearn one draw with one method (the row `name`) and evaluate the model; returns its evaluation and its
     costs."""
-    method_args = _method_arguments(method, extra_options, prepared, bundle, data_args)
+    bundle, folder = draw.bundle, draw.folder
+    method_args = _method_arguments(method, extra_options, draw.prepared, bundle, draw.data_args)
     started = time.time()
     with PeakMemory() as memory:
-        trainer = unlearn(method, config, prepared.target, bundle, data_args, ModelConfig(), method_args)
+        trainer = unlearn(method, config, draw.prepared.target, bundle, draw.data_args, ModelConfig(), method_args)
     seconds = time.time() - started
     # Tokens of every forward pass of training (and, for DareU, of every rollout), as the trainers log them.
     tokens = max((entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry), default=0)
@@ -302,11 +315,11 @@ def _unlearn_and_evaluate(
         trainer.model,
         trainer.processing_class,
         bundle,
-        data_args.prompt_format(),
+        draw.data_args.prompt_format(),
         progress=False,
-        probes=probes,
-        probe_settings=probe_settings,
-        retain=retain_result,
+        probes=draw.probes,
+        probe_settings=draw.probe_settings,
+        retain=draw.retain_result,
     )
     # The unlearned model is not kept; its training log is (DareU's rewards, clip fraction and KL, each method's loss).
     (folder / f"{name}_log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1, default=str))
@@ -393,23 +406,12 @@ def run_draw(
         return report
 
     spec = TASK_FIGURES[bundle.task]
+    draw = DrawInputs(prepared, bundle, data_args, results[RETAIN], probes, probe_settings, folder)
     for name, (method, config, extra_options) in configs.items():
         if name in reusable:
             print(f"  {name}: read back from {path}", flush=True)
             continue
-        result, costs = _unlearn_and_evaluate(
-            name,
-            method,
-            config,
-            extra_options,
-            prepared,
-            bundle,
-            data_args,
-            results[RETAIN],
-            probes,
-            probe_settings,
-            folder,
-        )
+        result, costs = _unlearn_and_evaluate(draw, name, method, config, extra_options)
         shutil.rmtree(folder / name, ignore_errors=True)  # the unlearned model: evaluated, not kept
         rows[name] = (result, costs, what["configs"][name])
         write_report()
@@ -582,26 +584,32 @@ TASK_FIGURES = {
 }
 
 
+def _draw_figures(report: dict, name: str, spec: TaskFigures) -> dict[str, float | None]:
+    """One model's figures on one draw: label -> value, the utility as a ratio to that draw's target's, and its
+    costs."""
+    summary = report["models"][name]["summary"]
+    target_utility = report["models"][TARGET]["summary"].get(spec.utility_key)
+    figures = {}
+    for label, (key, _) in spec.figures.items():
+        if key is None:
+            utility = summary.get(spec.utility_key)
+            figures[label] = utility / target_utility if target_utility and utility is not None else None
+        else:
+            figures[label] = summary.get(key)
+    for label in COST_FIGURES:
+        figures[label] = report["costs"].get(name, {}).get(label)
+    return figures
+
+
 def aggregate_draws(reports: list[dict], spec: TaskFigures = TASK_FIGURES["entities"]) -> dict[str, dict]:
     """Each model's figures over the draws' reports: label -> `mean_interval` (mean, 95% interval, values)."""
+    bounds = {label: b for label, (_, b) in spec.figures.items()}
     aggregated = {}
     for name in reports[0]["models"]:
-        values = {label: [] for label in (*spec.figures, *COST_FIGURES)}
-        for report in reports:
-            summary = report["models"][name]["summary"]
-            target_utility = report["models"][TARGET]["summary"].get(spec.utility_key)
-            for label, (key, _) in spec.figures.items():
-                if key is None:
-                    utility = summary.get(spec.utility_key)
-                    values[label].append(utility / target_utility if target_utility and utility is not None else None)
-                else:
-                    values[label].append(summary.get(key))
-            for label in COST_FIGURES:
-                values[label].append(report["costs"].get(name, {}).get(label))
-        bounds = {label: b for label, (_, b) in spec.figures.items()}
+        by_draw = [_draw_figures(report, name, spec) for report in reports]
         aggregated[name] = {
             "role": reports[0]["models"][name]["role"],
-            **{label: mean_interval(v, bounds=bounds.get(label)) for label, v in values.items()},
+            **{label: mean_interval([d[label] for d in by_draw], bounds=bounds.get(label)) for label in by_draw[0]},
         }
     return aggregated
 
@@ -634,19 +642,28 @@ def rank_methods(aggregated: dict[str, dict], spec: TaskFigures = TASK_FIGURES["
 
 
 def against_controls(reports: list[dict], spec: TaskFigures = TASK_FIGURES["entities"]) -> dict[str, dict]:
-    """For each control that ran beside its row: the row's score minus the control's, paired by draw (both unlearned
-    the same draw's target), as `mean_interval`: what the row's score owes to what the control leaves out."""
-    key = spec.figures[spec.score][0]
+    """For each control that ran beside its row: each figure of the task's table (costs aside), the row's minus the
+    control's, paired by draw (both unlearned the same draw's target), as `mean_interval`: what the row's figures owe
+    to what the control leaves out."""
+    labels = [label for label in spec.columns if label not in COST_FIGURES]
     differences = {}
     for control, entry in CONTROLS.items():
         row = entry["row"]
         if control not in reports[0]["models"] or row not in reports[0]["models"]:
             continue
-        values = []
-        for report in reports:
-            with_row, without = (report["models"][name]["summary"].get(key) for name in (row, control))
-            values.append(None if with_row is None or without is None else with_row - without)
-        differences[control] = {"row": row, spec.score: mean_interval(values)}
+        pairs = [(_draw_figures(report, row, spec), _draw_figures(report, control, spec)) for report in reports]
+        differences[control] = {
+            "row": row,
+            **{
+                label: mean_interval(
+                    [
+                        None if mine[label] is None or its[label] is None else mine[label] - its[label]
+                        for mine, its in pairs
+                    ]
+                )
+                for label in labels
+            },
+        }
     return differences
 
 
@@ -823,12 +840,22 @@ def _write_bench(summary: dict, run: Path, markdown: str, spec: TaskFigures) -> 
     if "rank_agreement_with_validation" in summary:
         tau = summary["rank_agreement_with_validation"]
         print(f"\nKendall's tau, ranking by {spec.score} on the validation draws vs these: {format_value(tau)}")
-    for control, difference in summary.get("against_controls", {}).items():
-        figure = difference[spec.score]
+    controls = summary.get("against_controls", {})
+    if controls:
+        labels = [label for label in spec.columns if label not in COST_FIGURES]
+        rows = [
+            {
+                "row minus control": f"{d['row']} minus {control}",
+                **{label: _interval_cell(d[label]) for label in labels},
+            }
+            for control, d in controls.items()
+        ]
+        draws = max(d[label]["n"] for d in controls.values() for label in labels)
         print(
-            f"{difference['row']} minus {control}, {spec.score} paired by draw: "
-            f"{format_value(_interval_cell(figure))} over {figure['n']} draw(s)"
+            f"\nEach row minus its control, paired by draw: mean [95% interval] over {draws} draw(s)\n"
+            f"{format_table(rows, ['row minus control', *labels])}"
         )
+        markdown += "\n" + markdown_table(rows, ["row minus control", *labels])
     (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (run / "table.md").write_text(markdown)
     print(f"Summary: {run / 'summary.json'}; per-draw reports: {run}/draw-*/report.json; table: {run / 'table.md'}")

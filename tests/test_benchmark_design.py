@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -244,9 +245,15 @@ def test_a_task_is_tuned_on_its_validation_worlds_and_reported_at_the_chosen_rat
     difference = summary["against_controls"]["dareu-no-attribution"]
     assert difference["row"] == "dareu"
     assert difference["harmful rate"]["values"] == pytest.approx([-0.05, -0.1])
+    # Every figure of the table is paired: both kept 0.95 of the target's normal answers.
+    assert difference["normal / target"]["values"] == pytest.approx([0.0, 0.0])
     out = capsys.readouterr().out
     assert "Kendall's tau, ranking by harmful rate on the validation draws vs these: 1.0" in out
-    assert "dareu minus dareu-no-attribution, harmful rate paired by draw: -0.075 [" in out
+    assert "Each row minus its control, paired by draw: mean [95% interval] over 2 draw(s)" in out
+    # t(0.975, 1 df) x the standard error of [-0.05, -0.1] is 0.3177 either side of -0.075.
+    assert re.search(r"dareu minus dareu-no-attribution +-0\.075 \[-0\.393, 0\.243\]", out)
+    table = (tmp_path / "bench" / "table.md").read_text()
+    assert "| dareu minus dareu-no-attribution | -0.075 [-0.393, 0.243] | - | - | - | 0.000 [0.000, 0.000] |" in table
     with pytest.raises(
         ValueError, match="tuned with --preset cpu --task harmful; this run is --preset cpu --task wmdp"
     ):

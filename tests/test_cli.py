@@ -609,11 +609,11 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     # unlearned again, and a run of fewer rows reports them alone while the file keeps every row.
     unlearned = []
 
-    def interrupted_at_graddiff(name, *args, **kwargs):
+    def interrupted_at_graddiff(draw, name, *args, **kwargs):
         unlearned.append(name)
         if name == "graddiff":
             raise KeyboardInterrupt
-        return unlearn_and_evaluate(name, *args, **kwargs)
+        return unlearn_and_evaluate(draw, name, *args, **kwargs)
 
     monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", interrupted_at_graddiff)
 
