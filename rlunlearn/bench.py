@@ -370,7 +370,16 @@ def run_draw(
     defaults = {name: _field_defaults(config) for name, (_, config, _) in configs.items()}
     path = folder / "report.json"
     saved, reusable = _saved_rows(path, what, defaults)
-    if saved is not None and reusable == set(configs):
+    # Babble is improbable to the model before unlearning: every model's forget answers (on harmful answers, those to
+    # the harmful prompts) are scored by the target once the rows are done. A draw interrupted before that has rows to
+    # read back but not to return as they are.
+    judged = FLUENCY_SPLITS.get(bundle.task)
+    fluency_key = f"{judged}_generation_perplexity"
+    if (
+        saved is not None
+        and reusable == set(configs)
+        and (judged is None or all(fluency_key in model["summary"] for model in saved["models"].values()))
+    ):
         print(f"  reusing every row of the report this draw's run finished: {path}", flush=True)
         return _report_of_rows(saved, configs)
     # Every row of the file, the requested ones as they finish: name -> (evaluation, costs, config entry).
@@ -422,14 +431,11 @@ def run_draw(
             f" (target {target[spec.utility_key]:.3f}), unlearned in {costs['wall time (s)']}s",
             flush=True,
         )
-    # Babble is improbable to the model before unlearning: every model's forget answers (on harmful answers, those to
-    # the harmful prompts), scored by the target.
     # Rows read back from a finished report were judged then; a row kept from an interrupted draw was not yet.
-    judged = FLUENCY_SPLITS.get(bundle.task)
     if judged is not None:
         judge = saved_model_perplexity_judge(str(prepared.target), fmt)
         for result in [*results.values(), *(row[0] for row in rows.values())]:
-            if f"{judged}_generation_perplexity" not in result["summary"]:
+            if fluency_key not in result["summary"]:
                 judge_fluency(result, judge, "generation_perplexity", judged)
     return _report_of_rows(write_report(), configs)
 
@@ -514,6 +520,11 @@ class TaskFigures:
     utility_label: str
     ratio: str
     columns: list
+
+    @property
+    def paired(self) -> list:
+        """The table's figures that a control is compared on: its columns but the costs."""
+        return [label for label in self.columns if label not in COST_FIGURES]
 
 
 TASK_FIGURES = {
@@ -645,7 +656,6 @@ def against_controls(reports: list[dict], spec: TaskFigures = TASK_FIGURES["enti
     """For each control that ran beside its row: each figure of the task's table (costs aside), the row's minus the
     control's, paired by draw (both unlearned the same draw's target), as `mean_interval`: what the row's figures owe
     to what the control leaves out."""
-    labels = [label for label in spec.columns if label not in COST_FIGURES]
     differences = {}
     for control, entry in CONTROLS.items():
         row = entry["row"]
@@ -661,7 +671,7 @@ def against_controls(reports: list[dict], spec: TaskFigures = TASK_FIGURES["enti
                         for mine, its in pairs
                     ]
                 )
-                for label in labels
+                for label in spec.paired
             },
         }
     return differences
@@ -842,7 +852,7 @@ def _write_bench(summary: dict, run: Path, markdown: str, spec: TaskFigures) -> 
         print(f"\nKendall's tau, ranking by {spec.score} on the validation draws vs these: {format_value(tau)}")
     controls = summary.get("against_controls", {})
     if controls:
-        labels = [label for label in spec.columns if label not in COST_FIGURES]
+        labels = spec.paired
         rows = [
             {
                 "row minus control": f"{d['row']} minus {control}",

@@ -629,6 +629,9 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     assert main(with_methods("ga", "npo")) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert unlearned == ["npo", "graddiff"] and list(summary["models"]) == ["retain", "target", "ga", "npo"]
+    # The interruption came before the target judged the answers: the rerun judges the rows it kept.
+    assert "reusing every row" not in capsys.readouterr().out
+    assert all(figures["perplexity under target"]["mean"] is not None for figures in summary["models"].values())
     assert summary["models"]["npo"]["forget quality"]["mean"] == kept["models"]["npo"]["summary"]["forget_quality"]
     assert main(with_methods("npo")) == 0
     assert list(json.loads((run / "summary.json").read_text())["models"]) == ["retain", "target", "npo"]
