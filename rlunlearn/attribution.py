@@ -4,7 +4,6 @@ author or one `retain` label, and `none`), and the DareU rewards built on it."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from trl import ModelConfig, get_peft_config
 from rlunlearn.rewards import AttributionReward, RefusalBonus, SequenceClassifier, load_reward, train_classifier
 from rlunlearn.trainers.utils import can_pin_memory
 
+from .cache import cached_build, settings_hash
 from .data import UnlearningBundle, attribution_dataset, text_prompts
 from .models import load_tokenizer, model_init_kwargs
 from .presets import STANDIN_ATTRIBUTOR
@@ -24,6 +24,8 @@ from .presets import STANDIN_ATTRIBUTOR
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "attributor_metrics.json"
+# Part of a cached classifier's key: bumped when its training or calibration changes, so that it is trained again.
+ATTRIBUTOR_VERSION = 1
 
 
 @dataclass
@@ -187,13 +189,18 @@ def cached_attributor(
     folder: Path, bundle: UnlearningBundle, data_args, model_path: Path, config: AttributorConfig
 ) -> tuple[Path, dict]:
     """The attribution classifier trained from `model_path` on `bundle`, kept in `folder` (e.g. beside the cached
-    target model) and reused while the data and settings are the same. Returns its folder and held-out metrics."""
-    settings = attributor_settings(config)
-    key = hashlib.sha256(
-        json.dumps([bundle.fingerprint(), str(model_path), settings], sort_keys=True, default=str).encode()
-    ).hexdigest()[:16]
-    path = Path(folder) / f"attributor-{key}"
-    if not (path / METRICS_FILE).is_file():
-        config.output_dir = str(path)
+    target model) and reused while the data, settings and ATTRIBUTOR_VERSION are the same (its complete.json keeps
+    them). Returns its folder and held-out metrics."""
+    key = {
+        "version": ATTRIBUTOR_VERSION,
+        "data": bundle.fingerprint(),
+        "model": str(model_path),
+        "settings": attributor_settings(config),
+    }
+
+    def build(staging: Path) -> None:
+        config.output_dir = str(staging)
         train_attributor(bundle, data_args, ModelConfig(model_name_or_path=str(model_path)), config)
+
+    path, _ = cached_build(Path(folder) / f"attributor-{settings_hash(key)[:16]}", key, build)
     return path, json.loads((path / METRICS_FILE).read_text())

@@ -126,3 +126,25 @@ def test_a_method_of_ones_own_runs_from_the_command_line_once_registered(finetun
     log = json.loads((run / "log_history.json").read_text())
     assert [entry["step"] for entry in log if "forget_logp" in entry] == [1, 2]
     assert (run / "model.safetensors").is_file() and "Ascent" in (run / "README.md").read_text()
+
+
+def test_the_cached_classifier_is_trained_once_and_again_when_its_version_changes(
+    finetuned, bundle, tmp_path, monkeypatch
+):
+    from rlunlearn import attribution
+
+    trained = []
+    train = attribution.train_attributor
+    monkeypatch.setattr(attribution, "train_attributor", lambda *args: trained.append(args) or train(*args))
+
+    def classifier():
+        config = attribution.AttributorConfig(max_steps=2, report_to="none", disable_tqdm=True, use_cpu=True)
+        return attribution.cached_attributor(tmp_path, bundle, DATA, finetuned, config)
+
+    first, metrics = classifier()
+    assert (first / "config.json").is_file() and metrics["labels"]
+    assert classifier() == (first, metrics) and len(trained) == 1
+    monkeypatch.setattr(attribution, "ATTRIBUTOR_VERSION", attribution.ATTRIBUTOR_VERSION + 1)
+    second, _ = classifier()
+    assert second != first and len(trained) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, second.name])
