@@ -170,8 +170,8 @@ def build_rewards(reward_args: RewardArguments, bundle: UnlearningBundle, data_a
     return rewards
 
 
-# Fields added after classifiers were first cached and recorded in bench reports: left out of a classifier's settings
-# at their defaults (the behaviour before them), so that those classifiers and reports are still read back.
+# Fields added after classifiers were first recorded in bench reports: left out of a classifier's settings at their
+# defaults (the behaviour before them), so that those reports' rows are still read back.
 LATER_FIELDS = ("prefix_views", "padded_views")
 
 
