@@ -3,6 +3,7 @@ author or one `retain` label, and `none`), and the DareU rewards built on it."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -199,8 +200,10 @@ def cached_attributor(
     }
 
     def build(staging: Path) -> None:
-        config.output_dir = str(staging)
-        train_attributor(bundle, data_args, ModelConfig(model_name_or_path=str(model_path)), config)
+        # A shallow copy: the caller's config keeps its folder, and TrainingArguments' checks do not run again.
+        staged = copy.copy(config)
+        staged.output_dir = str(staging)
+        train_attributor(bundle, data_args, ModelConfig(model_name_or_path=str(model_path)), staged)
 
     path, _ = cached_build(Path(folder) / f"attributor-{settings_hash(key)[:16]}", key, build)
     return path, json.loads((path / METRICS_FILE).read_text())

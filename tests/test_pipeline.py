@@ -139,7 +139,10 @@ def test_the_cached_classifier_is_trained_once_and_again_when_its_version_change
 
     def classifier():
         config = attribution.AttributorConfig(max_steps=2, report_to="none", disable_tqdm=True, use_cpu=True)
-        return attribution.cached_attributor(tmp_path, bundle, DATA, finetuned, config)
+        given = config.output_dir
+        built = attribution.cached_attributor(tmp_path, bundle, DATA, finetuned, config)
+        assert config.output_dir == given  # the caller's config is left as given
+        return built
 
     first, metrics = classifier()
     assert (first / "config.json").is_file() and metrics["labels"]
