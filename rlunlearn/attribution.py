@@ -171,19 +171,9 @@ def build_rewards(reward_args: RewardArguments, bundle: UnlearningBundle, data_a
     return rewards
 
 
-# Fields added after classifiers were first recorded in bench reports: left out of a classifier's settings at their
-# defaults (the behaviour before them), so that those reports' rows are still read back.
-LATER_FIELDS = ("prefix_views", "padded_views")
-
-
 def attributor_settings(config: AttributorConfig) -> dict:
     """What a classifier's training depends on in its config: every field but where it is written."""
-    defaults = {f.name: f.default for f in dataclasses.fields(AttributorConfig)}
-    return {
-        k: v
-        for k, v in config.to_dict().items()
-        if k not in ("output_dir", "logging_dir") and not (k in LATER_FIELDS and v == defaults[k])
-    }
+    return {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "logging_dir")}
 
 
 def cached_attributor(

@@ -34,6 +34,7 @@ from .arguments import (
     check_probes_apply,
 )
 from .attribution import AttributorConfig, attributor_settings, cached_attributor, default_attributor_config
+from .cache import entry_threads
 from .data.bundle import UnlearningBundle
 from .data.draws import FORGET_SHAPES, VALIDATION, author_draws
 from .evaluation import (
@@ -399,6 +400,13 @@ def run_draw(
         print(f"  {name}: evaluated in {time.time() - started:.0f}s", flush=True)
     info = {key: value for key, value in what.items() if key != "configs"}
     info.update(report_info(bundle, data_args, settings))
+    if cached:
+        # Models rebuilt on another number of threads differ slightly (docs/benchmarks.md): record which built these.
+        threads = {TARGET: entry_threads(prepared.target), RETAIN: entry_threads(prepared.retain)}
+        info["torch_threads"] = threads
+        print(
+            f"  torch threads the models were built on: target {threads[TARGET]}, retain {threads[RETAIN]}", flush=True
+        )
 
     def write_report() -> dict:
         report = build_report(
@@ -456,9 +464,10 @@ def _report_of_rows(report: dict, rows) -> dict:
 
 def _saved_rows(path: Path, what: dict, defaults: dict[str, dict]) -> tuple[dict | None, set[str]]:
     """The report at `path` when it was made of the same draw, models and probes as `what` (else None), and the rows
-    of `what` it holds made with the same method settings. A config field the report lacks (one a later rlunlearn
-    added) matches where this run leaves it at its default (`defaults`: row -> field -> default), the behaviour the
-    report was made with. Output folders are not compared: a run folder that was moved or copied still resumes."""
+    of `what` it holds made with the same method settings. A field of a row's config, or of the classifier it reads,
+    that the report lacks (one a later rlunlearn added) matches where this run leaves it at its default (`defaults`:
+    row -> field -> default), the behaviour the report was made with. Output folders are not compared: a run folder
+    that was moved or copied still resumes."""
     if not path.is_file():
         return None, set()
     report = json.loads(path.read_text())
@@ -471,17 +480,26 @@ def _saved_rows(path: Path, what: dict, defaults: dict[str, dict]) -> tuple[dict
             continue
         saved = {k: v for k, v in report["configs"][row].items() if k != "output_dir"}
         del config["output_dir"]
-        added = config.keys() - saved.keys()
-        if all(key in defaults[row] and config[key] == defaults[row][key] for key in added):
-            for key in added:
-                del config[key]
+        config = _without_later_fields(config, saved, defaults[row])
+        if "attributor" in config and "attributor" in saved:
+            attributor_defaults = _field_defaults(AttributorConfig)
+            config["attributor"] = _without_later_fields(config["attributor"], saved["attributor"], attributor_defaults)
         if saved == config:
             reusable.add(row)
     return report, reusable
 
 
+def _without_later_fields(settings: dict, saved: dict, defaults: dict) -> dict:
+    """`settings` without the fields `saved` lacks, where each is at its default (`defaults`); else as they are."""
+    added = settings.keys() - saved.keys()
+    if all(key in defaults and settings[key] == defaults[key] for key in added):
+        return {key: value for key, value in settings.items() if key not in added}
+    return settings
+
+
 def _field_defaults(config) -> dict:
-    """The fields of a config that have a plain default, with their defaults as its report writes them."""
+    """The fields of a config (or config class) that have a plain default, with their defaults as its report writes
+    them."""
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
     return json.loads(json.dumps(defaults, default=str))
 

@@ -31,13 +31,18 @@ def settings_hash(parts: dict) -> str:
 
 def cached_build(folder: Path, key: dict, build: Callable[[Path], dict | None]) -> tuple[Path, bool]:
     """The entry `folder`, built now by `build(staging_folder)` unless it is complete already. `key` (what the entry
-    was built from) and what `build` returns are written to its complete.json. Returns the folder and whether it was
-    reused."""
+    was built from), the number of torch threads it was built on and what `build` returns are written to its
+    complete.json. Returns the folder and whether it was reused."""
     if (folder / COMPLETE).is_file():
         return folder, True
     staging = folder.with_name(folder.name + ".partial")
     info = build(staging) or {}
-    (staging / COMPLETE).write_text(json.dumps({"key": key, **info}, indent=2, default=str))
+    import torch  # here, not at the top: the CLI reads the cache's location before it may load torch
+
+    # Not part of the key: the same training on another number of threads sums in another order and ends with weights
+    # slightly apart, so a rebuild elsewhere can differ; this says which count built the entry.
+    record = {"key": key, "torch_threads": torch.get_num_threads(), **info}
+    (staging / COMPLETE).write_text(json.dumps(record, indent=2, default=str))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
     return folder, False
@@ -46,6 +51,11 @@ def cached_build(folder: Path, key: dict, build: Callable[[Path], dict | None]) 
 def entry_key(folder: Path) -> dict:
     """What a complete entry was built from."""
     return json.loads((Path(folder) / COMPLETE).read_text())["key"]
+
+
+def entry_threads(folder: Path) -> int | None:
+    """The number of torch threads a complete entry was built on (None for entries built before it was recorded)."""
+    return json.loads((Path(folder) / COMPLETE).read_text()).get("torch_threads")
 
 
 def remove_abandoned_staging(parent: Path) -> list[Path]:

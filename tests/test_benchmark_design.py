@@ -325,15 +325,24 @@ def test_a_report_made_with_another_attribution_classifier_recipe_is_not_reused(
         assert bench._saved_rows(report, what(recipe), defaults)[1] == set()
 
 
-def test_attribution_views_change_the_recipe_only_where_a_stand_in_sets_them():
+def test_a_report_from_before_the_attribution_views_is_read_back_where_they_are_at_their_defaults(tmp_path):
     from rlunlearn import bench
     from rlunlearn.arguments import DataArguments
     from rlunlearn.presets import STANDIN_ATTRIBUTOR, STANDIN_TASKS
 
-    # Left at their defaults (MUSE's recipe), the views are not in the recipe: classifiers and reports made before they
-    # existed are read back.
-    muse = bench._row_entry("dareu", {}, DataArguments(**STANDIN_TASKS["muse"], generator_seed=1))["attributor"]
-    assert "prefix_views" not in muse and "padded_views" not in muse
-    harmful = bench._row_entry("dareu", {}, DataArguments(**STANDIN_TASKS["harmful"], generator_seed=1))
-    assert harmful["attributor"]["prefix_views"] == STANDIN_ATTRIBUTOR["harmful"]["prefix_views"] > 0
-    assert harmful["attributor"]["padded_views"] == STANDIN_ATTRIBUTOR["harmful"]["padded_views"] > 0
+    config = bench._method_config("cpu", "dareu")
+    defaults = {"dareu": bench._field_defaults(config)}
+    report = tmp_path / "report.json"
+    for task, reused in (("muse", {"dareu"}), ("harmful", set())):
+        recipe = bench._row_entry("dareu", {}, DataArguments(**STANDIN_TASKS[task], generator_seed=1))["attributor"]
+        views = {key: recipe[key] for key in ("prefix_views", "padded_views")}
+        assert views == {key: STANDIN_ATTRIBUTOR[task].get(key, 0) for key in views}
+        # A report whose classifier recipe predates the views: read back on MUSE, which leaves them at 0; on the
+        # harmful stand-in, which sets them, unlearned again.
+        older = {key: value for key, value in recipe.items() if key not in views}
+        entry = {"method": "dareu", **config.to_dict()}
+        report.write_text(
+            json.dumps({"draw": "seed 1", "configs": {"dareu": {**entry, "attributor": older}}}, default=str)
+        )
+        what = {"draw": "seed 1", "configs": {"dareu": {**entry, "attributor": recipe}}}
+        assert bench._saved_rows(report, what, defaults)[1] == reused, task

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
 from rlunlearn import pipeline
-from rlunlearn.cache import entry_key
+from rlunlearn.cache import entry_key, entry_threads
 from rlunlearn.data import PromptFormat, sft_dataset
 from rlunlearn.evaluation import score_answers
 from rlunlearn.finetune import FinetuneConfig, finetune, training_data
@@ -50,8 +50,15 @@ def test_target_and_retain_models_are_cached_each_on_its_own(tmp_path, monkeypat
         return finetune_model(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "finetune_model", counting)
-    first = prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first = prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
+    finally:
+        torch.set_num_threads(threads)
     assert not first.reused and trained == ["target", "retain"]
+    # The thread count each was built on is recorded: another count gives slightly different weights.
+    assert entry_threads(first.target) == entry_threads(first.retain) == 1
     assert (first.target / "config.json").is_file() and (first.retain / "config.json").is_file()
     assert first.target != first.retain
 
