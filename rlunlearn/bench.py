@@ -474,7 +474,7 @@ def _saved_rows(path: Path, what: dict, defaults: dict[str, dict]) -> tuple[dict
     expected = json.loads(json.dumps(what, default=str))
     if any(report.get(key) != value for key, value in expected.items() if key != "configs"):
         return None, set()
-    reusable = set()
+    reusable, attributor_defaults = set(), _field_defaults(AttributorConfig)
     for row, config in expected["configs"].items():
         if row not in report["configs"]:
             continue
@@ -482,7 +482,6 @@ def _saved_rows(path: Path, what: dict, defaults: dict[str, dict]) -> tuple[dict
         del config["output_dir"]
         config = _without_later_fields(config, saved, defaults[row])
         if "attributor" in config and "attributor" in saved:
-            attributor_defaults = _field_defaults(AttributorConfig)
             config["attributor"] = _without_later_fields(config["attributor"], saved["attributor"], attributor_defaults)
         if saved == config:
             reusable.add(row)

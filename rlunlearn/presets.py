@@ -213,13 +213,8 @@ TUNING_RULE = (
 # Controls: rows that `bench` runs only when --methods names them (never by default, never tuned), each at its `row`'s
 # settings and tuned rate, with the options of the method's extra inputs in `extra_inputs`. DareU without its
 # attribution reward keeps only the degeneracy term, 0 on fluent text: PPO's advantages are then the value head's
-# errors, so what DareU's figures owe to its reward is their difference from this row's. On the harmful stand-in's 5
-# reported worlds this control alone brought the harmful rate from 0.775 to 0.32 (DareU: 0.12), and at the rate tuned
-# there for DareU (2e-4, on targets built again: 0.853) to 0.18 (DareU: 0.034); on MUSE's VerbMem from 1.0 to 0.80
-# (DareU: 0.66), and at the rate tuned there for DareU (5e-4, on targets built again) to 0.47 (DareU: 0.51; KnowMem
-# forget 0.62 against DareU's 0.33); on WMDP's it left the hazard accuracy at 0.585 (the target's 0.594, DareU's 0.512), and at
-# the rate tuned there for DareU (5e-4) brought it to 0.425 (DareU: 0.412); on TOFU's 5 reported draws it brought
-# forget ROUGE-L from 0.87 to 0.42, further than DareU (0.47; docs/benchmarks.md).
+# errors, so what DareU's figures owe to its reward is their difference from this row's. What that difference was on
+# each task, at the preset's rate and at DareU's tuned ones: docs/benchmarks.md.
 CONTROLS = {"dareu-no-attribution": {"row": "dareu", "extra_inputs": {"reward_funcs": ["degeneracy"]}}}
 
 
