@@ -110,7 +110,11 @@ PRESETS = {
             "npo": [3e-4, 6e-4, 8e-4, 1e-3],
             "simnpo": [3e-4, 6e-4, 1e-3],
             "idkdpo": [3e-4, 6e-4, 1e-3, 2e-3],
-            **{row: [1e-4, 2e-4, 5e-4] for row in ("dareu", "dareu-grpo")},
+            # DareU (PPO) 1e-3: above 5e-4, the grid's highest, where MUSE's VerbMem and WMDP's hazard accuracy were
+            # lowest with every retained answer kept; both now choose 1e-3, where their curves flatten, the harmful
+            # stand-in still 2e-4 (TOFU's tune, which chose 1e-4, ran before this point joined).
+            "dareu": [1e-4, 2e-4, 5e-4, 1e-3],
+            "dareu-grpo": [1e-4, 2e-4, 5e-4],
             "reveal_release": [2e-4, 5e-4, 1e-3],
             # The field's other baselines: first three points around GA's rates (higher for SatImp, whose weight
             # p^5·(1 − p) shrinks the step, and RMU, which updates three down projections alone), then one or two
