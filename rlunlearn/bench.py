@@ -930,11 +930,18 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
             best = max(kept, key=lambda r: (sign * settings[r][spec.score]["mean"], settings[r][spec.ratio]["mean"]))
         else:
             best = max(settings, key=lambda r: settings[r][spec.ratio]["mean"] or 0)
+        # A kept choice at an end of the grid that the score points beyond: the highest rate, or the lowest where the
+        # next rate kept utility and scored worse (not where it collapsed: then the choice is bracketed).
+        rates = sorted(grid[method])
+        edge = None
+        if kept and len(rates) > 1:
+            edge = "highest" if best == rates[-1] else "lowest" if best == rates[0] and rates[1] in kept else None
         chosen[method] = {
             "learning_rate": best,
             spec.score: settings[best][spec.score]["mean"],
             spec.ratio: settings[best][spec.ratio]["mean"],
             "collapsed": not kept,
+            "grid_edge": edge,
         }
     result = {
         "preset": args.preset,
@@ -954,6 +961,9 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
     print(f"\nChosen ({TUNING_RULE}):")
     for method, choice in chosen.items():
         note = " (collapsed at every setting)" if choice["collapsed"] else ""
+        if choice["grid_edge"]:
+            side = "higher" if choice["grid_edge"] == "highest" else "lower"
+            note = f" (the grid's {choice['grid_edge']} rate: a {side} one may do better; widen the grid to see)"
         print(
             f"  {method}: learning_rate {choice['learning_rate']:g}: {spec.score} {format_value(choice[spec.score])}, "
             f"{spec.ratio} {format_value(choice[spec.ratio])}{note}"

@@ -104,17 +104,23 @@ PRESETS = {
         # next to the rate where utility collapsed, a point or two between (GradDiff 1.5e-4 and 2e-4, FLAT 1.5e-4, NPO
         # 8e-4, IdkDPO 2e-3). A wider grid costs its share of the CPU budget.
         "grid": {
-            **{method: [3e-5, 1e-4, 3e-4] for method in ("ga", "llmu")},
+            "ga": [3e-5, 1e-4, 3e-4],
+            # LLMU 6e-4 and SimNPO 2e-3, 3e-3: TOFU had chosen their grids' highest rates (3e-4, 1e-3); tuned again,
+            # both keep them (the new points collapse).
+            "llmu": [3e-5, 1e-4, 3e-4, 6e-4],
             "graddiff": [3e-5, 1e-4, 1.5e-4, 2e-4, 3e-4],
             "flat": [3e-5, 1e-4, 1.5e-4, 3e-4],
             "npo": [3e-4, 6e-4, 8e-4, 1e-3],
-            "simnpo": [3e-4, 6e-4, 1e-3],
+            "simnpo": [3e-4, 6e-4, 1e-3, 2e-3, 3e-3],
             "idkdpo": [3e-4, 6e-4, 1e-3, 2e-3],
             # DareU (PPO) 1e-3: above 5e-4, the grid's highest, where MUSE's VerbMem and WMDP's hazard accuracy were
             # lowest with every retained answer kept; both now choose 1e-3, where their curves flatten, the harmful
-            # stand-in still 2e-4 (TOFU's tune, which chose 1e-4, ran before this point joined).
+            # stand-in still 2e-4. TOFU's tune, rerun with it on models built again, chose 2e-4 over 1e-4 by one draw's
+            # forget quality, a question or two apart (1e-3 collapses); the row above keeps 1e-4, which the stand-ins'
+            # documented runs at TOFU's rate used.
             "dareu": [1e-4, 2e-4, 5e-4, 1e-3],
-            "dareu-grpo": [1e-4, 2e-4, 5e-4],
+            # DareU (GRPO) 1e-3: TOFU had chosen 5e-4, its highest; tuned again, it keeps 5e-4 (1e-3 collapses).
+            "dareu-grpo": [1e-4, 2e-4, 5e-4, 1e-3],
             "reveal_release": [2e-4, 5e-4, 1e-3],
             # The field's other baselines: first three points around GA's rates (higher for SatImp, whose weight
             # p^5·(1 − p) shrinks the step, and RMU, which updates three down projections alone), then one or two

@@ -141,11 +141,14 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
         figures = {}
         for name, (method, config, extra_options) in configs.items():
             assert extra_options == {}  # a tuned row runs its method's extra inputs at their defaults
+            rate = config.learning_rate
             if name.startswith("dareu-grpo@"):  # a variant row runs its method at the row's settings
                 assert method == "dareu" and config.algorithm == "grpo"
-            rate = config.learning_rate
-            if method == "npo":
+                figures[name] = (0.2 if rate == 1e-4 else 0.1, 0.95)  # forgets most at the grid's lowest rate
+            elif method == "npo":
                 figures[name] = (0.5 if rate == 3e-4 else 0.1, 0.95 if rate <= 3e-4 else 0.5)
+            elif method == "flat":  # keeps utility at its lowest rate only
+                figures[name] = (0.05, 0.95 if rate < 1e-4 else 0.5)
             else:
                 figures[name] = (0.9, 0.8 - rate * 100)
         return fake_report(data_args.forget_authors, figures)
@@ -153,9 +156,12 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
     monkeypatch.setattr(bench, "run_draw", fake_run_draw)
     monkeypatch.setattr(bench, "_base_model", lambda args, cache_args: "unused")
     monkeypatch.setitem(
-        bench.PRESETS["cpu"], "grid", {"npo": [1e-4, 3e-4, 1e-3], "ga": [1e-5, 1e-4], "dareu-grpo": [1e-4]}
+        bench.PRESETS["cpu"],
+        "grid",
+        {"npo": [1e-4, 3e-4, 1e-3], "ga": [1e-5, 1e-4], "dareu-grpo": [1e-4, 2e-4], "flat": [1e-5, 1e-4]},
     )
-    args = bench.TuneArguments(tofu_path=str(tofu_dir), methods=["npo", "ga", "dareu-grpo"], output_dir=str(tmp_path))
+    methods = ["npo", "ga", "dareu-grpo", "flat"]
+    args = bench.TuneArguments(tofu_path=str(tofu_dir), methods=methods, output_dir=str(tmp_path))
     result = bench.bench_tune(args, bench.CacheArguments(cache_dir=str(tmp_path)), tmp_path)
 
     validation = set(TOFU_BENCHMARK_AUTHORS.validation)
@@ -165,10 +171,17 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
         "forget quality": 0.5,
         "MU / target": 0.95,
         "collapsed": False,
+        "grid_edge": None,
     }
-    # No rate keeps ga's utility: the least damaging one is chosen, and marked collapsed.
+    # No rate keeps ga's utility: the least damaging one is chosen, and marked collapsed (not at the grid's edge).
     assert result["chosen"]["ga"]["learning_rate"] == 1e-5 and result["chosen"]["ga"]["collapsed"]
+    assert result["chosen"]["ga"]["grid_edge"] is None
+    # A choice at an end of the grid is marked where the next rate kept utility and forgot less: a lower rate than any
+    # tried might forget more. Where the next rate collapsed, the choice is bracketed and not marked.
     assert result["chosen"]["dareu-grpo"]["learning_rate"] == 1e-4
+    assert result["chosen"]["dareu-grpo"]["grid_edge"] == "lowest"
+    assert result["chosen"]["flat"]["learning_rate"] == 1e-5 and not result["chosen"]["flat"]["collapsed"]
+    assert result["chosen"]["flat"]["grid_edge"] is None
     with pytest.raises(ValueError, match="not in the validation pool"):
         bench.bench_tune(
             bench.TuneArguments(tofu_path=str(tofu_dir), forget_authors=[190, 191]),
@@ -224,8 +237,12 @@ def test_a_task_is_tuned_on_its_validation_worlds_and_reported_at_the_chosen_rat
         "harmful rate": pytest.approx(0.47),
         "normal / target": 0.95,
         "collapsed": False,
+        "grid_edge": None,
     }
     assert result["chosen"]["ga"]["learning_rate"] == 1e-4
+    assert result["chosen"]["ga"]["grid_edge"] == "highest"
+    edge_note = "(the grid's highest rate: a higher one may do better; widen the grid to see)"
+    assert f"ga: learning_rate 0.0001: harmful rate 0.490, normal / target 0.950 {edge_note}" in capsys.readouterr().out
 
     worlds.clear(), runs.clear()
     report = str(tmp_path / "tune" / "tune.json")
