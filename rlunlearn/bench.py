@@ -935,7 +935,10 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
         rates = sorted(grid[method])
         edge = None
         if kept and len(rates) > 1:
-            edge = "highest" if best == rates[-1] else "lowest" if best == rates[0] and rates[1] in kept else None
+            if best == rates[-1]:
+                edge = "highest"
+            elif best == rates[0] and rates[1] in kept:
+                edge = "lowest"
         chosen[method] = {
             "learning_rate": best,
             spec.score: settings[best][spec.score]["mean"],

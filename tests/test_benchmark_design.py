@@ -128,7 +128,7 @@ def fake_report(forget_authors, figures: dict[str, tuple[float, float]]) -> dict
     }
 
 
-def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp_path, monkeypatch):
+def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp_path, monkeypatch, capsys):
     from rlunlearn import bench
 
     loaded = []
@@ -180,6 +180,7 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
     # tried might forget more. Where the next rate collapsed, the choice is bracketed and not marked.
     assert result["chosen"]["dareu-grpo"]["learning_rate"] == 1e-4
     assert result["chosen"]["dareu-grpo"]["grid_edge"] == "lowest"
+    assert "(the grid's lowest rate: a lower one may do better; widen the grid to see)" in capsys.readouterr().out
     assert result["chosen"]["flat"]["learning_rate"] == 1e-5 and not result["chosen"]["flat"]["collapsed"]
     assert result["chosen"]["flat"]["grid_edge"] is None
     with pytest.raises(ValueError, match="not in the validation pool"):
