@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import torch
+from filelock import FileLock
 from trl import ModelConfig
 
 from rlunlearn.trainers import METHODS, UnlearningConfig
@@ -34,7 +35,7 @@ from .arguments import (
     check_probes_apply,
 )
 from .attribution import AttributorConfig, attributor_settings, cached_attributor, default_attributor_config
-from .cache import entry_threads
+from .cache import entry_threads, write_whole
 from .data.bundle import UnlearningBundle
 from .data.draws import FORGET_SHAPES, VALIDATION, author_draws
 from .evaluation import (
@@ -386,10 +387,8 @@ def run_draw(
     # Every row of the file, the requested ones as they finish: name -> (evaluation, costs, config entry).
     rows = {}
     if saved is not None:
-        for name, config in saved["configs"].items():
-            if name not in configs or name in reusable:
-                result = {k: v for k, v in saved["models"][name].items() if k != "role"}
-                rows[name] = (result, saved["costs"].get(name, {}), config)
+        rows.update({name: _saved_row(saved, name) for name in saved["configs"] if name not in configs})
+        rows.update({name: _saved_row(saved, name) for name in reusable})
     cached = not args.target_model
     results = {}
     for name, model in ((RETAIN, prepared.retain), (TARGET, prepared.target)):
@@ -409,17 +408,23 @@ def run_draw(
         )
 
     def write_report() -> dict:
-        report = build_report(
-            {**results, **{name: row[0] for name, row in rows.items()}},
-            {TARGET: TARGET, RETAIN: RETAIN},
-            results[RETAIN],
-            {
-                **info,
-                "configs": {name: row[2] for name, row in rows.items()},
-                "costs": {name: row[1] for name, row in rows.items()},
-            },
-        )
-        path.write_text(json.dumps(report, indent=2, default=str))
+        with FileLock(f"{path}.lock"):
+            # Another run may be writing other rows of this draw into the same folder: the file's rows this run does
+            # not ask for are taken as they are now.
+            current, _ = _saved_rows(path, what, defaults)
+            if current is not None:
+                rows.update({name: _saved_row(current, name) for name in current["configs"] if name not in configs})
+            report = build_report(
+                {**results, **{name: row[0] for name, row in rows.items()}},
+                {TARGET: TARGET, RETAIN: RETAIN},
+                results[RETAIN],
+                {
+                    **info,
+                    "configs": {name: row[2] for name, row in rows.items()},
+                    "costs": {name: row[1] for name, row in rows.items()},
+                },
+            )
+            write_whole(path, json.dumps(report, indent=2, default=str))
         return report
 
     spec = TASK_FIGURES[bundle.task]
@@ -442,10 +447,16 @@ def run_draw(
     # Rows read back from a finished report were judged then; a row kept from an interrupted draw was not yet.
     if judged is not None:
         judge = saved_model_perplexity_judge(str(prepared.target), fmt)
-        for result in [*results.values(), *(row[0] for row in rows.values())]:
+        for result in [*results.values(), *(rows[name][0] for name in configs)]:
             if fluency_key not in result["summary"]:
                 judge_fluency(result, judge, "generation_perplexity", judged)
     return _report_of_rows(write_report(), configs)
+
+
+def _saved_row(report: dict, name: str) -> tuple[dict, dict, dict]:
+    """Row `name` of a saved draw report: its evaluation, costs and config entry."""
+    result = {k: v for k, v in report["models"][name].items() if k != "role"}
+    return result, report["costs"].get(name, {}), report["configs"][name]
 
 
 def _report_of_rows(report: dict, rows) -> dict:

@@ -3,7 +3,9 @@
 Each entry is a folder named by a hash of everything that changes what it holds. It is built in a staging folder beside
 it (`<name>.partial`) and renamed once complete, so an interrupted run never leaves a half-made entry, and every entry
 finished before an interruption stays. A builder that can resume (pretraining, from its checkpoints) picks up what an
-interrupted run left in the staging folder; the others start it again, and remove it when interrupted.
+interrupted run left in the staging folder; the others start it again, and remove it when interrupted. Runs in parallel
+share the cache: an entry is built under a lock (`<name>.lock`), and a run that needs it while another builds it waits
+and reuses it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+from filelock import FileLock, Timeout
 
 COMPLETE = "complete.json"
 
@@ -35,17 +38,36 @@ def cached_build(folder: Path, key: dict, build: Callable[[Path], dict | None]) 
     complete.json. Returns the folder and whether it was reused."""
     if (folder / COMPLETE).is_file():
         return folder, True
-    staging = folder.with_name(folder.name + ".partial")
-    info = build(staging) or {}
-    import torch  # here, not at the top: the CLI reads the cache's location before it may load torch
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder.with_name(folder.name + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"Waiting for another run that is building {folder}", flush=True)
+        lock.acquire()
+    try:
+        if (folder / COMPLETE).is_file():  # built by the run this one waited for
+            return folder, True
+        staging = folder.with_name(folder.name + ".partial")
+        info = build(staging) or {}
+        import torch  # here, not at the top: the CLI reads the cache's location before it may load torch
 
-    # Not part of the key: the same training on another number of threads sums in another order and ends with weights
-    # slightly apart, so a rebuild elsewhere can differ; this says which count built the entry.
-    record = {"key": key, "torch_threads": torch.get_num_threads(), **info}
-    (staging / COMPLETE).write_text(json.dumps(record, indent=2, default=str))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
-    return folder, False
+        # Not part of the key: the same training on another number of threads sums in another order and ends with
+        # weights slightly apart, so a rebuild elsewhere can differ; this says which count built the entry.
+        record = {"key": key, "torch_threads": torch.get_num_threads(), **info}
+        (staging / COMPLETE).write_text(json.dumps(record, indent=2, default=str))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+        return folder, False
+    finally:
+        lock.release()
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write `path` aside and rename it into place, so that a run in parallel never reads half of it."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def entry_key(folder: Path) -> dict:

@@ -637,6 +637,20 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     assert list(json.loads((run / "summary.json").read_text())["models"]) == ["retain", "target", "npo"]
     assert list(json.loads((run / "draw-1" / "report.json").read_text())["configs"]) == ["ga", "npo"]
 
+    # Two runs of other methods writing into one folder at once: each keeps the rows the other wrote meanwhile.
+    def another_run_finishes_simnpo_meanwhile(draw, name, *args, **kwargs):
+        if name == "graddiff":
+            monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", unlearn_and_evaluate)
+            assert main(with_methods("simnpo")) == 0
+        return unlearn_and_evaluate(draw, name, *args, **kwargs)
+
+    monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", another_run_finishes_simnpo_meanwhile)
+    assert main(with_methods("npo", "graddiff")) == 0
+    kept = json.loads((run / "draw-1" / "report.json").read_text())
+    assert sorted(kept["configs"]) == ["ga", "graddiff", "npo", "simnpo"]
+    assert main(with_methods("ga", "npo", "simnpo", "graddiff")) == 0
+    assert "reusing every row of the report" in capsys.readouterr().out
+
 
 def test_bench_speed_refuses_a_method_without_a_baseline(tmp_path, capsys):
     for options, message in [

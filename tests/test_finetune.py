@@ -1,4 +1,6 @@
 import subprocess
+import threading
+import time
 
 import pytest
 import torch
@@ -6,7 +8,7 @@ from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
 from rlunlearn import pipeline
-from rlunlearn.cache import entry_key, entry_threads
+from rlunlearn.cache import cached_build, entry_key, entry_threads
 from rlunlearn.data import PromptFormat, sft_dataset
 from rlunlearn.evaluation import score_answers
 from rlunlearn.finetune import FinetuneConfig, finetune, training_data
@@ -91,7 +93,8 @@ def test_an_interrupted_run_keeps_the_model_it_finished_and_what_killed_runs_lef
     monkeypatch.setattr(pipeline, "finetune_model", interrupted_at_the_retain_model)
     with pytest.raises(KeyboardInterrupt):
         prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
-    (target,) = models.iterdir()  # the interrupted fine-tune removed its staging folder
+    # The interrupted fine-tune removed its staging folder (the lock files of the builds stay).
+    (target,) = [entry for entry in models.iterdir() if entry.suffix != ".lock"]
     assert "-target-" in target.name and (target / "complete.json").is_file()
 
     # What killed runs left: this version's staging folder of the retain model, and an earlier version's
@@ -107,7 +110,43 @@ def test_an_interrupted_run_keeps_the_model_it_finished_and_what_killed_runs_lef
     prepared = prepare_models(bundle, data_args, ModelConfig(), scratch, config, tmp_path / "cache")
     # The target was kept; the retain model was trained again, from a clean folder, and nothing half-made is left.
     assert resumed == ["retain"] and not (prepared.retain / "half-written").exists()
-    assert sorted(p.name for p in models.iterdir()) == sorted([prepared.target.name, prepared.retain.name])
+    assert sorted(p.name for p in models.iterdir() if p.suffix != ".lock") == sorted(
+        [prepared.target.name, prepared.retain.name]
+    )
+
+
+def test_runs_in_parallel_build_a_cache_entry_once(tmp_path, capsys):
+    # The second run asks for the entry while the first builds it: it waits, then reuses what the first built.
+    folder, building, finish = tmp_path / "models" / "entry", threading.Event(), threading.Event()
+    built, results = [], {}
+
+    def build(staging):
+        built.append(staging)
+        staging.mkdir(parents=True)
+        building.set()
+        assert finish.wait(60)
+        (staging / "weights").write_text("trained")
+
+    def run(name):
+        results[name] = cached_build(folder, {"setting": 1}, build)
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert building.wait(60)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    printed = ""
+    for _ in range(600):
+        printed += capsys.readouterr().out
+        if "Waiting for another run that is building" in printed:
+            break
+        time.sleep(0.05)
+    assert "Waiting for another run that is building" in printed
+    finish.set()
+    first.join(60)
+    second.join(60)
+    assert len(built) == 1 and results == {"first": (folder, False), "second": (folder, True)}
+    assert (folder / "weights").read_text() == "trained" and entry_key(folder) == {"setting": 1}
 
 
 def test_target_and_retain_models_start_from_a_checkpoint(finetuned, tmp_path):

@@ -21,7 +21,7 @@ from trl import ModelConfig
 from rlunlearn.trainers.utils import tokenize_pair
 
 from ..arguments import ProbeSettings, check_probes_apply
-from ..cache import settings_hash
+from ..cache import settings_hash, write_whole
 from ..data import PromptFormat, UnlearningBundle
 from ..models import load_model, load_tokenizer
 from . import metrics
@@ -331,7 +331,7 @@ def _cached_split(model, tokenizer, name, data, fmt, settings, cache_dir) -> dic
         return json.loads(path.read_text())
     result = evaluate_split(model, tokenizer, name, data, fmt, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result))
+    write_whole(path, json.dumps(result))  # a run in parallel may evaluate the same model
     return result
 
 
