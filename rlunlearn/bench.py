@@ -933,6 +933,7 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
         reports.append(run_draw(args, cache_args, data_args, base, configs, (), folder))
     aggregated = aggregate_draws(reports, spec)
     sign = 1 if spec.higher_is_better else -1
+    retain_score = aggregated[RETAIN][spec.score]["mean"]
     chosen = {}
     for method in methods:
         settings = {rate: aggregated[f"{method}@{rate:g}"] for rate in grid[method]}
@@ -941,12 +942,16 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
             best = max(kept, key=lambda r: (sign * settings[r][spec.score]["mean"], settings[r][spec.ratio]["mean"]))
         else:
             best = max(settings, key=lambda r: settings[r][spec.ratio]["mean"] or 0)
-        # A kept choice at an end of the grid that the score points beyond: the highest rate, or the lowest where the
-        # next rate kept utility and scored worse (not where it collapsed: then the choice is bracketed).
+        # The retain model's score is what forgetting aims at: past it (below MUSE's retain VerbMem, WMDP's chance)
+        # a higher rate has nothing left to remove, though the rule, which ranks by the score alone, may prefer it.
+        reaches_retain = bool(kept) and sign * settings[best][spec.score]["mean"] >= sign * retain_score
+        # A kept choice at an end of the grid that the score points beyond: the highest rate (short of the retain
+        # model's score), or the lowest where the next rate kept utility and scored worse (not where it collapsed:
+        # then the choice is bracketed).
         rates = sorted(grid[method])
         edge = None
         if kept and len(rates) > 1:
-            if best == rates[-1]:
+            if best == rates[-1] and not reaches_retain:
                 edge = "highest"
             elif best == rates[0] and rates[1] in kept:
                 edge = "lowest"
@@ -956,6 +961,7 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
             spec.ratio: settings[best][spec.ratio]["mean"],
             "collapsed": not kept,
             "grid_edge": edge,
+            "reaches_retain": reaches_retain,
         }
     result = {
         "preset": args.preset,
@@ -978,6 +984,11 @@ def bench_tune(args: TuneArguments, cache_args: CacheArguments, run: Path) -> di
         if choice["grid_edge"]:
             side = "higher" if choice["grid_edge"] == "highest" else "lower"
             note = f" (the grid's {choice['grid_edge']} rate: a {side} one may do better; widen the grid to see)"
+        elif choice["reaches_retain"] and choice["learning_rate"] == max(grid[method]):
+            note = (
+                f" (the grid's highest rate, at or past the retain model's {spec.score} {format_value(retain_score)}: "
+                "a higher one has nothing left to remove)"
+            )
         print(
             f"  {method}: learning_rate {choice['learning_rate']:g}: {spec.score} {format_value(choice[spec.score])}, "
             f"{spec.ratio} {format_value(choice[spec.ratio])}{note}"

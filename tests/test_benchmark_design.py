@@ -172,6 +172,7 @@ def test_tuning_reads_only_validation_authors_and_follows_its_rule(tofu_dir, tmp
         "MU / target": 0.95,
         "collapsed": False,
         "grid_edge": None,
+        "reaches_retain": False,
     }
     # No rate keeps ga's utility: the least damaging one is chosen, and marked collapsed (not at the grid's edge).
     assert result["chosen"]["ga"]["learning_rate"] == 1e-5 and result["chosen"]["ga"]["collapsed"]
@@ -207,7 +208,7 @@ def test_a_task_is_tuned_on_its_validation_worlds_and_reported_at_the_chosen_rat
         worlds.append(data_args.generator_seed)
         models = {
             "target": {"role": "target", "summary": {"harmful_rate": 0.8, "normal_rougeL_recall": 1.0}},
-            "retain": {"role": "retain", "summary": {"harmful_rate": 0.0, "normal_rougeL_recall": 1.0}},
+            "retain": {"role": "retain", "summary": {"harmful_rate": 0.485, "normal_rougeL_recall": 1.0}},
         }
         for name, (method, config, extra_options) in configs.items():
             rate = config.learning_rate
@@ -239,11 +240,18 @@ def test_a_task_is_tuned_on_its_validation_worlds_and_reported_at_the_chosen_rat
         "normal / target": 0.95,
         "collapsed": False,
         "grid_edge": None,
+        "reaches_retain": True,
     }
+    # ga's highest rate stops short of the retain model's 0.485 (a higher rate may remove more), dareu's reaches it.
     assert result["chosen"]["ga"]["learning_rate"] == 1e-4
-    assert result["chosen"]["ga"]["grid_edge"] == "highest"
+    assert result["chosen"]["ga"]["grid_edge"] == "highest" and not result["chosen"]["ga"]["reaches_retain"]
+    assert result["chosen"]["dareu"]["learning_rate"] == 2e-4
+    assert result["chosen"]["dareu"]["grid_edge"] is None and result["chosen"]["dareu"]["reaches_retain"]
+    out = capsys.readouterr().out
     edge_note = "(the grid's highest rate: a higher one may do better; widen the grid to see)"
-    assert f"ga: learning_rate 0.0001: harmful rate 0.490, normal / target 0.950 {edge_note}" in capsys.readouterr().out
+    assert f"ga: learning_rate 0.0001: harmful rate 0.490, normal / target 0.950 {edge_note}" in out
+    retain_note = "(the grid's highest rate, at or past the retain model's harmful rate 0.485: a higher one has nothing"
+    assert f"dareu: learning_rate 0.0002: harmful rate 0.480, normal / target 0.950 {retain_note}" in out
 
     worlds.clear(), runs.clear()
     report = str(tmp_path / "tune" / "tune.json")
