@@ -110,15 +110,18 @@ PRESETS = {
             "llmu": [3e-5, 1e-4, 3e-4, 6e-4],
             "graddiff": [3e-5, 1e-4, 1.5e-4, 2e-4, 3e-4],
             "flat": [3e-5, 1e-4, 1.5e-4, 3e-4],
-            "npo": [3e-4, 6e-4, 8e-4, 1e-3],
+            # NPO 1.5e-3 and 2e-3: on models built on one thread TOFU chose 1e-3, then its highest (the row above keeps
+            # 6e-4, the first build's choice, which the stand-ins' runs used); tuned again, it keeps 1e-3 (both collapse).
+            "npo": [3e-4, 6e-4, 8e-4, 1e-3, 1.5e-3, 2e-3],
             "simnpo": [3e-4, 6e-4, 1e-3, 2e-3, 3e-3],
             "idkdpo": [3e-4, 6e-4, 1e-3, 2e-3],
             # DareU (PPO) 1e-3: above 5e-4, the grid's highest, where MUSE's VerbMem and WMDP's hazard accuracy were
-            # lowest with every retained answer kept; both now choose 1e-3, where their curves flatten, the harmful
+            # lowest with every retained answer kept; both then chose 1e-3, where their curves flatten, the harmful
             # stand-in still 2e-4. TOFU's tune, rerun with it on models built again, chose 2e-4 over 1e-4 by one draw's
             # forget quality, a question or two apart (1e-3 collapses); the row above keeps 1e-4, which the stand-ins'
-            # documented runs at TOFU's rate used.
-            "dareu": [1e-4, 2e-4, 5e-4, 1e-3],
+            # documented runs at TOFU's rate used. 2e-3: WMDP's 1e-3 stopped 0.09 above the retain models' hazard; tuned
+            # again, WMDP chooses 2e-3, at chance (MUSE, TOFU and the harmful stand-in not tuned again with it).
+            "dareu": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3],
             # DareU (GRPO) 1e-3: TOFU had chosen 5e-4, its highest; tuned again, it keeps 5e-4 (1e-3 collapses).
             "dareu-grpo": [1e-4, 2e-4, 5e-4, 1e-3],
             "reveal_release": [2e-4, 5e-4, 1e-3],
