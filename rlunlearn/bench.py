@@ -387,8 +387,10 @@ def run_draw(
     # Every row of the file, the requested ones as they finish: name -> (evaluation, costs, config entry).
     rows = {}
     if saved is not None:
-        rows.update({name: _saved_row(saved, name) for name in saved["configs"] if name not in configs})
-        rows.update({name: _saved_row(saved, name) for name in reusable})
+        # In the file's order (reusable is a set, whose order changes from run to run).
+        rows.update(
+            {name: _saved_row(saved, name) for name in saved["configs"] if name not in configs or name in reusable}
+        )
     cached = not args.target_model
     results = {}
     for name, model in ((RETAIN, prepared.retain), (TARGET, prepared.target)):

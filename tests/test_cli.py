@@ -576,15 +576,17 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     assert "forget quality" in table and "paraphrased ROUGE-L" in table
     assert "ga" in capsys.readouterr().out
 
-    # Rerun in the same folder, the finished draw is read back, not unlearned again; with other settings it is not.
+    # Rerun in the same folder, the finished draw is read back, not evaluated or unlearned again; with other settings
+    # it is not (the run evaluates the target and retain models again first).
     from rlunlearn import bench as bench_module
 
-    unlearn_and_evaluate = bench_module._unlearn_and_evaluate
+    unlearn_and_evaluate, evaluate_folder = bench_module._unlearn_and_evaluate, bench_module.evaluate_folder
 
     def unlearned_again(*args, **kwargs):
-        raise AssertionError("a finished draw was unlearned again")
+        raise AssertionError("a finished draw was evaluated or unlearned again")
 
     monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", unlearned_again)
+    monkeypatch.setattr("rlunlearn.bench.evaluate_folder", unlearned_again)
     assert main([*argv, "--probes", "paraphrase", "--output_dir", str(run)]) == 0
     assert "reusing every row of the report" in capsys.readouterr().out
     assert json.loads((run / "summary.json").read_text()) == summary
@@ -607,6 +609,7 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
 
     # A bench interrupted within a draw keeps the rows it read back and those it finished; rerun, nothing finished is
     # unlearned again, and a run of fewer rows reports them alone while the file keeps every row.
+    monkeypatch.setattr("rlunlearn.bench.evaluate_folder", evaluate_folder)
     unlearned = []
 
     def interrupted_at_graddiff(draw, name, *args, **kwargs):
@@ -626,28 +629,29 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     kept = json.loads((run / "draw-1" / "report.json").read_text())
     assert unlearned == ["npo", "graddiff"] and list(kept["configs"]) == ["ga", "npo"]
     assert kept["models"]["ga"]["summary"] == report["models"]["ga"]["summary"]
-    assert main(with_methods("ga", "npo")) == 0
-    summary = json.loads((run / "summary.json").read_text())
-    assert unlearned == ["npo", "graddiff"] and list(summary["models"]) == ["retain", "target", "ga", "npo"]
-    # The interruption came before the target judged the answers: the rerun judges the rows it kept.
-    assert "reusing every row" not in capsys.readouterr().out
-    assert all(figures["perplexity under target"]["mean"] is not None for figures in summary["models"].values())
-    assert summary["models"]["npo"]["forget quality"]["mean"] == kept["models"]["npo"]["summary"]["forget_quality"]
-    assert main(with_methods("npo")) == 0
-    assert list(json.loads((run / "summary.json").read_text())["models"]) == ["retain", "target", "npo"]
-    assert list(json.loads((run / "draw-1" / "report.json").read_text())["configs"]) == ["ga", "npo"]
 
-    # Two runs of other methods writing into one folder at once: each keeps the rows the other wrote meanwhile.
+    # The rerun finishes graddiff while a second run, of another method, writes into the same folder at once: each keeps
+    # the rows the other wrote meanwhile.
     def another_run_finishes_simnpo_meanwhile(draw, name, *args, **kwargs):
+        unlearned.append(name)
         if name == "graddiff":
             monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", unlearn_and_evaluate)
             assert main(with_methods("simnpo")) == 0
         return unlearn_and_evaluate(draw, name, *args, **kwargs)
 
     monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", another_run_finishes_simnpo_meanwhile)
-    assert main(with_methods("npo", "graddiff")) == 0
-    kept = json.loads((run / "draw-1" / "report.json").read_text())
-    assert sorted(kept["configs"]) == ["ga", "graddiff", "npo", "simnpo"]
+    assert main(with_methods("ga", "npo", "graddiff")) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert unlearned == ["npo", "graddiff", "graddiff"]
+    assert list(summary["models"]) == ["retain", "target", "ga", "npo", "graddiff"]
+    kept_rows = json.loads((run / "draw-1" / "report.json").read_text())["configs"]
+    assert list(kept_rows) == ["ga", "npo", "graddiff", "simnpo"]
+    # The interruption came before the target judged the answers: the rerun judges the rows it kept.
+    assert "reusing every row" not in capsys.readouterr().out
+    assert all(figures["perplexity under target"]["mean"] is not None for figures in summary["models"].values())
+    assert summary["models"]["npo"]["forget quality"]["mean"] == kept["models"]["npo"]["summary"]["forget_quality"]
+    assert main(with_methods("npo")) == 0
+    assert list(json.loads((run / "summary.json").read_text())["models"]) == ["retain", "target", "npo"]
     assert main(with_methods("ga", "npo", "simnpo", "graddiff")) == 0
     assert "reusing every row of the report" in capsys.readouterr().out
 
