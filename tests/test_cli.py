@@ -582,11 +582,11 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
 
     unlearn_and_evaluate, evaluate_folder = bench_module._unlearn_and_evaluate, bench_module.evaluate_folder
 
-    def unlearned_again(*args, **kwargs):
+    def done_again(*args, **kwargs):
         raise AssertionError("a finished draw was evaluated or unlearned again")
 
-    monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", unlearned_again)
-    monkeypatch.setattr("rlunlearn.bench.evaluate_folder", unlearned_again)
+    monkeypatch.setattr("rlunlearn.bench._unlearn_and_evaluate", done_again)
+    monkeypatch.setattr("rlunlearn.bench.evaluate_folder", done_again)
     assert main([*argv, "--probes", "paraphrase", "--output_dir", str(run)]) == 0
     assert "reusing every row of the report" in capsys.readouterr().out
     assert json.loads((run / "summary.json").read_text()) == summary
