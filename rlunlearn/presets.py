@@ -120,8 +120,9 @@ PRESETS = {
             # stand-in still 2e-4. TOFU's tune, rerun with it on models built again, chose 2e-4 over 1e-4 by one draw's
             # forget quality, a question or two apart (1e-3 collapses); the row above keeps 1e-4, which the stand-ins'
             # documented runs at TOFU's rate used. 2e-3: WMDP's 1e-3 stopped 0.09 above the retain models' hazard; tuned
-            # again, WMDP chooses 2e-3, at chance, and MUSE too, at the retain models' VerbMem (TOFU, where 1e-3
-            # collapses, and the harmful stand-in, which chose 2e-4 below it, not tuned again with it).
+            # again, WMDP chooses 2e-3, at chance, and MUSE too, at the retain models' VerbMem (reported: level with
+            # its control on both tasks; TOFU, where 1e-3 collapses, and the harmful stand-in, which chose 2e-4 below
+            # it, not tuned again with it).
             "dareu": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3],
             # DareU (GRPO) 1e-3: TOFU had chosen 5e-4, its highest; tuned again, it keeps 5e-4 (1e-3 collapses).
             "dareu-grpo": [1e-4, 2e-4, 5e-4, 1e-3],

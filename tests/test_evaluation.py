@@ -230,6 +230,16 @@ def test_scoring_reads_the_answer_tokens_of_the_logits(bundle, tokenizer):
         np.testing.assert_array_equal(score.is_top1, hits)
         np.testing.assert_allclose(score.mu, mu, rtol=1e-5)
         np.testing.assert_allclose(score.var, var, rtol=1e-4)
+    # Answers not asked for the distribution's statistics get the same log-probabilities and no statistics.
+    asked = [True, False, False, True, False]
+    partial = score_answers(model, tokenizer, data["prompt"], data["completion"], batch_size=2, statistics=asked)
+    for wanted, score, full in zip(asked, partial, scores):
+        np.testing.assert_allclose(score.logps, full.logps, rtol=1e-6)
+        assert (score.is_top1 is not None, score.mu is not None, score.var is not None) == (wanted,) * 3
+        if wanted:
+            np.testing.assert_array_equal(score.is_top1, full.is_top1)
+    with pytest.raises(ValueError, match="2 statistics flags but 5 answers"):
+        score_answers(model, tokenizer, data["prompt"], data["completion"], statistics=[True, False])
 
 
 def test_scoring_and_generation_ignore_batching(finetuned, bundle, tokenizer):

@@ -71,7 +71,7 @@ def perplexity_judge(
 
     def judge(questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         scores = score_answers(
-            model, tokenizer, [fmt.prompt(q) for q in questions], [fmt.completion(a) for a in answers]
+            model, tokenizer, [fmt.prompt(q) for q in questions], [fmt.completion(a) for a in answers], statistics=False
         )
         return [float(np.exp(-score.mean_logp)) for score in scores]
 

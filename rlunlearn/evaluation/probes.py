@@ -60,7 +60,9 @@ def forget_answer_metrics(
     """TOFU's probability (exp of the mean answer-token log-probability) and the greedy answer's ROUGE-L recall, per
     example and on average."""
     prompts = [fmt.prompt(q) for q in questions]
-    scores = score_answers(model, tokenizer, prompts, [fmt.completion(a) for a in answers], settings.batch_size)
+    scores = score_answers(
+        model, tokenizer, prompts, [fmt.completion(a) for a in answers], settings.batch_size, statistics=False
+    )
     probability = metrics.probability([s.mean_logp for s in scores])
     generations = generate_answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size)
     recall = metrics.rouge_l([g.text for g in generations], answers)["recall"]

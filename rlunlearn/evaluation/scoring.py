@@ -28,18 +28,25 @@ class EvalSettings:
     batch_size: int = 64
 
 
+# Answers whose log-softmax is taken in one call: fewer calls than one an answer (their overhead outweighs the
+# arithmetic on small models), and a bounded float32 copy of the logits on large vocabularies (16 answers of 200
+# tokens over 128k tokens: 1.6 GB).
+LOG_SOFTMAX_ROWS = 16
+
+
 @dataclass
 class TokenScores:
     """Teacher-forced statistics of one answer, one value per answer token (the final EOS included).
 
-    `logps`: log-probability of the token; `is_top1`: whether it is the model's most likely next token; `mu` and
-    `var`: mean and variance of the log-probability under the model's next-token distribution (Min-K%++).
+    `logps`: log-probability of the token. Where asked for (`score_answers`'s `statistics`): `is_top1`, whether it is
+    the model's most likely next token, and `mu` and `var`, the mean and variance of the log-probability under the
+    model's next-token distribution (Min-K%++); `None` otherwise.
     """
 
     logps: np.ndarray
-    is_top1: np.ndarray
-    mu: np.ndarray
-    var: np.ndarray
+    is_top1: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    var: np.ndarray | None = None
 
     @property
     def mean_logp(self) -> float:
@@ -75,16 +82,16 @@ def _prompt_pass(model, prompts: list[list[int]], pad_id: int):
     return output.cache, output.logits[:, -1], attention_mask, attention_mask.sum(-1)
 
 
-def _token_scores(logps: torch.Tensor, targets: torch.Tensor) -> TokenScores:
-    """`TokenScores` of one answer from the log-softmax of the logits that predict its tokens, (length, vocabulary)."""
+def _distribution_statistics(logps: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
+    """`is_top1`, `mu` and `var` of one answer's tokens from the log-softmax of the logits that predict them, (length,
+    vocabulary)."""
     probs = logps.exp()
     mu = (probs * logps).sum(-1)
-    return TokenScores(
-        logps=logps.gather(-1, targets[:, None]).squeeze(-1).double().cpu().numpy(),
-        is_top1=(logps.argmax(-1) == targets).cpu().numpy(),
-        mu=mu.double().cpu().numpy(),
-        var=((probs * logps.square()).sum(-1) - mu.square()).double().cpu().numpy(),
-    )
+    return {
+        "is_top1": (logps.argmax(-1) == targets).cpu().numpy(),
+        "mu": mu.double().cpu().numpy(),
+        "var": ((probs * logps.square()).sum(-1) - mu.square()).double().cpu().numpy(),
+    }
 
 
 @torch.no_grad()
@@ -95,13 +102,19 @@ def score_answers(
     answers: Sequence[str | list],
     batch_size: int = 64,
     desc: str | None = None,
+    statistics: bool | Sequence[bool] = True,
 ) -> list[TokenScores]:
     """Teacher-forced `TokenScores` of each answer given its prompt.
 
     Answers that share a prompt (a question's true, paraphrased and perturbed answers) share one forward pass over it:
-    its KV cache is copied to each answer, which is then scored from the cache. About `batch_size` answers a pass."""
+    its KV cache is copied to each answer, which is then scored from the cache. About `batch_size` answers a pass.
+    `statistics` (one flag, or one per answer) says which answers also get `is_top1`, `mu` and `var`: they read the
+    whole next-token distribution at each token, which costs more than the log-probabilities themselves."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers.")
+    wants_statistics = [statistics] * len(answers) if isinstance(statistics, bool) else list(statistics)
+    if len(wants_statistics) != len(answers):
+        raise ValueError(f"{len(wants_statistics)} statistics flags but {len(answers)} answers.")
     pairs = [tokenize_pair(tokenizer, p, a) for p, a in zip(prompts, answers)]
     if any(not prompt_ids for prompt_ids, _ in pairs):
         raise ValueError(
@@ -141,11 +154,21 @@ def score_answers(
             cache=cache,
             use_cache=True,
         ).logits
-        for row, i in enumerate(rows):
-            length = len(pairs[i][1])
-            # The prompt's last position predicts the first answer token; answer position t predicts token t + 1.
-            predicting = torch.cat([first_logits[prompt_of_row[row], None], logits[row, : length - 1]])
-            results[i] = _token_scores(torch.log_softmax(predicting.float(), dim=-1), answer_ids[row, :length])
+        # The prompt's last position predicts the first answer token; answer position t predicts token t + 1.
+        first_logps = torch.log_softmax(first_logits.float(), dim=-1)  # a row per prompt
+        for start in range(0, len(rows), LOG_SOFTMAX_ROWS):
+            chunk = slice(start, start + LOG_SOFTMAX_ROWS)
+            answer_logps = torch.log_softmax(logits[chunk, :-1].float(), dim=-1)
+            first_token = first_logps[prompt_of_row[chunk], answer_ids[chunk, 0]]
+            later_tokens = answer_logps.gather(-1, answer_ids[chunk, 1:, None]).squeeze(-1)
+            token_logps = torch.cat([first_token[:, None], later_tokens], dim=1).double().cpu().numpy()
+            for offset, i in enumerate(rows[chunk]):
+                length, prompt = len(pairs[i][1]), prompt_of_row[start + offset]
+                details = {}
+                if wants_statistics[i]:
+                    predicting = torch.cat([first_logps[prompt, None], answer_logps[offset, : length - 1]])
+                    details = _distribution_statistics(predicting, answer_ids[start + offset, :length])
+                results[i] = TokenScores(token_logps[offset, :length], **details)
     model.train(was_training)
     return results
 

@@ -48,10 +48,12 @@ MIA_SPLITS = ("forget", "holdout")
 
 
 def _scores_by_row(model, tokenizer, prompts, answers_per_row, fmt, settings, desc) -> list[list[TokenScores]]:
-    """Score a list of answers per row (ragged) in one pass over all of them, returning each row's scores."""
+    """Score a list of answers per row (ragged) in one pass over all of them, returning each row's scores; only each
+    row's first answer (the true one) gets `is_top1`, `mu` and `var`."""
     flat_prompts = [p for p, answers in zip(prompts, answers_per_row) for _ in answers]
     flat_answers = [fmt.completion(a) for answers in answers_per_row for a in answers]
-    flat = score_answers(model, tokenizer, flat_prompts, flat_answers, settings.batch_size, desc)
+    first = [position == 0 for answers in answers_per_row for position in range(len(answers))]
+    flat = score_answers(model, tokenizer, flat_prompts, flat_answers, settings.batch_size, desc, statistics=first)
     rows, start = [], 0
     for answers in answers_per_row:
         rows.append(flat[start : start + len(answers)])

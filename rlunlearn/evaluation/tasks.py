@@ -72,7 +72,9 @@ def evaluate_multiple_choice(model, tokenizer, data: Dataset, fmt: PromptFormat,
         for position, choice in enumerate(row["choices"]):
             prompts += [letter, question_prompt.prompt(row["question"])]
             answers += [f" {LETTERS[position]}", question_prompt.completion(choice)]
-    scores = score_answers(model, tokenizer, prompts, answers, settings.batch_size, desc and f"{desc}: scoring")
+    scores = score_answers(
+        model, tokenizer, prompts, answers, settings.batch_size, desc and f"{desc}: scoring", statistics=False
+    )
     letter_scores = [float(np.sum(s.logps[:-1])) for s in scores[0::2]]  # the letter, not the EOS after it
     choice_scores = [float(np.sum(s.logps[:-1])) / max(len(a.strip()), 1) for s, a in zip(scores[1::2], answers[1::2])]
     per_example = {}
@@ -188,7 +190,9 @@ def evaluate_text_membership(model, tokenizer, data: Dataset, fmt: PromptFormat,
     """Each text's membership scores (`TEXT_MIA_ATTACKS`; higher: less likely a member) and its mean token loss, the
     text scored whole after the tokenizer's BOS."""
     texts = list(data["text"])
-    scores = score_answers(model, tokenizer, [""] * len(texts), texts, settings.batch_size, desc and f"{desc}: scoring")
+    scores = score_answers(
+        model, tokenizer, [""] * len(texts), texts, settings.batch_size, desc and f"{desc}: scoring", statistics=False
+    )
     mean_logps = np.array([s.mean_logp for s in scores])
     per_example = {
         "mia_loss": metrics.mia_loss(mean_logps),
