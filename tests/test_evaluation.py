@@ -253,14 +253,16 @@ def test_scoring_and_generation_ignore_batching(finetuned, bundle, tokenizer):
     assert generated == [generate_answers(model, tokenizer, [p], max_new_tokens=30)[0].text for p in data["prompt"]]
 
 
-def test_scoring_from_a_shared_prompt_equals_a_plain_forward_pass(finetuned, bundle, tokenizer):
-    """Each question's answers are scored from one pass over its prompt: the log-probabilities are those of a forward
-    pass over prompt + answer, whatever the other answers in the batch."""
+def test_scoring_from_a_shared_prompt_equals_a_plain_forward_pass(finetuned, bundle, tokenizer, monkeypatch):
+    """Each question's answers are scored from one pass over its prompt: the log-probabilities (and the statistics of
+    the next-token distribution) are those of a forward pass over prompt + answer, whatever the other answers in the
+    batch and however the batch is cut for the log-softmax."""
+    monkeypatch.setattr("rlunlearn.evaluation.scoring.LOG_SOFTMAX_ROWS", 2)
     model = AutoModelForCausalLM.from_pretrained(finetuned).eval()
     data = sft_dataset(bundle.forget).select(range(4))
     prompts = [p for p in data["prompt"] for _ in range(3)]
     answers = [a for a in data["completion"] for a in (a, " No.", a[: len(a) // 2])]
-    scores = score_answers(model, tokenizer, prompts, answers, batch_size=5)
+    scores = score_answers(model, tokenizer, prompts, answers, batch_size=6)  # two prompts a batch
     for prompt, answer, score in zip(prompts, answers, scores):
         prompt_ids, answer_ids = tokenize_pair(tokenizer, prompt, answer)
         with torch.no_grad():
@@ -268,6 +270,8 @@ def test_scoring_from_a_shared_prompt_equals_a_plain_forward_pass(finetuned, bun
         logps = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
         expected = logps.gather(-1, torch.tensor(answer_ids)[:, None]).squeeze(-1)
         np.testing.assert_allclose(score.logps, expected.double().numpy(), atol=1e-5)
+        np.testing.assert_array_equal(score.is_top1, (logps.argmax(-1) == torch.tensor(answer_ids)).numpy())
+        np.testing.assert_allclose(score.mu, (logps.exp() * logps).sum(-1).double().numpy(), atol=1e-4)
 
 
 def test_greedy_generation_equals_generate(finetuned, bundle, tokenizer):
