@@ -327,6 +327,8 @@ class FinetuneArguments:
     which: str = field(
         default="both", metadata={"help": "Which model to fine-tune.", "choices": ["target", "retain", "both"]}
     )
+    max_new_tokens: int = field(default=200, metadata={"help": "Evaluation: longest greedy answer (TOFU: 200)."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation: examples a forward pass."})
 
 
 def finetune_command(argv: list[str]) -> int:
@@ -368,7 +370,7 @@ def finetune_command(argv: list[str]) -> int:
         config.output_dir = str(run)
         if not model_args.model_name_or_path:
             model_args.model_name_or_path = offline_base(data_args, scratch_args, cache_args.cache_dir)
-        settings = EvalSettings()
+        settings = EvalSettings(args.max_new_tokens, args.eval_batch_size)
         which = ("target", "retain") if args.which == "both" else (args.which,)
         _write_json(
             run / "run_config.json",

@@ -138,7 +138,10 @@ PRESETS = {
             "undial": [3e-5, 1e-4, 3e-4, 1e-3],
             "ceu": [3e-5, 1e-4, 3e-4, 1e-3],
             "pdu": [1e-4, 2e-4, 3e-4, 5e-4, 1e-3],
-            "rmu": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+            # RMU 4e-2, 5e-2 and 1e-1: MUSE and WMDP had chosen 3e-2, the grid's highest, short of the retain models;
+            # tuned again, WMDP chooses 4e-2 (5e-2 and 1e-1 collapse), MUSE keeps 3e-2 (4e-2 and up collapse); TOFU,
+            # where 3e-2 collapses, not tuned again with them.
+            "rmu": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 4e-2, 5e-2, 1e-1],
         },
         # 40 forget examples: small batches give enough steps.
         "unlearning_common": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0.0},

@@ -1,12 +1,19 @@
 """Shared fixtures: tiny generated data, a tokenizer trained on it, tiny models; no network, no GPU."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# The models commands cache when given no --cache_dir go to a cache of this session's own, never the user's: a test
+# then builds what it needs as on a fresh machine, and leaves nothing behind.
+os.environ["RLUNLEARN_CACHE"] = tempfile.mkdtemp(prefix="rlunlearn-test-cache-")
+atexit.register(shutil.rmtree, os.environ["RLUNLEARN_CACHE"], ignore_errors=True)
 
 import pytest  # noqa: E402
 

@@ -1,3 +1,4 @@
+import functools
 import json
 import os
 import re
@@ -12,8 +13,8 @@ from transformers import PreTrainedModel
 from rlunlearn import launch, pipeline
 from rlunlearn.cli import main
 from rlunlearn.data.draws import TOFU_BENCHMARK_AUTHORS, author_draws
-from rlunlearn.evaluation import recovered_fraction
-from rlunlearn.presets import DEMO
+from rlunlearn.evaluation import EvalSettings, recovered_fraction
+from rlunlearn.presets import DEMO, PRESETS
 
 TINY_DATA = ["--num_authors", "3", "--num_forget_authors", "1"]
 TINY_MODEL = ["--model_preset", "tiny", "--vocab_size", "300"]
@@ -306,8 +307,10 @@ def test_a_tiny_unlearn_run_prints_a_few_lines_and_logs_each_step_in_its_folder(
 
 def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
     config = tmp_path / "finetune.yaml"
-    # Options from a YAML file; a flag overrides the file.
-    config.write_text("num_train_epochs: 30\nlearning_rate: 0.005\nmodel_preset: tiny\nvocab_size: 300\n")
+    # Options from a YAML file; a flag overrides the file. From scratch: the offline base is the demo's test's.
+    config.write_text(
+        "num_train_epochs: 30\nlearning_rate: 0.005\nfrom_scratch: true\nmodel_preset: tiny\nvocab_size: 300\n"
+    )
     finetune_dir = tmp_path / "finetune"
     args = [
         "--config",
@@ -318,11 +321,15 @@ def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
         str(finetune_dir),
         "--report_to",
         "none",
+        "--max_new_tokens",
+        "40",
     ]
     assert main(["finetune", *args, *TINY_DATA]) == 0
     saved = json.loads((finetune_dir / "run_config.json").read_text())
     assert saved["finetune"]["num_train_epochs"] == 20 and saved["finetune"]["learning_rate"] == 0.005
-    models = json.loads((finetune_dir / "report.json").read_text())["models"]
+    report = json.loads((finetune_dir / "report.json").read_text())
+    assert report["settings"]["max_new_tokens"] == 40  # the models are evaluated with the answers asked for
+    models = report["models"]
     target_forget = models["target"]["splits"]["forget"]["metrics"]["probability"]
     assert target_forget > models["retain"]["splits"]["forget"]["metrics"]["probability"]
     assert models["target"]["summary"]["forget_quality"] < models["retain"]["summary"]["forget_quality"] == 1.0
@@ -420,7 +427,9 @@ def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
     assert "unknown probe(s) ['telepathy']; the probes are paraphrase" in capsys.readouterr().err
 
 
-def test_demo_reuses_its_cached_models(tmp_path, capsys):
+def test_demo_reuses_its_cached_models(tmp_path, capsys, monkeypatch):
+    # A base pretrained for a fifth of an epoch: what is tested is the pipeline and its cache, not what the base knows.
+    monkeypatch.setitem(DEMO["pretrain"], "num_train_epochs", 0.2)
     args = ["demo", "--cache_dir", str(tmp_path / "cache"), *TINY_DATA, *TINY_MODEL]
     assert main([*args, "--output_dir", str(tmp_path / "first")]) == 0
     assert "fine-tuned" in capsys.readouterr().out
@@ -533,6 +542,10 @@ def test_gpu_check_runs_each_method_in_each_precision_and_reports_what_failed(tm
 
 
 def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, capsys, monkeypatch):
+    # The preset's data and evaluation made smaller (2 of its 18 retain authors; answers of 16 tokens, which the tiny
+    # model, knowing nothing of TOFU, would babble to the preset's 200): this test is of the bench's plumbing.
+    monkeypatch.setitem(PRESETS["cpu"]["data"], "retain_authors", list(TOFU_BENCHMARK_AUTHORS.retain)[:2])
+    monkeypatch.setattr("rlunlearn.bench.EvalSettings", functools.partial(EvalSettings, max_new_tokens=16))
     bench = ["bench", "--tofu_path", str(tofu_dir), "--cache_dir", str(tmp_path / "cache")]
     # Each bad option: exit code 2 and one line naming it, before anything is built or a run folder made.
     for options, message in [

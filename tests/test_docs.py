@@ -24,7 +24,7 @@ TINY = {
     "demo": "--from_scratch --model_preset tiny --vocab_size 300 --num_authors 2 --num_forget_authors 1 "
     "--train_background false",
     "finetune": "--from_scratch --model_preset tiny --vocab_size 300 --max_steps 2 --num_forget_authors 1 "
-    "--num_retain_authors 1",
+    "--num_retain_authors 1 --max_new_tokens 8",
     "unlearn": "--max_steps 2 --num_forget_authors 1 --num_retain_authors 1 --evaluate false",
     "eval": "--num_forget_authors 1 --num_retain_authors 1 --max_new_tokens 8",
 }
