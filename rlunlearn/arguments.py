@@ -290,6 +290,14 @@ class ScratchModelArguments:
 
 
 @dataclass
+class AnswerEvalArguments:
+    """The size of the evaluation of a command that evaluates the models it makes (finetune, unlearn, eval)."""
+
+    max_new_tokens: int = field(default=200, metadata={"help": "Evaluation: longest greedy answer (TOFU: 200)."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation: examples a forward pass."})
+
+
+@dataclass
 class CacheArguments:
     cache_dir: str = field(
         default_factory=default_cache_dir,

@@ -30,6 +30,7 @@ from pathlib import Path
 from rlunlearn.trainers import METHODS
 
 from .arguments import (
+    AnswerEvalArguments,
     CacheArguments,
     DataArguments,
     ProbeSettings,
@@ -323,12 +324,10 @@ def pretrain_command(argv: list[str]) -> int:
 
 
 @dataclass
-class FinetuneArguments:
+class FinetuneArguments(AnswerEvalArguments):
     which: str = field(
         default="both", metadata={"help": "Which model to fine-tune.", "choices": ["target", "retain", "both"]}
     )
-    max_new_tokens: int = field(default=200, metadata={"help": "Evaluation: longest greedy answer (TOFU: 200)."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation: examples a forward pass."})
 
 
 def finetune_command(argv: list[str]) -> int:
@@ -494,7 +493,7 @@ def unlearn_command(argv: list[str]) -> int:
 
 
 @dataclass
-class EvalArguments:
+class EvalArguments(AnswerEvalArguments):
     models: list[str] = field(default_factory=list, metadata={"help": "Folders of (unlearned) models to evaluate."})
     names: list[str] = field(
         default_factory=list, metadata={"help": "Names of --models in the report (default: folder names)."}
@@ -516,8 +515,6 @@ class EvalArguments:
         default="float32",
         metadata={"help": "dtype the models are loaded in.", "choices": ["float32", "bfloat16", "float16"]},
     )
-    max_new_tokens: int = field(default=200, metadata={"help": "Longest greedy answer (TOFU: 200)."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Examples a forward pass."})
     probes: list[str] = field(
         default_factory=list,
         metadata={

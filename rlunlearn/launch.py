@@ -16,7 +16,7 @@ from trl import ModelConfig
 
 from rlunlearn.trainers import METHODS, UnlearningConfig
 
-from .arguments import DataArguments
+from .arguments import AnswerEvalArguments, DataArguments
 from .data import UnlearningBundle
 from .evaluation import (
     RETAIN,
@@ -36,7 +36,7 @@ from .pipeline import report_info, unlearn
 
 
 @dataclass
-class ScriptArguments:
+class ScriptArguments(AnswerEvalArguments):
     """What a run does after unlearning."""
 
     evaluate: bool = field(
@@ -47,8 +47,6 @@ class ScriptArguments:
         default=None,
         metadata={"help": "The retain model (never saw the forget set): forget quality and privleak compare with it."},
     )
-    max_new_tokens: int = field(default=200, metadata={"help": "Evaluation: longest greedy answer (TOFU: 200)."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation: examples a forward pass."})
 
 
 def check_script(script_args: ScriptArguments, model_args: ModelConfig) -> None:

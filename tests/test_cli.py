@@ -307,7 +307,7 @@ def test_a_tiny_unlearn_run_prints_a_few_lines_and_logs_each_step_in_its_folder(
 
 def test_finetune_unlearn_and_eval_from_the_command_line(tmp_path, capsys):
     config = tmp_path / "finetune.yaml"
-    # Options from a YAML file; a flag overrides the file. From scratch: the offline base is the demo's test's.
+    # Options from a YAML file; a flag overrides the file. From scratch: the demo's test fine-tunes from the base.
     config.write_text(
         "num_train_epochs: 30\nlearning_rate: 0.005\nfrom_scratch: true\nmodel_preset: tiny\nvocab_size: 300\n"
     )
