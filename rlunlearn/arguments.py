@@ -26,6 +26,8 @@ MODEL_PRESETS = {
     "large": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12},
     "xlarge": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 24, "num_attention_heads": 16},
 }
+# What a saved model can be loaded in for evaluation (`eval --dtype`, `bench eval --dtype`).
+EVAL_DTYPES = ("float32", "bfloat16", "float16")
 TOFU_HUB_ID = "locuslab/TOFU"
 # --data -> the task it is (data/bundle.py's TASK_EVAL_SPLITS).
 DATA_SOURCES = {"generated": "entities", "tofu": "entities", "harmful": "harmful", "wmdp": "wmdp", "muse": "muse"}
@@ -509,6 +511,13 @@ class EvalBenchArguments(BenchCommonArguments, GivenModelArguments):
 
     draws_from: str = field(
         default=REPORTED, metadata={"help": "The pool --forget_authors are in.", "choices": [REPORTED, VALIDATION]}
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "dtype the target model is evaluated in (the report's figures: float32).",
+            "choices": list(EVAL_DTYPES),
+        },
     )
 
 

@@ -231,17 +231,20 @@ def bench_eval(args: BenchArguments, cache_args: CacheArguments, run: Path) -> d
     prepared = _prepared(args, cache_args, data_args, bundle, base)
     settings = EvalSettings()
     started = time.time()
-    result = evaluate_folder(prepared.target, bundle, data_args.prompt_format(), settings, progress=False)
+    result = evaluate_folder(
+        prepared.target, bundle, data_args.prompt_format(), settings, dtype=args.dtype, progress=False
+    )
     seconds = time.time() - started
     examples = sum(len(split) for split in bundle.eval_splits.values())
     timing = {
+        "dtype": args.dtype,
         "examples": examples,
         "seconds": round(seconds, 1),
         "seconds_per_100_examples": round(100 * seconds / examples, 2),
         "splits": {name: len(split) for name, split in bundle.eval_splits.items()},
     }
     print(
-        f"The whole evaluation suite on the {args.preset} preset's target model: {examples} examples "
+        f"The whole evaluation suite on the {args.preset} preset's target model ({args.dtype}): {examples} examples "
         f"({', '.join(f'{k} {v}' for k, v in timing['splits'].items())}) in {seconds:.1f}s: "
         f"{timing['seconds_per_100_examples']:.2f}s per 100 examples."
     )

@@ -30,6 +30,7 @@ from pathlib import Path
 from rlunlearn.trainers import METHODS
 
 from .arguments import (
+    EVAL_DTYPES,
     AnswerEvalArguments,
     CacheArguments,
     DataArguments,
@@ -513,7 +514,7 @@ class EvalArguments(AnswerEvalArguments):
     )
     dtype: str = field(
         default="float32",
-        metadata={"help": "dtype the models are loaded in.", "choices": ["float32", "bfloat16", "float16"]},
+        metadata={"help": "dtype the models are loaded in.", "choices": list(EVAL_DTYPES)},
     )
     probes: list[str] = field(
         default_factory=list,

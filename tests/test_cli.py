@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 import json
 import os
@@ -11,6 +12,7 @@ import pytest
 from transformers import PreTrainedModel
 
 from rlunlearn import launch, pipeline
+from rlunlearn.arguments import DataArguments
 from rlunlearn.cli import main
 from rlunlearn.data.draws import TOFU_BENCHMARK_AUTHORS, author_draws
 from rlunlearn.evaluation import EvalSettings, recovered_fraction
@@ -667,6 +669,33 @@ def test_bench_on_given_target_and_retain_models(finetuned, tofu_dir, tmp_path, 
     assert list(json.loads((run / "summary.json").read_text())["models"]) == ["retain", "target", "npo"]
     assert main(with_methods("ga", "npo", "simnpo", "graddiff")) == 0
     assert "reusing every row of the report" in capsys.readouterr().out
+
+
+def test_bench_eval_times_the_suite_in_the_dtype_asked(finetuned, tofu_dir, tmp_path, capsys, monkeypatch):
+    # 4 examples of each of the preset's splits, answers of 16 tokens: the tiny model tokenises TOFU's text finely.
+    whole_bundle = DataArguments.bundle
+
+    def four_of_each_split(data_args):
+        bundle = whole_bundle(data_args)
+        splits = {name: split.select(range(4)) for name, split in bundle.eval_splits.items()}
+        return dataclasses.replace(bundle, eval_splits=splits)
+
+    monkeypatch.setattr(DataArguments, "bundle", four_of_each_split)
+    monkeypatch.setattr("rlunlearn.bench.EvalSettings", functools.partial(EvalSettings, max_new_tokens=16))
+    argv = ["bench", "eval", "--tofu_path", str(tofu_dir), "--target_model", str(finetuned)]
+    argv += ["--retain_model", str(finetuned)]
+    probabilities = {}
+    for dtype in ("float32", "bfloat16"):
+        assert main([*argv, "--dtype", dtype, "--output_dir", str(tmp_path / dtype)]) == 0
+        written = json.loads((tmp_path / dtype / "bench_eval.json").read_text())
+        timing = written["timing"]
+        assert timing["dtype"] == dtype and timing["examples"] == 4 * len(timing["splits"]) == 20
+        assert f"target model ({dtype}): {timing['examples']} examples" in capsys.readouterr().out
+        per_example = written["report"]["models"]["target"]["splits"]["retain"]["per_example"]
+        probabilities[dtype] = per_example["probability"]
+    # The model was evaluated in the dtype asked: bf16 rounds its probabilities, which stay near float32's.
+    assert probabilities["bfloat16"] != probabilities["float32"]
+    assert probabilities["bfloat16"] == pytest.approx(probabilities["float32"], rel=0.1)
 
 
 def test_bench_speed_refuses_a_method_without_a_baseline(tmp_path, capsys):
