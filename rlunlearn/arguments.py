@@ -556,8 +556,8 @@ class MemoryBenchArguments:
 class SpeedBenchArguments:
     """Seconds per unlearning step of each method's trainer against a plain transformers Trainer whose compute_loss is
     the same loss written the obvious way (full logits, the reference run on every batch, a forward pass per group),
-    on copies of the same random model and the same batches of the generated authors: interleaved runs, the median
-    of --repeats, and their ratio."""
+    on copies of the same random model and the same batches (the generated authors', or TOFU's): interleaved runs,
+    the median of --repeats, and their ratio."""
 
     methods: list[str] = field(
         default_factory=lambda: ["npo", "graddiff", "simnpo", "idkdpo", "llmu", "ga"],
@@ -572,6 +572,13 @@ class SpeedBenchArguments:
     batch_size: int = field(default=8, metadata={"help": "Forget examples a step (and as many retain examples)."})
     padding_free: bool = field(
         default=False, metadata={"help": "Run the trainers' forward passes padding-free (the baseline stays padded)."}
+    )
+    tofu_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Time on TOFU's batches instead (the cpu preset's data, its first reported draw of forget authors): "
+            "a local folder in the published layout, or the hub id."
+        },
     )
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/bench-speed-<time>)."})
 

@@ -23,9 +23,11 @@ from rlunlearn.trainers import METHODS
 from rlunlearn.trainers.utils import can_pin_memory
 
 from .arguments import DataArguments, SpeedBenchArguments
+from .data.draws import FORGET_SHAPES, REPORTED, author_draws
 from .evaluation.report import format_table, markdown_table
 from .models import build_model, train_tokenizer
 from .pipeline import unlearning_datasets
+from .presets import PRESETS
 
 SPEED_COLUMNS = ["method", "model", "parameters (M)", "plain loop (s/step)", "rlunlearn (s/step)", "ratio"]
 
@@ -203,7 +205,12 @@ def bench_speed(args: SpeedBenchArguments, cache_args, run: Path) -> list[dict]:
         raise ValueError(f"--methods {unknown} have no plain baseline; choose from {sorted(PLAIN_LOSSES)}.")
     if args.steps < 1 or args.repeats < 1:
         raise ValueError("--steps and --repeats must be at least 1.")
-    data_args = DataArguments(data="generated", num_authors=20)
+    if args.tofu_path:
+        preset = PRESETS["cpu"]
+        draw = author_draws(preset["authors"].pool(REPORTED), FORGET_SHAPES["forget01"], 1)[0]
+        data_args = DataArguments(tofu_path=args.tofu_path, forget_authors=draw, **preset["data"])
+    else:
+        data_args = DataArguments(data="generated", num_authors=20)
     bundle = data_args.bundle()
     tokenizer = train_tokenizer(bundle.corpus(), 4096)
     rows = []
@@ -230,7 +237,10 @@ def bench_speed(args: SpeedBenchArguments, cache_args, run: Path) -> list[dict]:
             )
             print(f"{method} on {model_preset}: plain {plain:.3f} s/step, rlunlearn {ours:.3f} s/step", flush=True)
     table = format_table(rows, SPEED_COLUMNS)
-    print(f"\nSeconds per step (batch {args.batch_size}, median of {args.repeats}, {args.steps} steps):\n{table}")
+    data = f"TOFU authors {'+'.join(map(str, data_args.forget_authors))}" if args.tofu_path else "generated authors"
+    print(
+        f"\nSeconds per step ({data}, batch {args.batch_size}, median of {args.repeats}, {args.steps} steps):\n{table}"
+    )
     (run / "speed.json").write_text(json.dumps({"arguments": vars(args), "rows": rows}, indent=2))
     (run / "speed.md").write_text(markdown_table(rows, SPEED_COLUMNS))
     print(f"Results: {run / 'speed.json'}; table: {run / 'speed.md'}")

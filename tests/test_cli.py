@@ -702,8 +702,19 @@ def test_bench_speed_refuses_a_method_without_a_baseline(tmp_path, capsys):
     for options, message in [
         (["--methods", "dareu"], "--methods ['dareu'] have no plain baseline; choose from"),
         (["--steps", "0"], "--steps and --repeats must be at least 1"),
+        (["--tofu_path", str(tmp_path / "nowhere")], f"--tofu_path '{tmp_path / 'nowhere'}' is neither a local folder"),
     ]:
         assert main(["bench", "speed", *options, "--output_dir", str(tmp_path / "refused")]) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith(f"rlunlearn bench: {message}") and "\n" not in error, error
     assert not (tmp_path / "refused").exists()
+
+
+def test_bench_speed_times_the_steps_on_tofu_batches(tofu_dir, tmp_path, capsys):
+    argv = ["bench", "speed", "--tofu_path", str(tofu_dir), "--methods", "graddiff", "--model_presets", "tiny"]
+    assert main([*argv, "--steps", "2", "--repeats", "1", "--output_dir", str(tmp_path)]) == 0
+    assert "Seconds per step (TOFU authors 189+197, batch 8" in capsys.readouterr().out  # the first reported draw
+    written = json.loads((tmp_path / "speed.json").read_text())
+    assert written["arguments"]["tofu_path"] == str(tofu_dir)
+    (row,) = written["rows"]
+    assert row["method"] == "graddiff" and row["plain loop (s/step)"] > 0 and row["rlunlearn (s/step)"] > 0

@@ -92,20 +92,35 @@ def test_reference_log_probs_are_computed_once_and_train_as_a_reference_pass_doe
     assert losses["live"][-1] != pytest.approx(losses["live"][0], abs=1e-4)  # training moved the loss
 
 
+def padded_to(batch: dict, group: str, width: int, pad_token_id: int) -> dict:
+    """`batch` with `group`'s sequences right-padded to `width`: the same examples, more padding."""
+    padded = dict(batch)
+    for name, value in (("input_ids", pad_token_id), ("attention_mask", 0), ("completion_mask", 0)):
+        tensor = batch[f"{group}_{name}"]
+        padded[f"{group}_{name}"] = torch.nn.functional.pad(tensor, (0, width - tensor.size(1)), value=value)
+    return padded
+
+
 def test_one_forward_pass_scores_every_group_as_separate_passes_do(finetuned, bundle, tokenizer, tmp_path):
-    config = IdkDPOConfig(
-        output_dir=str(tmp_path / "idkdpo"), per_device_train_batch_size=3, gradient_accumulation_steps=1, bf16=False
-    )
-    trainer = IdkDPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(finetuned),
-        args=config,
-        train_dataset=preference_dataset(bundle.forget, seed=0),
-        retain_dataset=sft_dataset(bundle.retain),
-        processing_class=tokenizer,
-    )
+    def idkdpo(padding_free: bool) -> IdkDPOTrainer:
+        config = IdkDPOConfig(
+            output_dir=str(tmp_path / f"idkdpo-{padding_free}"),
+            per_device_train_batch_size=3,
+            gradient_accumulation_steps=1,
+            bf16=False,
+            padding_free=padding_free,
+        )
+        return IdkDPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(finetuned),
+            args=config,
+            train_dataset=preference_dataset(bundle.forget, seed=0),
+            retain_dataset=sft_dataset(bundle.retain),
+            processing_class=tokenizer,
+        )
+
+    trainer = idkdpo(padding_free=False)
     batch, counts = first_batch(trainer)
-    groups = trainer._policy_groups(batch)
-    assert sorted(groups) == ["forget", "refusal", "retain"]
+    groups = ["forget", "refusal", "retain"]
     widths = {batch[f"{group}_input_ids"].size(1) for group in groups}
     assert len(widths) > 1  # groups of different lengths: padding must not change the values
     joint = trainer._joint_completion_logps(trainer.model, batch, groups)
@@ -114,11 +129,28 @@ def test_one_forward_pass_scores_every_group_as_separate_passes_do(finetuned, bu
         torch.testing.assert_close(joint[group][1], mask)
         torch.testing.assert_close(joint[group][0] * mask, logps * mask, atol=1e-5, rtol=1e-6)
 
-    forward_passes = [0]
-    trainer.model.register_forward_hook(lambda *_: forward_passes.__setitem__(0, forward_passes[0] + 1))
-    trainer.model.train()
-    trainer.compute_loss(trainer.model, batch, num_items_in_batch=counts)
-    assert forward_passes[0] == 1  # refusal, forget and retain answers in one pass; the reference precomputed
+    # One pass for the three groups (the reference precomputed) while stacking pads them little; a pass each once it
+    # would pad them much more than separate passes do (the forget answers padded to 3x the longest); packed, one pass
+    # whatever their widths. The loss is the same each way.
+    even = batch
+    for group in groups:
+        even = padded_to(even, group, max(widths), tokenizer.pad_token_id)
+    uneven = padded_to(batch, "forget", 3 * max(widths), tokenizer.pad_token_id)
+    packed = idkdpo(padding_free=True)
+    losses = {}
+    for name, model_trainer, inputs, passes in (
+        ("even", trainer, even, 1),
+        ("uneven", trainer, uneven, 3),
+        ("packed", packed, uneven, 1),
+    ):
+        forward_passes = []
+        hook = model_trainer.model.register_forward_hook(lambda *_, calls=forward_passes: calls.append(1))
+        model_trainer.model.train()
+        losses[name] = model_trainer.compute_loss(model_trainer.model, inputs, num_items_in_batch=counts).item()
+        hook.remove()
+        assert len(forward_passes) == passes, name
+    assert losses["uneven"] == pytest.approx(losses["even"], abs=1e-5)
+    assert losses["packed"] == pytest.approx(losses["even"], abs=1e-5)
 
 
 def test_fused_lm_head_and_full_logits_give_the_same_log_probs(finetuned, bundle, tokenizer, tmp_path):
