@@ -101,7 +101,7 @@ def padded_to(batch: dict, group: str, width: int, pad_token_id: int) -> dict:
     return padded
 
 
-def test_one_forward_pass_scores_every_group_as_separate_passes_do(finetuned, bundle, tokenizer, tmp_path):
+def test_one_forward_pass_scores_every_group_as_separate_passes_do(finetuned, bundle, tokenizer, tmp_path, monkeypatch):
     def idkdpo(padding_free: bool) -> IdkDPOTrainer:
         config = IdkDPOConfig(
             output_dir=str(tmp_path / f"idkdpo-{padding_free}"),
@@ -151,6 +151,14 @@ def test_one_forward_pass_scores_every_group_as_separate_passes_do(finetuned, bu
         assert len(forward_passes) == passes, name
     assert losses["uneven"] == pytest.approx(losses["even"], abs=1e-5)
     assert losses["packed"] == pytest.approx(losses["even"], abs=1e-5)
+
+    # On several processes, one pass whatever the widths: each process must run the passes the others run.
+    forward_passes = []
+    hook = trainer.model.register_forward_hook(lambda *_: forward_passes.append(1))
+    monkeypatch.setattr(type(trainer.accelerator), "num_processes", property(lambda _: 2))
+    trainer.compute_loss(trainer.model, uneven, num_items_in_batch=counts)
+    hook.remove()
+    assert len(forward_passes) == 1
 
 
 def test_fused_lm_head_and_full_logits_give_the_same_log_probs(finetuned, bundle, tokenizer, tmp_path):
