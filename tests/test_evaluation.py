@@ -26,10 +26,12 @@ from rlunlearn.evaluation import (
     repetition,
     retain_from_report,
     rouge_l,
+    sample_answers,
     score_answers,
     summary_table,
     utility_notes,
 )
+from rlunlearn.evaluation.scoring import _batches, _padded
 from rlunlearn.models import build_model
 from rlunlearn.trainers.utils import tokenize_pair, tokenize_prompt
 
@@ -288,6 +290,33 @@ def test_greedy_generation_equals_generate(finetuned, bundle, tokenizer):
         if tokenizer.eos_token_id in output:
             output = output[: output.index(tokenizer.eos_token_id)]
         assert generation.token_ids == output
+
+
+def test_sampled_answers_equal_generate_on_the_same_batches(finetuned, bundle, tokenizer):
+    """Rows leave the batch at their end-of-sequence token, yet each sample is the one `generate` draws from the same
+    seed on the same batches: the random numbers a row takes do not depend on which rows still run."""
+    model = AutoModelForCausalLM.from_pretrained(finetuned).eval()
+    prompts = [*sft_dataset(bundle.forget).select(range(4))["prompt"], "Question: Who?\nAnswer:"]
+    samples = sample_answers(model, tokenizer, prompts, num_samples=3, max_new_tokens=40, batch_size=6, seed=7)
+    assert len({len(g.token_ids) for row in samples for g in row}) > 1  # some rows left the batch before others
+    prompt_ids = [tokenize_prompt(tokenizer, p) for p in prompts]
+    torch.manual_seed(7)
+    for batch in _batches([len(p) for p in prompt_ids], 2):  # 6 // 3 prompts a batch, in the same order
+        input_ids, attention_mask = _padded([prompt_ids[i] for i in batch], tokenizer.pad_token_id, left=True)
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=40,
+            do_sample=True,
+            top_k=0,
+            num_return_sequences=3,
+            pad_token_id=tokenizer.pad_token_id,
+        )[:, input_ids.size(1) :].tolist()
+        for row, i in enumerate(batch):
+            for sample, sequence in zip(samples[i], output[row * 3 : (row + 1) * 3]):
+                if tokenizer.eos_token_id in sequence:
+                    sequence = sequence[: sequence.index(tokenizer.eos_token_id)]
+                assert sample.token_ids == sequence
 
 
 # ---- the suite ------------------------------------------------------------------------------------------------------

@@ -227,46 +227,24 @@ def generate_answers(
 ) -> list[Generation]:
     """Greedy continuations of `prompts` (texts, message lists, or token ids), cut at the end-of-sequence token.
 
-    Written here rather than with `generate`, which keeps every row of a batch until the last one ends: a row leaves
-    the batch (and the KV cache) at its end-of-sequence token, so that one long answer does not make the whole batch
-    run to it. Prompts are batched by length and left-padded. The tokens are those of `generate(do_sample=False)` with
-    no logits processor (no repetition penalty, whatever the model's generation config says)."""
+    Prompts are batched by length and left-padded; a row leaves its batch at its end-of-sequence token (see
+    `_continuations`). The tokens are those of `generate(do_sample=False)` with no logits processor (no repetition
+    penalty, whatever the model's generation config says)."""
     prompt_ids = _prompt_ids(tokenizer, prompts)
     generations: list[Generation | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
     for batch in tqdm(_batches([len(p) for p in prompt_ids], batch_size), desc=desc, leave=False, disable=desc is None):
-        cache, logits, attention_mask, positions = _prompt_pass(
-            model, [prompt_ids[i] for i in batch], tokenizer.pad_token_id
+        continuations = _continuations(
+            model, tokenizer, [prompt_ids[i] for i in batch], max_new_tokens, lambda logits, rows: logits.argmax(-1)
         )
-        tokens: list[list[int]] = [[] for _ in batch]
-        rows = torch.arange(len(batch), device=model.device)  # which prompt of the batch each row of the cache is
-        for step in range(max_new_tokens):
-            next_tokens = logits.argmax(-1)
-            for row, token in zip(rows.tolist(), next_tokens.tolist()):
-                tokens[row].append(token)
-            running = next_tokens != tokenizer.eos_token_id
-            if step == max_new_tokens - 1 or not running.any():
-                break
-            if not running.all():
-                cache.batch_select_indices(running)
-                rows, next_tokens = rows[running], next_tokens[running]
-                attention_mask, positions = attention_mask[running], positions[running]
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
-            logits = model(
-                input_ids=next_tokens[:, None],
-                attention_mask=attention_mask,
-                position_ids=positions[:, None],
-                cache=cache,
-                use_cache=True,
-            ).logits[:, -1]
-            positions = positions + 1
-        for row, i in enumerate(batch):
-            generations[i] = _decoded(tokenizer, tokens[row])
+        for i, tokens in zip(batch, continuations):
+            generations[i] = _decoded(tokenizer, tokens)
     model.train(was_training)
     return generations
 
 
+@torch.no_grad()
 def sample_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -279,22 +257,76 @@ def sample_answers(
     desc: str | None = None,
 ) -> list[list[Generation]]:
     """`num_samples` answers to each prompt, sampled at `temperature` from the whole distribution (no top-k or top-p
-    cut), from a generator seeded by `seed` (the global random state is left as it was)."""
+    cut), from a generator seeded by `seed` (the global random state is left as it was).
+
+    The answers are those of `generate(do_sample=True, num_return_sequences=num_samples, top_k=0)` on the same batches
+    of `batch_size // num_samples` prompts (to floating-point rounding), where a row leaves the batch at its
+    end-of-sequence token rather than run to the batch's longest answer."""
+    prompt_ids = _prompt_ids(tokenizer, prompts)
+    generations: list[list[Generation] | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return _sample(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens,
-            max(1, batch_size // num_samples),
-            desc,
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            top_p=1.0,
-            num_return_sequences=num_samples,
-        )
+        prompts_a_batch = max(1, batch_size // num_samples)
+        for batch in tqdm(
+            _batches([len(p) for p in prompt_ids], prompts_a_batch), desc=desc, leave=False, disable=desc is None
+        ):
+            repeated = [prompt_ids[i] for i in batch for _ in range(num_samples)]
+            pick = _multinomial_pick(len(repeated), temperature)
+            continuations = _continuations(model, tokenizer, repeated, max_new_tokens, pick)
+            for row, i in enumerate(batch):
+                own = continuations[row * num_samples : (row + 1) * num_samples]
+                generations[i] = [_decoded(tokenizer, tokens) for tokens in own]
+    model.train(was_training)
+    return generations
+
+
+def _multinomial_pick(rows: int, temperature: float):
+    """`_continuations`'s choice of next tokens for a batch of `rows` rows sampled at `temperature`, as `generate`
+    samples: a draw for every row of the batch, ended ones too (from any distribution), so that each running row's
+    draw takes the random numbers it takes there."""
+
+    def pick(logits: torch.Tensor, running: torch.Tensor) -> torch.Tensor:
+        probs = logits.new_ones(rows, logits.size(-1), dtype=torch.float32)
+        probs[running] = (logits.float() / temperature).softmax(-1)
+        return torch.multinomial(probs, num_samples=1).squeeze(1)[running]
+
+    return pick
+
+
+def _continuations(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pick) -> list[list[int]]:
+    """The tokens that follow each of a batch of prompts, its end-of-sequence token included (if reached), one at a
+    time from the KV cache; `pick(logits, running)` chooses the next token of each running row, `running` the rows of
+    the batch they are and `logits` their next-token logits.
+
+    Written here rather than with `generate`, which keeps every row of a batch until the last one ends: a row leaves
+    the batch (and the KV cache) at its end-of-sequence token, so that one long answer does not make the whole batch
+    run to it."""
+    cache, logits, attention_mask, positions = _prompt_pass(model, prompts, tokenizer.pad_token_id)
+    tokens: list[list[int]] = [[] for _ in prompts]
+    running = torch.arange(len(prompts), device=model.device)
+    for step in range(max_new_tokens):
+        next_tokens = pick(logits, running)
+        for row, token in zip(running.tolist(), next_tokens.tolist()):
+            tokens[row].append(token)
+        unfinished = next_tokens != tokenizer.eos_token_id
+        if step == max_new_tokens - 1 or not unfinished.any():
+            break
+        if not unfinished.all():
+            cache.batch_select_indices(unfinished)
+            running, next_tokens = running[unfinished], next_tokens[unfinished]
+            attention_mask, positions = attention_mask[unfinished], positions[unfinished]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(running), 1)], dim=1)
+        logits = model(
+            input_ids=next_tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=positions[:, None],
+            cache=cache,
+            use_cache=True,
+        ).logits[:, -1]
+        positions = positions + 1
+    return tokens
 
 
 def _prompt_ids(tokenizer, prompts) -> list[list[int]]:
@@ -306,27 +338,3 @@ def _decoded(tokenizer, sequence: list[int]) -> Generation:
     if tokenizer.eos_token_id in sequence:
         sequence = sequence[: sequence.index(tokenizer.eos_token_id)]
     return Generation(tokenizer.decode(sequence, skip_special_tokens=True).strip(), sequence)
-
-
-def _sample(model, tokenizer, prompts, max_new_tokens, batch_size, desc, **sampling) -> list[list[Generation]]:
-    """`num_return_sequences` sampled continuations of each prompt, with `generate`, in batches of similar length."""
-    per_prompt = sampling["num_return_sequences"]
-    prompt_ids = _prompt_ids(tokenizer, prompts)
-    generations: list[list[Generation] | None] = [None] * len(prompts)
-    was_training = model.training
-    model.eval()
-    for batch in tqdm(_batches([len(p) for p in prompt_ids], batch_size), desc=desc, leave=False, disable=desc is None):
-        input_ids, attention_mask = _padded([prompt_ids[i] for i in batch], tokenizer.pad_token_id, left=True)
-        output = model.generate(
-            input_ids=input_ids.to(model.device),
-            attention_mask=attention_mask.to(model.device),
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **sampling,
-        )
-        for row, i in enumerate(batch):
-            sequences = output[row * per_prompt : (row + 1) * per_prompt, input_ids.shape[1] :].tolist()
-            generations[i] = [_decoded(tokenizer, sequence) for sequence in sequences]
-    model.train(was_training)
-    return generations
