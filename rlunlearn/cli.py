@@ -41,7 +41,7 @@ from .arguments import (
     check_training_settings,
     resolve_probes,
 )
-from .presets import DEMO_SEED
+from .presets import DEMO, DEMO_SEED
 
 logger = logging.getLogger("rlunlearn")
 
@@ -141,6 +141,14 @@ def _side_by_side(bundle, results: dict, method: str, split: str, count: int = 3
     return "\n".join(lines)
 
 
+def demo_unlearning_config(method: str, output_dir: Path, seed: int):
+    """The config `rlunlearn demo --method` unlearns with: the demo's settings of `method`, which win over the demo's
+    own (DareU's preset sets `logging_steps` too)."""
+    settings = {"output_dir": str(output_dir), "seed": seed, "report_to": "none", "save_strategy": "no"}
+    settings |= {"logging_steps": 5, **DEMO["unlearning_common"], **DEMO["unlearning"].get(method, {})}
+    return METHODS[method][0](**settings)
+
+
 def demo(argv: list[str]) -> int:
     """Forget two fictitious authors: pretrain a small base, fine-tune target and retain models (all cached),
     unlearn, and show the answers before and after beside the TOFU metrics.
@@ -172,7 +180,7 @@ def demo(argv: list[str]) -> int:
     from .evaluation import RETAIN, TARGET, UNLEARNED, EvalSettings, build_report, evaluate_folder, evaluate_model
     from .finetune import FinetuneConfig
     from .pipeline import offline_base, prepare_models, report_info, unlearn
-    from .presets import DEMO, STANDIN_FINETUNE
+    from .presets import STANDIN_FINETUNE
     from .pretrain import PretrainConfig
 
     method = demo_args.method or DEMO["method"]
@@ -200,15 +208,7 @@ def demo(argv: list[str]) -> int:
             f"{'reused from the cache' if prepared.reused else 'fine-tuned'}, {time.time() - started:.0f}s)"
         )
 
-        unlearn_config = METHODS[method][0](
-            output_dir=str(run / "unlearned"),
-            seed=demo_args.seed,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=5,
-            **DEMO["unlearning_common"],
-            **DEMO["unlearning"].get(method, {}),
-        )
+        unlearn_config = demo_unlearning_config(method, run / "unlearned", demo_args.seed)
         unlearn_started = time.time()
         trainer = unlearn(method, unlearn_config, prepared.target, bundle, data_args, ModelConfig())
         print(f"Unlearned with {method} in {time.time() - unlearn_started:.0f}s.")

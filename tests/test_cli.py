@@ -13,10 +13,11 @@ from transformers import PreTrainedModel
 
 from rlunlearn import launch, pipeline
 from rlunlearn.arguments import DataArguments
-from rlunlearn.cli import main
+from rlunlearn.cli import demo_unlearning_config, main
 from rlunlearn.data.draws import TOFU_BENCHMARK_AUTHORS, author_draws
 from rlunlearn.evaluation import EvalSettings, recovered_fraction
 from rlunlearn.presets import DEMO, PRESETS
+from rlunlearn.trainers import METHODS
 
 TINY_DATA = ["--num_authors", "3", "--num_forget_authors", "1"]
 TINY_MODEL = ["--model_preset", "tiny", "--vocab_size", "300"]
@@ -448,6 +449,14 @@ def test_demo_reuses_its_cached_models(tmp_path, capsys, monkeypatch):
     # Same seed, same cached models: the same numbers.
     assert first["models"][DEMO["method"]]["summary"] == second["models"][DEMO["method"]]["summary"]
     assert (tmp_path / "second" / "tradeoff.png").is_file()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_demo_builds_every_methods_config(method, tmp_path):
+    """`rlunlearn demo --method` takes every method at the demo's settings, which win over the demo's defaults."""
+    config = demo_unlearning_config(method, tmp_path, 7)
+    assert config.seed == 7 and config.learning_rate == DEMO["unlearning"][method]["learning_rate"]
+    assert config.logging_steps == DEMO["unlearning"][method].get("logging_steps", 5)
 
 
 def test_train_attributor_command(finetuned, bundle, tmp_path, capsys):
