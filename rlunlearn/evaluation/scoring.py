@@ -272,9 +272,10 @@ def sample_answers(
         for batch in tqdm(
             _batches([len(p) for p in prompt_ids], prompts_a_batch), desc=desc, leave=False, disable=desc is None
         ):
-            repeated = [prompt_ids[i] for i in batch for _ in range(num_samples)]
-            pick = _multinomial_pick(len(repeated), temperature)
-            continuations = _continuations(model, tokenizer, repeated, max_new_tokens, pick)
+            pick = _multinomial_pick(len(batch) * num_samples, temperature)
+            continuations = _continuations(
+                model, tokenizer, [prompt_ids[i] for i in batch], max_new_tokens, pick, num_samples
+            )
             for row, i in enumerate(batch):
                 own = continuations[row * num_samples : (row + 1) * num_samples]
                 generations[i] = [_decoded(tokenizer, tokens) for tokens in own]
@@ -295,17 +296,25 @@ def _multinomial_pick(rows: int, temperature: float):
     return pick
 
 
-def _continuations(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pick) -> list[list[int]]:
-    """The tokens that follow each of a batch of prompts, its end-of-sequence token included (if reached), one at a
-    time from the KV cache; `pick(logits, running)` chooses the next token of each running row, `running` the rows of
-    the batch they are and `logits` their next-token logits.
+def _continuations(
+    model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pick, repeats: int = 1
+) -> list[list[int]]:
+    """The tokens that follow each of a batch of prompts, `repeats` times each (one pass over each prompt, its KV cache
+    copied), its end-of-sequence token included (if reached), one at a time from the KV cache; `pick(logits, running)`
+    chooses the next token of each running row, `running` the rows of the batch they are and `logits` their next-token
+    logits.
 
     Written here rather than with `generate`, which keeps every row of a batch until the last one ends: a row leaves
     the batch (and the KV cache) at its end-of-sequence token, so that one long answer does not make the whole batch
     run to it."""
     cache, logits, attention_mask, positions = _prompt_pass(model, prompts, tokenizer.pad_token_id)
-    tokens: list[list[int]] = [[] for _ in prompts]
-    running = torch.arange(len(prompts), device=model.device)
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
+        logits, attention_mask, positions = (
+            x.repeat_interleave(repeats, 0) for x in (logits, attention_mask, positions)
+        )
+    tokens: list[list[int]] = [[] for _ in range(len(prompts) * repeats)]
+    running = torch.arange(len(tokens), device=model.device)
     for step in range(max_new_tokens):
         next_tokens = pick(logits, running)
         for row, token in zip(running.tolist(), next_tokens.tolist()):
