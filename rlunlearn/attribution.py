@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peft import get_peft_model
-from transformers import AutoModelForSequenceClassification, TrainingArguments
+from transformers import AutoModelForSequenceClassification, TrainingArguments, set_seed
 from trl import ModelConfig, get_peft_config
 
 from rlunlearn.rewards import AttributionReward, RefusalBonus, SequenceClassifier, load_reward, train_classifier
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "attributor_metrics.json"
 # Part of a cached classifier's key: bumped when its training or calibration changes, so that it is trained again.
-ATTRIBUTOR_VERSION = 1
+ATTRIBUTOR_VERSION = 2  # 2: the new head drawn from the seed
 
 
 @dataclass
@@ -89,6 +89,9 @@ def train_attributor(
         padded_views=config.padded_views,
     )
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    # The new classification head (and LoRA) initialised from the run's seed, as the Trainer seeds only later: else
+    # each process draws another classifier, and DareU's rewards and results with it.
+    set_seed(config.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_args.model_name_or_path,
         num_labels=len(labels),
