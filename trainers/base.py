@@ -32,6 +32,7 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, use_adapter
 
 from .utils import (
+    ActivationCheckpointingOff,
     GroupCollator,
     NonFiniteLossError,
     RetainCollapseError,
@@ -54,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class UnlearningConfig(_BaseConfig):
+class UnlearningConfig(ActivationCheckpointingOff, _BaseConfig):
     r"""
     Configuration shared by the unlearning trainers; each method's config adds its own hyperparameters.
 
@@ -118,14 +119,6 @@ class UnlearningConfig(_BaseConfig):
     gradient_accumulation_steps: int = field(default=4, metadata={"help": "Batches accumulated before each update."})
     bf16: bool | None = field(
         default=None, metadata={"help": "bf16 mixed precision; defaults to on where a GPU supports it, off on CPU."}
-    )
-    # transformers 5 renamed gradient_checkpointing to activation_checkpointing; leaving the old name unset keeps
-    # TRL's default (on) from triggering its deprecation warning.
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Deprecated alias of --activation_checkpointing."}
-    )
-    activation_checkpointing: bool | None = field(
-        default=False, metadata={"help": "Recompute activations in the backward pass (saves memory on large models)."}
     )
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Keyword arguments for from_pretrained when the model is given by name."}

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import parse_flag_from_env
@@ -190,6 +190,20 @@ def tokenize_completions(
             "token to train on: raise --max_length."
         )
     return kept
+
+
+@dataclass
+class ActivationCheckpointingOff:
+    """Config fields that leave activation checkpointing off unless asked for: TRL's configs turn it on through
+    `gradient_checkpointing`, which transformers 5 renamed `activation_checkpointing`. Left unset, the old name raises
+    no deprecation warning. Small models train faster without it, and its weights are the same."""
+
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of --activation_checkpointing."}
+    )
+    activation_checkpointing: bool | None = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass (saves memory on large models)."}
+    )
 
 
 @dataclass
