@@ -556,13 +556,15 @@ class RevealReleaseTrainer(UnlearningTrainer):
                 completion_ids.append(answer_ids)
         collator, size = self.forget_collator, self.args.per_device_eval_batch_size
         totals = []
-        for start in range(0, len(prompt_ids), size):
-            batch = collator.collate_group(
-                "relevance", prompt_ids[start : start + size], completion_ids[start : start + size]
-            )
-            batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
-            logps, mask = self.completion_logps(self.model, batch, "relevance", reference=True)
-            totals.append((logps.float() * mask).sum(1))
+        # The reference entered once for every batch: switching the modules off and on costs more than a small pass.
+        with self.reference_model() as reference:
+            for start in range(0, len(prompt_ids), size):
+                batch = collator.collate_group(
+                    "relevance", prompt_ids[start : start + size], completion_ids[start : start + size]
+                )
+                batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
+                logps, mask = self.completion_logps(reference, batch, "relevance")
+                totals.append((logps.float() * mask).sum(1))
         return torch.cat(totals).view(len(completions), len(names)).softmax(dim=1)[:, 0].tolist()
 
     def diversity(self, completions: list[str]) -> float:
