@@ -178,6 +178,11 @@ class DareUConfig(ActivationCheckpointingOff, GRPOConfig):
             self.bf16 = bf16_default() and not self.fp16
         self.use_cpu = self.use_cpu or multiprocess_cpu()
         self.dataloader_pin_memory = self.dataloader_pin_memory and can_pin_memory()
+        # PPO's value head runs on the policy's hidden states outside DDP's forward: DDP's search for unused weights
+        # (transformers' default without activation checkpointing) would mark its weights ready in the forward and
+        # again in the backward. Every weight that trains gets a gradient at each step, so there is none to find.
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm {self.algorithm!r} is not one of {list(ALGORITHMS)}.")
         if self.beta <= 0:
