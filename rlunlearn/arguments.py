@@ -354,6 +354,18 @@ class ProbeSettings:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the relearning attack and of the sampling."})
 
+    def __post_init__(self):
+        for name in ("relearning_steps", "relearning_batch_size", "extraction_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} is {getattr(self, name)}: give 1 or more.")
+        for name in ("relearning_learning_rate", "extraction_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} is {getattr(self, name):g}: give a value above 0.")
+        if not 0 < self.extraction_rouge_threshold <= 1:
+            raise ValueError(
+                f"--extraction_rouge_threshold is {self.extraction_rouge_threshold:g}: give a ROUGE-L recall in (0, 1]."
+            )
+
 
 def check_training_settings(config) -> None:
     """Fail before anything loads on training settings (a TrainingArguments) that cannot train or save."""

@@ -9,6 +9,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
+from rlunlearn.cli import main
 from rlunlearn.data import REFUSALS, PromptFormat, sft_dataset
 from rlunlearn.evaluation import EvalSettings, ProbeSettings, recovered_fraction, run_probes
 from rlunlearn.evaluation.probes import forget_answer_metrics, relearning_split
@@ -201,3 +202,21 @@ def test_probes_refuse_unknown_names_and_missing_columns(bundle, tokenizer, tiny
     without = dataclasses.replace(bundle, eval_splits={**bundle.eval_splits, "forget": forget})
     with pytest.raises(ValueError, match="paraphrased_question"):
         run_probes(tiny_model, tokenizer, without, FMT, ["paraphrase"])
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("extraction_temperature", 0.0),
+        ("extraction_samples", 0),
+        ("relearning_steps", 0),
+        ("relearning_learning_rate", -1e-4),
+        ("extraction_rouge_threshold", 1.5),
+    ],
+)
+def test_probe_settings_refuse_values_that_probe_nothing(setting, value, capsys):
+    with pytest.raises(ValueError, match=f"--{setting} is"):
+        ProbeSettings(**{setting: value})
+    # The command line says so before it loads anything (the model folder below does not exist).
+    assert main(["eval", "--models", "missing", "--probes", "all", f"--{setting}", str(value)]) == 2
+    assert f"--{setting} is" in capsys.readouterr().err

@@ -236,7 +236,7 @@ def generate_answers(
     model.eval()
     for batch in tqdm(_batches([len(p) for p in prompt_ids], batch_size), desc=desc, leave=False, disable=desc is None):
         continuations = _continuations(
-            model, tokenizer, [prompt_ids[i] for i in batch], max_new_tokens, lambda logits, rows: logits.argmax(-1)
+            model, tokenizer, [prompt_ids[i] for i in batch], max_new_tokens, lambda logits, running: logits.argmax(-1)
         )
         for i, tokens in zip(batch, continuations):
             generations[i] = _decoded(tokenizer, tokens)
@@ -260,8 +260,9 @@ def sample_answers(
     cut), from a generator seeded by `seed` (the global random state is left as it was).
 
     The answers are those of `generate(do_sample=True, num_return_sequences=num_samples, top_k=0)` on the same batches
-    of `batch_size // num_samples` prompts (to floating-point rounding), where a row leaves the batch at its
-    end-of-sequence token rather than run to the batch's longest answer."""
+    of `batch_size // num_samples` prompts (to floating-point rounding), with no logits processor but the temperature
+    (whatever the model's generation config says); a row leaves the batch at its end-of-sequence token rather than
+    run to the batch's longest answer."""
     prompt_ids = _prompt_ids(tokenizer, prompts)
     generations: list[list[Generation] | None] = [None] * len(prompts)
     was_training = model.training
@@ -299,10 +300,9 @@ def _multinomial_pick(rows: int, temperature: float):
 def _continuations(
     model, tokenizer, prompts: list[list[int]], max_new_tokens: int, pick, repeats: int = 1
 ) -> list[list[int]]:
-    """The tokens that follow each of a batch of prompts, `repeats` times each (one pass over each prompt, its KV cache
-    copied), its end-of-sequence token included (if reached), one at a time from the KV cache; `pick(logits, running)`
-    chooses the next token of each running row, `running` the rows of the batch they are and `logits` their next-token
-    logits.
+    """The tokens that follow each of a batch of prompts, up to and with its end-of-sequence token: `repeats` rows a
+    prompt, which share one pass over it (its KV cache copied to each). `pick(logits, running)` chooses the next token
+    of the running rows: `running` says which rows of the batch they are, `logits` holds their next-token logits.
 
     Written here rather than with `generate`, which keeps every row of a batch until the last one ends: a row leaves
     the batch (and the KV cache) at its end-of-sequence token, so that one long answer does not make the whole batch
