@@ -144,9 +144,17 @@ def _side_by_side(bundle, results: dict, method: str, split: str, count: int = 3
 def demo_unlearning_config(method: str, output_dir: Path, seed: int):
     """The config `rlunlearn demo --method` unlearns with: the demo's settings of `method`, which win over the demo's
     own (DareU's preset sets `logging_steps` too)."""
-    settings = {"output_dir": str(output_dir), "seed": seed, "report_to": "none", "save_strategy": "no"}
-    settings |= {"logging_steps": 5, **DEMO["unlearning_common"], **DEMO["unlearning"].get(method, {})}
-    return METHODS[method][0](**settings)
+    return METHODS[method][0](
+        **{
+            "output_dir": str(output_dir),
+            "seed": seed,
+            "report_to": "none",
+            "save_strategy": "no",
+            "logging_steps": 5,
+            **DEMO["unlearning_common"],
+            **DEMO["unlearning"].get(method, {}),
+        }
+    )
 
 
 def demo(argv: list[str]) -> int:

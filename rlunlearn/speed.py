@@ -22,12 +22,10 @@ from transformers import Trainer, TrainingArguments
 from rlunlearn.trainers import METHODS
 from rlunlearn.trainers.utils import can_pin_memory
 
-from .arguments import DataArguments, SpeedBenchArguments
-from .data.draws import FORGET_SHAPES, REPORTED, author_draws
+from .arguments import BenchArguments, DataArguments, SpeedBenchArguments
 from .evaluation.report import format_table, markdown_table
 from .models import build_model, train_tokenizer
 from .pipeline import unlearning_datasets
-from .presets import PRESETS
 
 SPEED_COLUMNS = ["method", "model", "parameters (M)", "plain loop (s/step)", "rlunlearn (s/step)", "ratio"]
 
@@ -206,9 +204,10 @@ def bench_speed(args: SpeedBenchArguments, cache_args, run: Path) -> list[dict]:
     if args.steps < 1 or args.repeats < 1:
         raise ValueError("--steps and --repeats must be at least 1.")
     if args.tofu_path:
-        preset = PRESETS["cpu"]
-        draw = author_draws(preset["authors"].pool(REPORTED), FORGET_SHAPES["forget01"], 1)[0]
-        data_args = DataArguments(tofu_path=args.tofu_path, forget_authors=draw, **preset["data"])
+        from .bench import draw_data  # here: bench imports this module for its subcommand table
+
+        # The cpu preset's data and its first reported draw of forget authors, as `rlunlearn bench` draws it.
+        data_args = draw_data(BenchArguments(tofu_path=args.tofu_path, draws=1))[0]
     else:
         data_args = DataArguments(data="generated", num_authors=20)
     bundle = data_args.bundle()

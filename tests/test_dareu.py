@@ -228,3 +228,10 @@ def test_probabilities_are_the_models_own_at_any_sampling_temperature(finetuned,
     torch.testing.assert_close(policy_logps * mask, sampled[:, -mask.size(1) :] * mask, atol=1e-5, rtol=0)
     expected = mean_probability(run.model, tokenizer, forget)
     assert run.answer_probability(forget) == pytest.approx(expected, abs=1e-5)
+
+
+def test_activations_are_recomputed_only_when_asked(tmp_path):
+    """TRL's GRPO config recomputes activations by default; DareU, as the toolkit's other trainers, only when asked."""
+    assert not config(tmp_path).activation_checkpointing and not config(tmp_path).gradient_checkpointing
+    assert config(tmp_path, activation_checkpointing=True).gradient_checkpointing
+    assert not config(tmp_path).ddp_find_unused_parameters  # the PPO critic runs outside DDP's forward
