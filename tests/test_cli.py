@@ -452,11 +452,14 @@ def test_demo_reuses_its_cached_models(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_demo_builds_every_methods_config(method, tmp_path):
-    """`rlunlearn demo --method` takes every method at the demo's settings, which win over the demo's defaults."""
+def test_demo_builds_every_methods_config(method, tmp_path, monkeypatch):
+    """`rlunlearn demo --method` takes every method at the demo's settings, which win over the demo's defaults (as
+    DareU's logging steps do)."""
     config = demo_unlearning_config(method, tmp_path, 7)
     assert config.seed == 7 and config.learning_rate == DEMO["unlearning"][method]["learning_rate"]
     assert config.logging_steps == DEMO["unlearning"][method].get("logging_steps", 5)
+    monkeypatch.setitem(DEMO["unlearning"], method, {**DEMO["unlearning"][method], "logging_steps": 3})
+    assert demo_unlearning_config(method, tmp_path, 7).logging_steps == 3
 
 
 def test_train_attributor_command(finetuned, bundle, tmp_path, capsys):
