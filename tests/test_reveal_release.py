@@ -346,20 +346,21 @@ def test_npo_compares_with_the_original_model_in_every_round(merge, finetuned, b
     )
     run = trainer(AutoModelForCausalLM.from_pretrained(finetuned), args, bundle, tokenizer, constant_reward)
     references = []
-    completion_logps = run.completion_logps
+    reference_sequence_logps = run.reference_sequence_logps
 
-    def recording(model, inputs, group, reference=False):
-        logps, mask = completion_logps(model, inputs, group, reference)
-        if reference and run._module == "release_1":  # the second round, after the first round's modules
-            references.append((inputs[f"{group}_input_ids"], inputs[f"{group}_attention_mask"], logps, mask))
-        return logps, mask
+    def recording(model, inputs, group):
+        values = reference_sequence_logps(model, inputs, group)
+        if run._module == "release_1":  # the second round, after the first round's modules
+            batch = [inputs[f"{group}_{name}"] for name in ("input_ids", "attention_mask", "completion_mask")]
+            references.append((*batch, values))
+        return values
 
-    run.completion_logps = recording
+    run.reference_sequence_logps = recording
     run.train()
     assert references
     original = AutoModelForCausalLM.from_pretrained(finetuned).eval()
-    for input_ids, attention_mask, logps, mask in references:
+    for input_ids, attention_mask, completion_mask, values in references:
         with torch.no_grad():
             logits = original(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-        expected = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)[:, -mask.size(1) :]
-        torch.testing.assert_close(logps * mask, expected * mask, atol=1e-4, rtol=0)
+        token_logps = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        torch.testing.assert_close(values, (token_logps * completion_mask[:, 1:]).sum(1), atol=1e-3, rtol=0)

@@ -57,8 +57,8 @@ def npo_trainer(finetuned, bundle, tokenizer, tmp_path, **overrides):
 
 
 def counting_reference_passes(trainer) -> list[int]:
-    """Count the trainer's reference passes (entries into its `reference_model` context)."""
-    count = [0]
+    """Count the trainer's entries into its `reference_model` context and the forward passes of the frozen reference."""
+    count = [0, 0]
     original = trainer.reference_model
 
     @contextlib.contextmanager
@@ -67,7 +67,11 @@ def counting_reference_passes(trainer) -> list[int]:
         with original() as model:
             yield model
 
+    def counted_forward(*_):
+        count[1] += 1
+
     trainer.reference_model = counted
+    trainer.ref_model.register_forward_hook(counted_forward)
     return count
 
 
@@ -81,8 +85,8 @@ def test_reference_log_probs_are_computed_once_and_train_as_a_reference_pass_doe
     live.train()
     forget = len(precomputed.train_dataset)
     assert forget > 8  # more than one batch of the precomputing pass
-    assert passes["precomputed"][0] == -(-forget // 8)  # the whole set once, in batches of 8
-    assert passes["live"][0] == 3  # one a step
+    assert passes["precomputed"] == [1, -(-forget // 8)]  # the whole set once, in batches of 8, in one entry
+    assert passes["live"] == [3, 3]  # one a step
     losses = {
         name: [e["npo_loss"] for e in t.state.log_history if "npo_loss" in e]
         for name, t in (("precomputed", precomputed), ("live", live))

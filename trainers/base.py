@@ -671,9 +671,11 @@ class UnlearningTrainer(ReferenceAndGuardMixin, _BaseTrainer):
             tables = {}
         if group not in tables:
             values = []
-            for batch in self.whole_set_batches(self.train_dataset, group, column):
-                logps, mask = self.completion_logps(self.model, batch, group, reference=True)
-                values.append((logps * mask).sum(1))
+            with self.reference_model() as reference:
+                for batch in self.whole_set_batches(self.train_dataset, group, column):
+                    # The base's pass: inside a step, this class's would score the batch as the policy's.
+                    logps, mask = ReferenceAndGuardMixin.completion_logps(self, reference, batch, group)
+                    values.append((logps * mask).sum(1))
             tables[group] = torch.cat(values)
         self._reference_tables = (self.train_dataset, tables)
         return tables[group]
