@@ -122,7 +122,8 @@ PRESETS = {
             # documented runs at TOFU's rate used. 2e-3: WMDP's 1e-3 stopped 0.09 above the retain models' hazard; tuned
             # again, WMDP chooses 2e-3, at chance, and MUSE too, at the retain models' VerbMem (reported: level with
             # its control on both tasks; TOFU, where 1e-3 collapses, not tuned again with it). With seeded classifiers,
-            # WMDP keeps 2e-3 and the harmful stand-in (2e-4 before) chooses 5e-4, the first rate at a harmful rate of 0.
+            # WMDP and MUSE keep 2e-3 (0.03 and 0.02 above the retain models, and level with the control again) and
+            # the harmful stand-in (2e-4 before) chooses 5e-4, the first rate at a harmful rate of 0.
             "dareu": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3],
             # DareU (GRPO) 1e-3: TOFU had chosen 5e-4, its highest; tuned again, it keeps 5e-4 (1e-3 collapses).
             "dareu-grpo": [1e-4, 2e-4, 5e-4, 1e-3],
