@@ -743,14 +743,26 @@ def _usage_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _console_logging() -> None:
-    """rlunlearn's progress messages on the console. Only rlunlearn's logger gets a handler: a handler on the root
-    logger would print again every library message that has its own (huggingface_hub's retries were printed twice)."""
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+@contextlib.contextmanager
+def _console_logging():
+    """rlunlearn's progress messages on the console while a command runs. Only rlunlearn's logger gets a handler: a
+    handler on the root logger would print again every library message that has its own (huggingface_hub's retries
+    were printed twice). Nor do its messages go on to the root logger, to which a library may give a handler of its own
+    (rouge-score, through absl, calls logging.basicConfig), printing each a second time."""
+    if logger.handlers:  # a command run from within another
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    level, logger.propagate = logger.level, False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -768,15 +780,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    _console_logging()
-    try:
-        return COMMANDS[command](rest)
-    except (ValueError, OSError) as error:
-        # Bad options and unusable input files: the project's checks raise these, naming the option.
-        if debug:
-            raise
-        print(f"rlunlearn {command}: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+    with _console_logging():
+        try:
+            return COMMANDS[command](rest)
+        except (ValueError, OSError) as error:
+            # Bad options and unusable input files: the project's checks raise these, naming the option.
+            if debug:
+                raise
+            print(f"rlunlearn {command}: {' '.join(str(error).split())}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -280,6 +280,23 @@ def test_a_library_warning_prints_once():
     assert result.stderr.count("Retrying in 1s") == 1, result.stderr
 
 
+def test_a_progress_message_prints_once_after_a_library_configures_the_root_logger():
+    """rouge-score logs through absl, which gives the root logger a handler on first use (logging.basicConfig):
+    rlunlearn's messages must not then print a second time through it."""
+    script = (
+        "from rlunlearn import cli\n"
+        "def command(rest):\n"
+        "    from rouge_score import rouge_scorer\n"
+        "    rouge_scorer.RougeScorer(['rougeL'])\n"
+        "    cli.logger.info('Fine-tuning the target model')\n"
+        "    return 0\n"
+        "cli.COMMANDS['check'] = command\n"
+        "cli.main(['check'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stderr.count("Fine-tuning the target model") == 1, result.stderr
+
+
 def test_a_tiny_unlearn_run_prints_a_few_lines_and_logs_each_step_in_its_folder(finetuned, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "TQDM_DISABLE"}  # the bars a user sees
     argv = ["unlearn", "--model_name_or_path", str(finetuned), "--num_authors", "4", "--num_forget_authors", "1"]
