@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rouge_score import rouge_scorer
+from rouge_score import rouge_scorer, tokenizers
 
 from .classifier import ClassifierReward, SequenceClassifier, as_text
 
@@ -68,7 +68,8 @@ class RefusalBonus:
             raise ValueError("RefusalBonus needs refusal templates to compare answers with; none were given.")
         self.refusals = list(refusals)
         self.threshold = threshold
-        self.scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        # rouge-score's default tokenizer, passed in: else it logs through absl, which configures the root logger.
+        self.scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=tokenizers.DefaultTokenizer(use_stemmer=True))
 
     def bonus(self, text: str) -> float:
         best = max(self.scorer.score(refusal, text)["rougeL"].fmeasure for refusal in self.refusals)

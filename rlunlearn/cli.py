@@ -749,20 +749,21 @@ def _console_logging():
     handler on the root logger would print again every library message that has its own (huggingface_hub's retries
     were printed twice). Nor do its messages go on to the root logger, to which a library may give a handler of its own
     (rouge-score, through absl, calls logging.basicConfig), printing each a second time."""
-    if logger.handlers:  # a command run from within another
+    if logger.handlers:  # the caller has set rlunlearn's logging up itself
         yield
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    level, logger.propagate = logger.level, False
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-        logger.propagate = True
+        logger.propagate = propagate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,7 @@
 import json
 import math
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -95,6 +97,22 @@ def test_rouge_l_recall_and_f1_on_known_strings():
     np.testing.assert_allclose(scores["f1"], [2 * 0.5 / 1.5, 2 * (2 / 3) * (2 / 3) / (4 / 3)])
     with pytest.raises(ValueError, match="2 predictions but 1 references"):
         rouge_l(["a", "b"], ["a"])
+
+
+def test_rouge_l_and_the_refusal_reward_leave_the_root_logger_alone():
+    """rouge-score, left to pick its tokenizer, logs through absl, which gives the root logger a handler: a user's
+    script (and the command line) would then print every message that reaches the root logger."""
+    script = (
+        "import logging\n"
+        "from rlunlearn.evaluation.metrics import rouge_l\n"
+        "from rlunlearn.rewards import RefusalBonus\n"
+        "rouge_l(['the answer'], ['the answer'])\n"
+        'RefusalBonus(["I don\'t know."])\n'
+        "print(len(logging.getLogger().handlers))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0", result.stderr
 
 
 def test_repetition_is_seq_rep_4():

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
-from rouge_score import rouge_scorer
+from rouge_score import rouge_scorer, tokenizers
 from scipy.stats import hmean, ks_2samp
 from sklearn.metrics import roc_auc_score
 
@@ -112,7 +112,9 @@ def extraction_strength(is_top1: np.ndarray) -> float:
 
 @lru_cache(maxsize=2)
 def _rouge_l_scorer(stemmer: bool) -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stemmer)
+    # rouge-score's own tokenizer, passed in: left to pick it, rouge-score logs through absl, which gives the root logger
+    # a handler (logging.basicConfig), and every message that reaches the root then prints.
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=tokenizers.DefaultTokenizer(use_stemmer=stemmer))
 
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str], stemmer: bool = True) -> dict[str, np.ndarray]:
