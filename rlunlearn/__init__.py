@@ -8,8 +8,14 @@ trainers in `rlunlearn.trainers`, the rewards plain callables in `rlunlearn.rewa
 import logging
 
 # On import, bitsandbytes tries to fetch an optimised CPU kernel from the hub and logs a warning when it cannot; offline
-# that always happens, and its built-in kernel is used instead, so the warning only alarms.
+# that always happens, and its built-in kernel is used instead, so the warning only alarms. So does the note of the
+# `kernels` library, which fetches it, that offline it skips the kernel's publisher check.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+logging.getLogger("kernels._internals.hf_hub").addFilter(
+    lambda record: (
+        "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'" not in record.getMessage()
+    )
+)
 # DeepSpeed, where installed, warns at every start on a machine without a GPU that it falls back to the CPU, which is
 # what such a machine does. (A filter, not a level: DeepSpeed sets its logger's level when it loads.)
 logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())

@@ -67,6 +67,40 @@ class AttributorConfig(TrainingArguments):
         super().__post_init__()
 
 
+def classifier_from_lm(model_args: ModelConfig, labels: list[str]):
+    """A sequence classifier over `labels` made from the causal LM `model_args.model_name_or_path`: its body, and a new
+    head. transformers' load report, which lists that head as missing on every run's console, is left out; a missing
+    body weight is warned of instead."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    drop_report = _DropLoadReport()
+    report_logger.addFilter(drop_report)
+    try:
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            output_loading_info=True,
+            **model_init_kwargs(model_args),
+        )
+    finally:
+        report_logger.removeFilter(drop_report)
+    missing_from_body = sorted(k for k in loading["missing_keys"] if k.startswith(f"{model.base_model_prefix}."))
+    if missing_from_body:
+        logger.warning(
+            "Attribution classifier: %s lacks %d weights of its body (%s), initialised at random",
+            model_args.model_name_or_path,
+            len(missing_from_body),
+            ", ".join(missing_from_body[:5]),
+        )
+    return model
+
+
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
 def train_attributor(
     bundle: UnlearningBundle,
     data_args,
@@ -92,13 +126,7 @@ def train_attributor(
     # The new classification head (and LoRA) initialised from the run's seed, as the Trainer seeds only later: else
     # each process draws another classifier, and DareU's rewards and results with it.
     set_seed(config.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        **model_init_kwargs(model_args),
-    )
+    model = classifier_from_lm(model_args, labels)
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         peft_config.task_type = "SEQ_CLS"  # trains the new classification head in full beside the adapters

@@ -100,20 +100,17 @@ def finetuned(tmp_path_factory, bundle, tokenizer):
 @pytest.fixture(scope="session")
 def attributor(tmp_path_factory, finetuned, bundle, tokenizer):
     """An attribution classifier (the forget author, `retain`, `none`) on the fine-tuned tiny model, saved."""
-    from transformers import AutoModelForSequenceClassification, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
+    from trl import ModelConfig
 
+    from rlunlearn.attribution import classifier_from_lm
     from rlunlearn.data import attribution_dataset
     from rlunlearn.rewards import train_classifier
 
     path = tmp_path_factory.mktemp("attributor")
     train, held_out, labels = attribution_dataset(bundle, retain_labels="one")
     set_seed(0)  # the classification head is initialised here: the same classifier whatever tests ran before
-    model = AutoModelForSequenceClassification.from_pretrained(
-        finetuned,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
+    model = classifier_from_lm(ModelConfig(model_name_or_path=str(finetuned)), labels)
     args = TrainingArguments(
         output_dir=str(path / "checkpoints"),
         learning_rate=1e-3,

@@ -235,3 +235,46 @@ def test_activations_are_recomputed_only_when_asked(tmp_path):
     assert not config(tmp_path).activation_checkpointing and not config(tmp_path).gradient_checkpointing
     assert config(tmp_path, activation_checkpointing=True).gradient_checkpointing
     assert not config(tmp_path).ddp_find_unused_parameters  # the PPO critic runs outside DDP's forward
+
+
+def test_the_attribution_classifier_is_made_without_the_load_report_and_warns_of_a_missing_body_weight(
+    finetuned, tmp_path, caplog
+):
+    """transformers' load report lists the classifier's new head as missing, a table on every DareU run's console:
+    left out. A weight missing from the model's body still reaches the user, as rlunlearn's warning."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from trl import ModelConfig
+
+    from rlunlearn.attribution import classifier_from_lm
+
+    transformers_records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = transformers_records.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="rlunlearn.attribution"):
+            model = classifier_from_lm(ModelConfig(model_name_or_path=str(finetuned)), ["a", "b", "none"])
+        assert model.config.id2label == {0: "a", 1: "b", 2: "none"} and not caplog.records
+
+        damaged = tmp_path / "without-norm"
+        shutil.copytree(finetuned, damaged)
+        weights = load_file(damaged / "model.safetensors")
+        del weights["model.norm.weight"]
+        save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+        with caplog.at_level(logging.WARNING, logger="rlunlearn.attribution"):
+            classifier_from_lm(ModelConfig(model_name_or_path=str(damaged)), ["a", "b"])
+        assert "lacks 1 weights of its body (model.norm.weight)" in caplog.text
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert not [r for r in transformers_records if "LOAD REPORT" in r.getMessage()]
+    # The filter is gone with the load: a later load's report reaches transformers' logger again.
+    from transformers import AutoModelForSequenceClassification
+
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        AutoModelForSequenceClassification.from_pretrained(finetuned, num_labels=2)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert [r for r in transformers_records if "LOAD REPORT" in r.getMessage()]
