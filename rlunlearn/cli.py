@@ -208,12 +208,13 @@ def demo(argv: list[str]) -> int:
         finetune_config = FinetuneConfig(
             output_dir=str(run / "finetune"), seed=demo_args.seed, report_to="none", **(recipe if base else {})
         )
+        finetune_started = time.time()
         prepared = prepare_models(
             bundle, data_args, ModelConfig(model_name_or_path=base), scratch_args, finetune_config, cache_args.cache_dir
         )
         print(
             f"Target and retain models: {prepared.target.parent} ("
-            f"{'reused from the cache' if prepared.reused else 'fine-tuned'}, {time.time() - started:.0f}s)"
+            f"{'reused from the cache' if prepared.reused else 'fine-tuned'}, {time.time() - finetune_started:.0f}s)"
         )
 
         unlearn_config = demo_unlearning_config(method, run / "unlearned", demo_args.seed)
