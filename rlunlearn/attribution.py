@@ -224,6 +224,7 @@ def cached_attributor(
         # A shallow copy: the caller's config keeps its folder, and TrainingArguments' checks do not run again.
         staged = copy.copy(config)
         staged.output_dir = str(staging)
+        staged.run_name = config.run_name or "attribution classifier"  # on the progress bar, not the staging folder
         train_attributor(bundle, data_args, ModelConfig(model_name_or_path=str(model_path)), staged)
 
     path, _ = cached_build(Path(folder) / f"attributor-{settings_hash(key)[:16]}", key, build)

@@ -168,7 +168,8 @@ def cached_base(
 
     def build(staging: Path) -> dict:
         started = time.time()
-        staged = dataclasses.replace(config, output_dir=str(staging))
+        # The progress bar says "training base", not the cache's staging folder.
+        staged = dataclasses.replace(config, output_dir=str(staging), run_name=config.run_name or "base")
         pretrain(corpus, staged, model_preset, architecture, vocab_size, fmt)
         return {"seconds": round(time.time() - started, 1), "corpus_rows": len(corpus)}
 

@@ -146,6 +146,7 @@ def test_the_cached_classifier_is_trained_once_and_again_when_its_version_change
 
     first, metrics = classifier()
     assert (first / "config.json").is_file() and metrics["labels"]
+    assert trained[0][3].run_name == "attribution classifier"  # its progress bar's name, not the staging folder's
     assert classifier() == (first, metrics) and len(trained) == 1
     monkeypatch.setattr(attribution, "ATTRIBUTOR_VERSION", attribution.ATTRIBUTOR_VERSION + 1)
     second, _ = classifier()

@@ -80,8 +80,14 @@ def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(tmp_pat
 
 
 def test_the_base_is_cached_by_its_settings(tmp_path, corpus, monkeypatch):
+    run_names = []
+    build = pretrain_module.pretrain
+    monkeypatch.setattr(
+        pretrain_module, "pretrain", lambda c, staged, *a: run_names.append(staged.run_name) or build(c, staged, *a)
+    )
     first, reused = cached_base(corpus, config("unused", max_steps=2), tmp_path, model_preset="tiny", vocab_size=300)
     assert not reused and (first / "config.json").is_file()
+    assert run_names == ["base"]  # the progress bar's name, rather than the cache's staging folder
     monkeypatch.setattr(pretrain_module, "pretrain", lambda *a, **k: pytest.fail("the cached base was not reused"))
     again, reused = cached_base(corpus, config("elsewhere", max_steps=2), tmp_path, model_preset="tiny", vocab_size=300)
     assert reused and again == first
