@@ -67,13 +67,16 @@ class AttributorConfig(TrainingArguments):
         super().__post_init__()
 
 
+def _not_a_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in record.getMessage()
+
+
 def classifier_from_lm(model_args: ModelConfig, labels: list[str]):
     """A sequence classifier over `labels` made from the causal LM `model_args.model_name_or_path`: its body, and a new
     head. transformers' load report, which lists that head as missing on every run's console, is left out; a missing
     body weight is warned of instead."""
     report_logger = logging.getLogger("transformers.modeling_utils")
-    drop_report = _DropLoadReport()
-    report_logger.addFilter(drop_report)
+    report_logger.addFilter(_not_a_load_report)
     try:
         model, loading = AutoModelForSequenceClassification.from_pretrained(
             model_args.model_name_or_path,
@@ -84,7 +87,7 @@ def classifier_from_lm(model_args: ModelConfig, labels: list[str]):
             **model_init_kwargs(model_args),
         )
     finally:
-        report_logger.removeFilter(drop_report)
+        report_logger.removeFilter(_not_a_load_report)
     missing_from_body = sorted(k for k in loading["missing_keys"] if k.startswith(f"{model.base_model_prefix}."))
     if missing_from_body:
         logger.warning(
@@ -94,11 +97,6 @@ def classifier_from_lm(model_args: ModelConfig, labels: list[str]):
             ", ".join(missing_from_body[:5]),
         )
     return model
-
-
-class _DropLoadReport(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "LOAD REPORT" not in record.getMessage()
 
 
 def train_attributor(

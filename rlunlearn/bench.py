@@ -1105,58 +1105,58 @@ def _return_freed_memory() -> None:
             libc.malloc_trim(0)
 
 
+@quiet_console()  # a spawned process starts without the command's console
 def _measure_memory(mode: str, model_dir: str, args: MemoryBenchArguments, queue) -> None:
     """In a fresh process (so that no earlier run's memory counts): load the model in `mode`, run `args.steps`
     unlearning steps, and report its footprint and the peak memory of the steps."""
-    with quiet_console():  # a spawned process starts without the command's console
-        from trl import get_peft_config
+    from trl import get_peft_config
 
-        from .data import generate_authors, sft_dataset
+    from .data import generate_authors, sft_dataset
 
-        start_rss = psutil.Process(os.getpid()).memory_info().rss
-        model_args = ModelConfig(
-            model_name_or_path=model_dir, lora_r=args.lora_r, lora_target_modules=["all-linear"], **MEMORY_MODES[mode]
-        )
-        model = load_model(model_args)
-        config_class, trainer_class = METHODS[args.method]
-        config = config_class(
-            output_dir=os.path.join(model_dir, f"run-{mode}"),
-            max_steps=args.steps,
-            per_device_train_batch_size=args.batch_size,
-            gradient_accumulation_steps=1,
-            bf16=bf16_default() and mode != "fp32",
-            activation_checkpointing=args.activation_checkpointing,
-            report_to="none",
-            save_strategy="no",
-            disable_tqdm=True,
-            logging_steps=args.steps,
-        )
-        bundle = generate_authors(20, 2)
-        trainer = trainer_class(
-            model=model,
-            args=config,
-            train_dataset=sft_dataset(bundle.forget),
-            retain_dataset=sft_dataset(bundle.retain) if trainer_class.needs_retain(config) else None,
-            processing_class=load_tokenizer(model_dir),
-            peft_config=get_peft_config(model_args),
-        )
-        if not torch.cuda.is_available():
-            _return_freed_memory()
-        footprint = trainer.model.get_memory_footprint()
-        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        started = time.time()
-        with PeakMemory() as memory:
-            trainer.train()
-        queue.put(
-            {
-                "precision": mode,
-                "trainable (M)": float(f"{trainable / 1e6:.3g}"),
-                "model footprint (MB)": round(footprint / 2**20, 1),
-                "peak memory (MB)": memory.megabytes,
-                "peak above start (MB)": round(memory.megabytes - (0 if memory.cuda else start_rss / 2**20), 1),
-                "s / step": round((time.time() - started) / args.steps, 2),
-            }
-        )
+    start_rss = psutil.Process(os.getpid()).memory_info().rss
+    model_args = ModelConfig(
+        model_name_or_path=model_dir, lora_r=args.lora_r, lora_target_modules=["all-linear"], **MEMORY_MODES[mode]
+    )
+    model = load_model(model_args)
+    config_class, trainer_class = METHODS[args.method]
+    config = config_class(
+        output_dir=os.path.join(model_dir, f"run-{mode}"),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        bf16=bf16_default() and mode != "fp32",
+        activation_checkpointing=args.activation_checkpointing,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=args.steps,
+    )
+    bundle = generate_authors(20, 2)
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=sft_dataset(bundle.forget),
+        retain_dataset=sft_dataset(bundle.retain) if trainer_class.needs_retain(config) else None,
+        processing_class=load_tokenizer(model_dir),
+        peft_config=get_peft_config(model_args),
+    )
+    if not torch.cuda.is_available():
+        _return_freed_memory()
+    footprint = trainer.model.get_memory_footprint()
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    started = time.time()
+    with PeakMemory() as memory:
+        trainer.train()
+    queue.put(
+        {
+            "precision": mode,
+            "trainable (M)": float(f"{trainable / 1e6:.3g}"),
+            "model footprint (MB)": round(footprint / 2**20, 1),
+            "peak memory (MB)": memory.megabytes,
+            "peak above start (MB)": round(memory.megabytes - (0 if memory.cuda else start_rss / 2**20), 1),
+            "s / step": round((time.time() - started) / args.steps, 2),
+        }
+    )
 
 
 def _check_modes(modes: list[str]) -> None:
